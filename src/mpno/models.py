@@ -1,0 +1,101 @@
+"""Neural operators: the Fourier Neural Operator in 1, 2 and 3 dimensions."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import precision as precision_module
+from .checks import as_modes, check_field, positive_int
+from .layers import ChannelMLP, DomainPadding, SoftGating, grid_coordinates, skip_connection
+from .precision import Precision
+from .spectral import SpectralConv
+
+
+class FNOBlock(nn.Module):
+    """``act(K(x) + skip(x))``, with an optional channel MLP: ``act(mlp(act(K(x) + skip(x))) + gate(x))``."""
+
+    def __init__(self, channels: int, n_modes: Sequence[int], skip: str, channel_mlp_expansion: float | None):
+        super().__init__()
+        self.conv = SpectralConv(channels, channels, n_modes)
+        self.skip = skip_connection(skip, channels)
+        if channel_mlp_expansion:
+            self.mlp = ChannelMLP(channels, max(1, round(channels * channel_mlp_expansion)), channels)
+            self.mlp_skip = SoftGating(channels)
+        else:
+            self.mlp = self.mlp_skip = None
+
+    def forward(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
+        y = self.conv(x) + self.skip(x)
+        if self.mlp is not None:
+            y = self.mlp(F.gelu(y)) + self.mlp_skip(x)
+        return F.gelu(y) if activate else y
+
+
+class FNO(nn.Module):
+    """Fourier Neural Operator for fields of shape (batch, in_channels, *grid).
+
+    Args:
+        in_channels, out_channels: channels of the input and output fields.
+        n_modes: kept frequencies per spatial dimension (``neuraloperator``'s
+            meaning); ``len(n_modes)`` is the number of spatial dims (1 to 3).
+        hidden_channels: width of the Fourier layers.
+        n_layers: number of Fourier layers.
+        precision: a :class:`mpno.Precision` or mode name; change it between
+            steps with :meth:`set_precision`.
+        lifting_channels, projection_channels: hidden widths of the two-layer
+            lifting and projection MLPs (default ``2 * hidden_channels``).
+        skip: ``"linear"``, ``"identity"`` or ``"soft-gating"``.
+        channel_mlp: add a channel MLP (expansion ``channel_mlp_expansion``) to each block.
+        positional_embedding: append the grid coordinates in [0, 1) as input channels.
+        domain_padding: zero-pad each dimension by this fraction (non-periodic problems).
+
+    The same model runs on any grid with at least ``n_modes[i]`` points along
+    dimension ``i``: train at 32², evaluate at 64². The output has the input's dtype.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (16, 16),
+                 hidden_channels: int = 32, n_layers: int = 4, precision: Precision | str = "full",
+                 lifting_channels: int | None = None, projection_channels: int | None = None,
+                 skip: str = "linear", channel_mlp: bool = True, channel_mlp_expansion: float = 0.5,
+                 positional_embedding: bool = True, domain_padding: float = 0.0):
+        super().__init__()
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.n_modes = as_modes(n_modes)
+        hidden = positive_int("hidden_channels", hidden_channels)
+        positive_int("n_layers", n_layers)
+        lifting = lifting_channels or 2 * hidden
+        projection = projection_channels or 2 * hidden
+        self.positional_embedding = positional_embedding
+        extra = len(self.n_modes) if positional_embedding else 0
+        self.lifting = ChannelMLP(in_channels + extra, lifting, hidden)
+        self.padding = DomainPadding(domain_padding) if domain_padding else None
+        self.blocks = nn.ModuleList(
+            FNOBlock(hidden, self.n_modes, skip, channel_mlp_expansion if channel_mlp else None)
+            for _ in range(n_layers)
+        )
+        self.projection = ChannelMLP(hidden, projection, out_channels)
+        self.set_precision(precision)
+
+    def set_precision(self, precision: Precision | str) -> Precision:
+        """Switch every layer to ``precision`` (takes effect at the next forward pass)."""
+        self.precision = precision_module.set_precision(self, precision)
+        return self.precision
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_field(x, self.in_channels, self.n_modes, type(self).__name__)
+        out_dtype, grid = x.dtype, x.shape[2:]
+        if self.positional_embedding:
+            x = torch.cat([x, grid_coordinates(x)], dim=1)
+        x = self.lifting(x)
+        if self.padding is not None:
+            x = self.padding.pad(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, activate=i < len(self.blocks) - 1)
+        if self.padding is not None:
+            x = self.padding.crop(x, grid)
+        return self.projection(x).to(out_dtype)

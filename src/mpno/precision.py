@@ -1,0 +1,150 @@
+"""The precision policy: the one place that decides what runs in which dtype.
+
+A :class:`Precision` names a *mode* and, for the low-precision modes, the half
+dtype, the stabilizer applied before a half-precision forward transform and the
+implementation of half-precision transforms.
+
+======  ==================  ===========  ===========  ===========
+mode    real-valued layers  forward FFT  contraction  inverse FFT
+======  ==================  ===========  ===========  ===========
+full    fp32                fp32         fp32         fp32
+amp     half                fp32         fp32         fp32
+mixed   half                fp32 → half  half         half
+half    half                half         half         half
+======  ==================  ===========  ===========  ===========
+
+"half" is float16 or bfloat16 (``dtype``). Master weights always stay in the
+model's own dtype; they are cast on the fly. ``docs/precision.md`` has the full
+table, per device.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+
+MODES = ("full", "amp", "mixed", "half")
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+STABILIZERS = ("tanh", "clip_hard", "clip_sigma")
+FFT_BACKENDS = ("auto", "torch", "dft")
+
+#: Unit roundoff (half the machine epsilon) of each floating dtype.
+UNIT_ROUNDOFF = {
+    torch.float16: 2.0**-11,
+    torch.bfloat16: 2.0**-8,
+    torch.float32: 2.0**-24,
+    torch.float64: 2.0**-53,
+}
+
+
+def _choice(name: str, value, allowed) -> None:
+    if value not in allowed:
+        shown = ", ".join(repr(a) for a in allowed)
+        raise ValueError(f"{name}={value!r} is not supported; allowed: {shown}")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """What runs in which dtype.
+
+    Args:
+        mode: ``"full"``, ``"amp"``, ``"mixed"`` or ``"half"`` (see the module table).
+        dtype: the half dtype, ``"float16"`` or ``"bfloat16"``.
+        stabilizer: squashes the input of a half-precision forward transform so
+            that it cannot overflow: ``"tanh"``, ``"clip_hard"`` (clip to [-1, 1]),
+            ``"clip_sigma"`` (standardise per sample and channel, clip to ±2σ) or
+            ``None``. Only meaningful in mode ``"half"``, where it defaults to
+            ``"tanh"``; the skip branch always sees the raw input.
+        fft_backend: how half-precision transforms are computed: ``"torch"``
+            (cuFFT: CUDA, float16, power-of-two sizes only), ``"dft"`` (the kept
+            modes as matrix products: any device, dtype and size) or ``"auto"``
+            (``"torch"`` where it can run, ``"dft"`` elsewhere).
+    """
+
+    mode: str = "full"
+    dtype: str = "float16"
+    stabilizer: str | None = "auto"
+    fft_backend: str = "auto"
+
+    def __post_init__(self):
+        _choice("mode", self.mode, MODES)
+        _choice("dtype", self.dtype, tuple(DTYPES))
+        _choice("fft_backend", self.fft_backend, FFT_BACKENDS)
+        stabilizer = self.stabilizer
+        if stabilizer == "none":
+            stabilizer = None
+        if stabilizer == "auto":
+            stabilizer = "tanh" if self.mode == "half" else None
+        if stabilizer is not None:
+            _choice("stabilizer", stabilizer, STABILIZERS + (None,))
+            if self.mode != "half":
+                raise ValueError(
+                    f"stabilizer={stabilizer!r} only applies in mode 'half', where the "
+                    f"forward transform runs in half precision; got mode={self.mode!r}"
+                )
+        object.__setattr__(self, "stabilizer", stabilizer)
+
+    @classmethod
+    def parse(cls, value: "Precision | str | dict | None") -> "Precision":
+        """A policy from a policy, a mode name, a dict of fields, or ``None`` (full)."""
+        if value is None:
+            return cls()
+        if isinstance(value, Precision):
+            return value
+        if isinstance(value, str):
+            return cls(mode=value)
+        if isinstance(value, dict):
+            unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"unknown precision fields {sorted(unknown)}")
+            return cls(**value)
+        raise ValueError(
+            f"precision={value!r} is not supported; give a Precision, a mode name "
+            f"({', '.join(MODES)}) or a dict of Precision fields"
+        )
+
+    def replace(self, **changes) -> "Precision":
+        """A copy with some fields changed (``stabilizer`` re-defaults with the mode)."""
+        fields = dataclasses.asdict(self)
+        if "mode" in changes and "stabilizer" not in changes:
+            fields["stabilizer"] = "auto"
+        fields.update(changes)
+        return Precision(**fields)
+
+    @property
+    def half_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    @property
+    def real_dtype(self) -> torch.dtype | None:
+        """dtype of the real-valued layers, or ``None`` for the master dtype."""
+        return None if self.mode == "full" else self.half_dtype
+
+    @property
+    def forward_dtype(self) -> torch.dtype | None:
+        """dtype of the forward transform, or ``None`` for the master dtype."""
+        return self.half_dtype if self.mode == "half" else None
+
+    @property
+    def spectral_dtype(self) -> torch.dtype | None:
+        """dtype of the contraction and inverse transform, or ``None`` for the master dtype."""
+        return self.half_dtype if self.mode in ("mixed", "half") else None
+
+    def __str__(self) -> str:
+        if self.mode in ("full",):
+            return "full"
+        text = f"{self.mode}/{self.dtype}"
+        if self.mode == "half":
+            text += f"/{self.stabilizer or 'no-stabilizer'}"
+        return text
+
+
+def set_precision(module: torch.nn.Module, precision) -> Precision:
+    """Give every precision-aware submodule of ``module`` the same policy."""
+    policy = Precision.parse(precision)
+    for sub in module.modules():
+        if hasattr(sub, "precision"):
+            sub.precision = policy
+    return policy

@@ -1,0 +1,201 @@
+"""Truncated Fourier transforms in any precision, on any grid and device.
+
+``forward`` returns only the kept Fourier coefficients of a real field, as real
+(re, im) pairs; ``inverse`` maps such coefficients back to a real field on a
+grid of any size. The normalisation is ``"forward"``: coefficients are means
+(resolution-independent in size), the inverse is an unnormalised sum.
+
+Kept frequencies, per spatial dimension with ``m = n_modes[i]``: on every
+dimension but the last, the ``m`` frequencies ``-(m // 2), ..., m - m // 2 - 1``
+in ascending order; on the last (real-FFT) dimension ``0, ..., m // 2``. This is
+the convention of ``neuraloperator``, so the same ``n_modes`` give the same
+weight shape.
+
+Two implementations compute the same thing:
+
+* ``"torch"``: ``torch.fft`` one dimension at a time (cuFFT on CUDA). In half
+  precision PyTorch supports only CUDA, float16 and power-of-two sizes.
+* ``"dft"``: the kept modes as matrix products with precomputed twiddle
+  matrices (exact for any size, tensor-core friendly, and the only half path on
+  the CPU, for bfloat16 and for other sizes).
+
+Both round to the working dtype at the same points: the input, the
+*unnormalised* partial sums after each dimension (so float16 overflows exactly
+when ``n_i * |x|`` exceeds 65504 along some dimension, with either
+implementation), and the normalised result.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from typing import Sequence
+
+import torch
+
+from . import products
+from .products import HALF_DTYPES
+
+_GRID_LETTERS = "hijklmn"  # spatial dimensions in einsum equations (up to 7)
+
+# cuFFT's half-precision results are complex32, which PyTorch flags as experimental
+# on creation; we only ever view them as real pairs.
+warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
+
+
+def kept_shape(n_modes: Sequence[int]) -> tuple[int, ...]:
+    """Shape of the kept coefficients: ``n_modes`` with the last entry ``m // 2 + 1``."""
+    return (*n_modes[:-1], n_modes[-1] // 2 + 1)
+
+
+def _frequencies(m: int) -> torch.Tensor:
+    return torch.arange(-(m // 2), m - m // 2, dtype=torch.float64)
+
+
+def _twiddles(freqs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of ``2π k j / n`` for k in ``freqs`` (rows), j in 0..n-1, in float64."""
+    k = freqs.to(torch.int64)[:, None]
+    j = torch.arange(n, dtype=torch.int64)[None, :]
+    angle = (2 * math.pi / n) * torch.remainder(k * j, n).to(torch.float64)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    cos[cos.abs() < 1e-12] = 0.0
+    sin[sin.abs() < 1e-12] = 0.0
+    return cos, sin
+
+
+@functools.lru_cache(maxsize=256)
+def _dft_matrix(kind: str, n: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Twiddle matrices of the truncated DFT, unnormalised.
+
+    ``rfft``:  (n, K*2)   real input j -> (k, re/im), K = m // 2 + 1
+    ``irfft``: (K*2, n)   (k, re/im) -> real output j
+    ``fft``:   (n, 2, m, 2)  (j, re/im) -> (k, re/im)
+    ``ifft``:  (m, 2, n, 2)  (k, re/im) -> (j, re/im)
+    """
+    if kind in ("rfft", "irfft"):
+        freqs = torch.arange(m // 2 + 1, dtype=torch.float64)
+    else:
+        freqs = _frequencies(m)
+    cos, sin = _twiddles(freqs, n)  # (K or m, n)
+    if kind == "rfft":
+        matrix = torch.stack([cos.T, -sin.T], dim=-1).reshape(n, -1)
+    elif kind == "irfft":
+        # Hermitian weights: the DC and Nyquist terms count once, the others twice.
+        weight = torch.full_like(freqs, 2.0)
+        weight[freqs == 0] = 1.0
+        weight[2 * freqs == n] = 1.0
+        matrix = torch.stack([cos * weight[:, None], -sin * weight[:, None]], dim=1)
+        matrix = matrix.reshape(-1, n)
+    elif kind == "fft":  # e^{-iθ}: re' = cos re + sin im, im' = cos im - sin re
+        c, s = cos.T, sin.T  # (n, m)
+        matrix = torch.stack([torch.stack([c, -s], -1), torch.stack([s, c], -1)], dim=1)
+    else:  # ifft, e^{+iθ}: re' = cos re - sin im, im' = sin re + cos im
+        matrix = torch.stack([torch.stack([cos, sin], -1), torch.stack([-sin, cos], -1)], dim=1)
+    return matrix.to(dtype=dtype, device=device)
+
+
+def _use_dft(x: torch.Tensor, grid: Sequence[int], backend: str) -> bool:
+    if backend == "dft":
+        return True
+    cufft_half = (
+        x.device.type == "cuda"
+        and x.dtype == torch.float16
+        and all(n > 0 and n & (n - 1) == 0 for n in grid)
+    )
+    if x.dtype not in HALF_DTYPES or cufft_half:
+        return False
+    if backend == "torch":
+        raise ValueError(
+            f"fft_backend='torch' cannot transform a {x.dtype} field of grid {tuple(grid)} "
+            f"on {x.device.type}: torch.fft in half precision needs CUDA, float16 and "
+            "power-of-two sizes; use fft_backend='auto' or 'dft'"
+        )
+    return True
+
+
+class _LinearMap(torch.autograd.Function):
+    """Applies a linear map ``fn`` without saving its input for backward.
+
+    The vector-Jacobian product of a linear map is the same at every point, so
+    backward takes it at zero. (``torch.fft.rfft`` would otherwise keep its whole
+    input alive: in mode ``mixed`` a float32 copy of every layer's activation.)
+    """
+
+    @staticmethod
+    def forward(ctx, fn, x):
+        ctx.fn, ctx.shape, ctx.dtype, ctx.device = fn, x.shape, x.dtype, x.device
+        return fn(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        with torch.enable_grad():
+            zero = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
+            (grad_x,) = torch.autograd.grad(ctx.fn(zero), zero, grad)
+        return None, grad_x
+
+
+def _forward_fft(x: torch.Tensor, n_modes: tuple[int, ...]) -> torch.Tensor:
+    grid = x.shape[-len(n_modes):]
+    coeffs = torch.fft.rfft(x, dim=-1, norm="forward")[..., : n_modes[-1] // 2 + 1]
+    for i in range(len(n_modes) - 1):
+        dim, n, m = 2 + i, grid[i], n_modes[i]
+        coeffs = torch.fft.fft(coeffs, dim=dim, norm="forward")
+        coeffs = torch.cat([coeffs.narrow(dim, n - m // 2, m // 2), coeffs.narrow(dim, 0, m - m // 2)], dim)
+    return torch.view_as_real(coeffs)
+
+
+def _dim_equation(ndim: int, dim: int) -> str:
+    """einsum contracting spatial ``dim`` (and re/im) of a (b, c, *grid, 2) tensor."""
+    grid = _GRID_LETTERS[:ndim]
+    out = grid[:dim] + "z" + grid[dim + 1 :]
+    return f"bc{grid}r,{grid[dim]}rzs->bc{out}s"
+
+
+def forward(x: torch.Tensor, n_modes: Sequence[int], dtype: torch.dtype | None = None,
+            backend: str = "auto") -> torch.Tensor:
+    """Kept Fourier coefficients of ``x`` (batch, channels, *grid) as (batch, channels, *kept, 2).
+
+    ``dtype``: the working precision (``x`` is rounded to it first); default ``x.dtype``.
+    """
+    if dtype is not None:
+        x = x.to(dtype)
+    ndim = len(n_modes)
+    grid = x.shape[-ndim:]
+    if _use_dft(x, grid, backend):
+        n, m = grid[-1], n_modes[-1]
+        matrix = _dft_matrix("rfft", n, m, x.dtype, x.device)
+        coeffs = products.matmul(x, matrix).unflatten(-1, (-1, 2)) * (1.0 / n)
+        for i in range(ndim - 1):
+            matrix = _dft_matrix("fft", grid[i], n_modes[i], x.dtype, x.device)
+            coeffs = products.einsum(_dim_equation(ndim, i), coeffs, matrix) * (1.0 / grid[i])
+        return coeffs
+    return _LinearMap.apply(functools.partial(_forward_fft, n_modes=tuple(n_modes)), x)
+
+
+def inverse(coeffs: torch.Tensor, grid: Sequence[int], dtype: torch.dtype | None = None,
+            backend: str = "auto") -> torch.Tensor:
+    """Real field on ``grid`` from kept coefficients (batch, channels, *kept, 2).
+
+    The inverse of :func:`forward` on band-limited fields; frequencies that were
+    not kept are zero. ``dtype``: the working precision; default ``coeffs.dtype``.
+    """
+    if dtype is not None:
+        coeffs = coeffs.to(dtype)
+    ndim = len(grid)
+    kept = coeffs.shape[2:-1]
+    if _use_dft(coeffs, grid, backend):
+        for i in range(ndim - 1):
+            matrix = _dft_matrix("ifft", grid[i], kept[i], coeffs.dtype, coeffs.device)
+            coeffs = products.einsum(_dim_equation(ndim, i), coeffs, matrix)
+        n = grid[-1]
+        matrix = _dft_matrix("irfft", n, 2 * (kept[-1] - 1), coeffs.dtype, coeffs.device)
+        return products.matmul(coeffs.flatten(-2), matrix)
+    spectrum = torch.view_as_complex(coeffs.contiguous())
+    for i in range(ndim - 1):
+        dim, n, m = 2 + i, grid[i], kept[i]
+        shape = list(spectrum.shape)
+        shape[dim] = n - m
+        padded = [spectrum.narrow(dim, m // 2, m - m // 2), spectrum.new_zeros(shape), spectrum.narrow(dim, 0, m // 2)]
+        spectrum = torch.fft.ifft(torch.cat(padded, dim), dim=dim, norm="forward")
+    return torch.fft.irfft(spectrum, n=grid[-1], dim=-1, norm="forward")

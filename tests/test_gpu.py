@@ -1,0 +1,66 @@
+"""The CUDA paths: cuFFT in half precision, native half kernels. Skipped without CUDA."""
+
+import copy
+
+import pytest
+import torch
+
+import mpno
+from mpno import Precision, SpectralConv, transforms
+from reference import (forward_stages, inverse_stages, relative_error, saved_dtypes,
+                       spectral_conv_stages, tolerance)
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+@pytest.mark.parametrize("grid, modes", [((64, 64), (16, 16)), ((128,), (32,)), ((96, 80), (16, 16)), ((16, 8, 32), (8, 8, 8))])
+@pytest.mark.parametrize("backend", ["auto", "dft"])
+def test_half_transforms_on_cuda(grid, modes, backend):
+    x = torch.randn(4, 8, *grid, dtype=torch.float64)
+    reference = transforms.forward(x, modes)
+    coeffs = transforms.forward(x.to(CUDA), modes, dtype=torch.float16, backend=backend)
+    assert coeffs.dtype == torch.float16 and coeffs.is_cuda
+    assert relative_error(coeffs.cpu(), reference) < tolerance(torch.float16, forward_stages(len(grid)))
+    field = transforms.inverse(reference.to(CUDA), grid, dtype=torch.float16, backend=backend)
+    exact = transforms.inverse(reference.half().double(), grid)
+    assert relative_error(field.cpu(), exact) < tolerance(torch.float16, inverse_stages(len(grid)))
+
+
+def test_cufft_and_dft_overflow_alike():
+    for value, finite in ((1000.0, True), (1100.0, False)):
+        x = torch.full((1, 1, 64, 64), value, device=CUDA)
+        for backend in ("torch", "dft"):
+            coeffs = transforms.forward(x, (8, 8), dtype=torch.float16, backend=backend)
+            assert bool(torch.isfinite(coeffs).all()) is finite, backend
+
+
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("grid", [(64, 64), (48, 40)])
+def test_cuda_matches_float64_and_the_cpu_emulation(mode, dtype, grid):
+    conv = SpectralConv(16, 16, (16, 16))
+    ref = copy.deepcopy(conv).double()
+    policy = Precision(mode, dtype, stabilizer=None) if mode == "half" else Precision(mode, dtype)
+    conv.precision = policy
+    x = torch.randn(4, 16, *grid)
+    tol = tolerance(policy.half_dtype, spectral_conv_stages(mode, 2))
+    on_cpu = conv(x)
+    on_gpu = conv.to(CUDA)(x.to(CUDA)).cpu()
+    exact = ref(x.double())
+    assert relative_error(on_gpu, exact) < tol
+    assert relative_error(on_gpu, on_cpu) < 2 * tol
+
+
+@pytest.mark.parametrize("mode", ["full", "amp", "mixed", "half"])
+def test_fno_trains_on_cuda_in_every_mode(mode):
+    model = mpno.FNO(1, 1, (16, 16), hidden_channels=16, n_layers=2, precision=mode).to(CUDA)
+    x = torch.randn(4, 1, 64, 64, device=CUDA)
+    out = model(x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    if mode in ("mixed", "half"):
+        conv = model.blocks[0].conv
+        h = torch.randn(4, 16, 64, 64, device=CUDA, dtype=torch.float16, requires_grad=True)
+        assert saved_dtypes(lambda: conv(h)) == {torch.float16}

@@ -1,0 +1,112 @@
+"""SpectralConv in every precision against a float64 reference."""
+
+import copy
+
+import pytest
+import torch
+
+from mpno import Precision, SpectralConv
+from mpno.stabilizers import stabilize
+from reference import relative_error, saved_dtypes, spectral_conv_stages, tolerance
+
+GRIDS = [((32, 32), (8, 8)), ((48, 40), (12, 10)), ((64,), (16,)), ((8, 12, 10), (4, 6, 6))]
+
+
+def conv_and_reference(grid_modes, channels=8):
+    _, modes = grid_modes
+    conv = SpectralConv(channels, channels, modes)
+    with torch.no_grad():
+        conv.bias.normal_()
+    return conv, copy.deepcopy(conv).double()
+
+
+@pytest.mark.parametrize("grid_modes", GRIDS)
+def test_full_matches_float64(grid_modes):
+    conv, ref = conv_and_reference(grid_modes)
+    x = torch.randn(3, 8, *grid_modes[0])
+    y = conv(x)
+    assert y.dtype == torch.float32 and y.shape == x.shape
+    assert relative_error(y, ref(x.double())) < 1e-5
+
+
+def test_gradcheck_in_float64():
+    conv = SpectralConv(2, 3, (4, 4)).double()
+    x = torch.randn(1, 2, 6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(conv, (x,))
+    assert torch.autograd.gradcheck(lambda w: torch.func.functional_call(conv, {"weight": w}, (x,)),
+                                    (conv.weight.detach().clone().requires_grad_(),))
+
+
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("grid_modes", GRIDS)
+def test_low_precision_is_within_the_rounding_tolerance(mode, dtype, grid_modes):
+    grid, modes = grid_modes
+    conv, ref = conv_and_reference(grid_modes)
+    conv.precision = Precision(mode, dtype, stabilizer=None) if mode == "half" else Precision(mode, dtype)
+    half = conv.precision.half_dtype
+    x = torch.randn(3, 8, *grid, requires_grad=True)
+    x64 = x.detach().double().requires_grad_()
+    y, y64 = conv(x), ref(x64)
+    assert y.dtype == half
+    stages = spectral_conv_stages(mode, len(grid))
+    assert relative_error(y, y64) < tolerance(half, stages)
+
+    probe = torch.randn_like(y64)
+    gx, gw = torch.autograd.grad((y.float() * probe).sum(), (x, conv.weight))
+    rx, rw = torch.autograd.grad((y64 * probe).sum(), (x64, ref.weight))
+    assert gw.dtype == torch.float32  # master weights keep their dtype
+    # The backward pass rounds at the transposed stages, plus the incoming gradient.
+    assert relative_error(gx, rx) < tolerance(half, stages + 1)
+    assert relative_error(gw, rw) < tolerance(half, stages + 1)
+
+
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+def test_only_half_tensors_are_saved_for_backward(mode):
+    conv = SpectralConv(4, 4, (8, 8), precision=mode)
+    x = torch.randn(2, 4, 32, 24, requires_grad=True)
+    assert saved_dtypes(lambda: conv(x)) == {torch.float16}
+
+
+def test_overflow_is_real_and_each_stabilizer_prevents_it():
+    conv = SpectralConv(4, 4, (16, 16))
+    ref = copy.deepcopy(conv).double()
+    x = 1.5e3 * (1 + 0.1 * torch.randn(2, 4, 64, 64))  # 64 points * 1.5e3 > 65504
+    conv.precision = Precision("half", stabilizer=None)
+    assert not torch.isfinite(conv(x)).all()
+    for name in ("tanh", "clip_hard", "clip_sigma"):
+        conv.precision = Precision("half", stabilizer=name)
+        y = conv(x)
+        assert torch.isfinite(y).all(), name
+        # The stabilizer acts on the half input, before the transform and nothing else.
+        expected = ref(stabilize(x.half(), name).double())
+        assert relative_error(y, expected) < tolerance(torch.float16, spectral_conv_stages("half", 2)), name
+
+
+@pytest.mark.parametrize(
+    "shape, message",
+    [
+        ((2, 4, 32), r"n_modes=\(8, 8\) \(2 spatial dims\) and expects input \(batch, 4, H, W\)"),
+        ((2, 3, 32, 32), "expects 4 input channels"),
+        ((2, 4, 32, 6), r"6 points along spatial dim 1, fewer than n_modes\[1\]=8"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(shape, message):
+    conv = SpectralConv(4, 4, (8, 8))
+    with pytest.raises(ValueError, match=message):
+        conv(torch.randn(shape))
+
+
+def test_bad_arguments_get_a_clear_error():
+    with pytest.raises(ValueError, match="n_modes"):
+        SpectralConv(4, 4, (8, 8, 8, 8))
+    with pytest.raises(ValueError, match="in_channels=0"):
+        SpectralConv(0, 4, (8,))
+    with pytest.raises(ValueError, match="integer|floating-point"):
+        SpectralConv(4, 4, (8,))(torch.ones(1, 4, 16, dtype=torch.int64))
+
+
+def test_weight_shape_follows_the_neuraloperator_convention():
+    conv = SpectralConv(3, 5, (16, 16))
+    assert conv.complex_weight.shape == (3, 5, 16, 9)
+    assert conv.complex_weight.dtype == torch.complex64

@@ -1,0 +1,76 @@
+"""Truncated transforms: both implementations against the DFT's definition, in every precision."""
+
+import math
+
+import pytest
+import torch
+
+from mpno import transforms
+from reference import bandlimited, forward_stages, inverse_stages, relative_error, tolerance
+
+CASES = [((32,), (8,)), ((48, 40), (12, 10)), ((9, 7), (9, 7)), ((16, 12, 10), (6, 6, 5))]
+
+
+def definition(x: torch.Tensor, n_modes) -> torch.Tensor:
+    """Kept coefficients straight from (1/N) Σ_j x_j exp(-2πi k·j/n), as complex128."""
+    out = x.to(torch.complex128)
+    ndim = len(n_modes)
+    for i, (n, m) in enumerate(zip(x.shape[2:], n_modes)):
+        last = i == ndim - 1
+        freqs = torch.arange(m // 2 + 1) if last else torch.arange(-(m // 2), m - m // 2)
+        j = torch.arange(n)
+        matrix = torch.exp(-2j * math.pi * freqs[:, None].double() * j[None, :].double() / n) / n
+        out = torch.movedim(torch.tensordot(out, matrix.T, dims=([2 + i], [0])), -1, 2 + i)
+    return out
+
+
+@pytest.mark.parametrize("grid, modes", CASES)
+@pytest.mark.parametrize("backend", ["torch", "dft"])
+def test_forward_matches_the_definition(grid, modes, backend):
+    x = torch.randn(2, 3, *grid, dtype=torch.float64)
+    coeffs = transforms.forward(x, modes, backend=backend)
+    assert coeffs.shape == (2, 3, *transforms.kept_shape(modes), 2)
+    assert torch.allclose(torch.view_as_complex(coeffs.contiguous()), definition(x, modes), atol=1e-13)
+
+
+@pytest.mark.parametrize("grid, modes", CASES)
+def test_inverse_recovers_a_bandlimited_field_with_both_backends(grid, modes):
+    x = bandlimited(2, 2, grid, kmax=min((m + 1) // 2 - 1 for m in modes))  # all kept, both signs
+    coeffs = transforms.forward(x, modes)
+    for backend in ("torch", "dft"):
+        assert relative_error(transforms.inverse(coeffs, grid, backend=backend), x) < 1e-12
+
+
+def test_inverse_evaluates_the_same_coefficients_on_a_finer_grid():
+    coarse = bandlimited(1, 1, (16, 16), kmax=3)
+    fine = bandlimited(1, 1, (32, 32), kmax=3)
+    coeffs = transforms.forward(coarse, (8, 8))
+    assert relative_error(transforms.inverse(coeffs, (32, 32)), fine) < 1e-12
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("grid, modes", [((64, 64), (16, 16)), ((48, 40), (12, 10)), ((128,), (32,))])
+def test_half_transforms_round_only_where_stated(dtype, grid, modes):
+    x = torch.randn(4, 8, *grid, dtype=torch.float64)
+    ndim = len(grid)
+    coeffs = transforms.forward(x, modes, dtype=dtype)
+    assert coeffs.dtype == dtype
+    reference = transforms.forward(x, modes)
+    assert relative_error(coeffs, reference) < tolerance(dtype, forward_stages(ndim))
+    field = transforms.inverse(reference, grid, dtype=dtype)
+    assert field.dtype == dtype
+    exact = transforms.inverse(reference.to(dtype).double(), grid)
+    assert relative_error(field, exact) < tolerance(dtype, inverse_stages(ndim))
+
+
+def test_float16_overflows_when_a_partial_sum_exceeds_65504():
+    """The unnormalised sum along one dimension is rounded to half, as cuFFT does."""
+    for value, finite in ((1000.0, True), (1100.0, False)):  # 64 * value = 64000 vs 70400
+        x = torch.full((1, 1, 64, 64), value)
+        coeffs = transforms.forward(x, (8, 8), dtype=torch.float16, backend="dft")
+        assert bool(torch.isfinite(coeffs).all()) is finite
+
+
+def test_torch_backend_refuses_half_on_cpu_with_advice():
+    with pytest.raises(ValueError, match="fft_backend='auto' or 'dft'"):
+        transforms.forward(torch.randn(1, 1, 16), (4,), dtype=torch.float16, backend="torch")
