@@ -18,9 +18,10 @@ from .spectral import SpectralConv
 class FNOBlock(nn.Module):
     """``act(K(x) + skip(x))``, with an optional channel MLP: ``act(mlp(act(K(x) + skip(x))) + gate(x))``."""
 
-    def __init__(self, channels: int, n_modes: Sequence[int], skip: str, channel_mlp_expansion: float | None):
+    def __init__(self, channels: int, n_modes: Sequence[int], skip: str, channel_mlp_expansion: float | None,
+                 **spectral):
         super().__init__()
-        self.conv = SpectralConv(channels, channels, n_modes)
+        self.conv = SpectralConv(channels, channels, n_modes, **spectral)
         self.skip = skip_connection(skip, channels)
         if channel_mlp_expansion:
             self.mlp = ChannelMLP(channels, max(1, round(channels * channel_mlp_expansion)), channels)
@@ -52,6 +53,8 @@ class FNO(nn.Module):
         channel_mlp: add a channel MLP (expansion ``channel_mlp_expansion``) to each block.
         positional_embedding: append the grid coordinates in [0, 1) as input channels.
         domain_padding: zero-pad each dimension by this fraction (non-periodic problems).
+        factorization, rank, implementation: the spectral weights' form (see
+            :class:`mpno.SpectralConv`); ``None`` for dense weights.
 
     The same model runs on any grid with at least ``n_modes[i]`` points along
     dimension ``i``: train at 32², evaluate at 64². The output has the input's dtype.
@@ -61,7 +64,9 @@ class FNO(nn.Module):
                  hidden_channels: int = 32, n_layers: int = 4, precision: Precision | str = "full",
                  lifting_channels: int | None = None, projection_channels: int | None = None,
                  skip: str = "linear", channel_mlp: bool = True, channel_mlp_expansion: float = 0.5,
-                 positional_embedding: bool = True, domain_padding: float = 0.0):
+                 positional_embedding: bool = True, domain_padding: float = 0.0,
+                 factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
+                 implementation: str = "factorized"):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
@@ -75,7 +80,8 @@ class FNO(nn.Module):
         self.lifting = ChannelMLP(in_channels + extra, lifting, hidden)
         self.padding = DomainPadding(domain_padding) if domain_padding else None
         self.blocks = nn.ModuleList(
-            FNOBlock(hidden, self.n_modes, skip, channel_mlp_expansion if channel_mlp else None)
+            FNOBlock(hidden, self.n_modes, skip, channel_mlp_expansion if channel_mlp else None,
+                     factorization=factorization, rank=rank, implementation=implementation)
             for _ in range(n_layers)
         )
         self.projection = ChannelMLP(hidden, projection, out_channels)
@@ -99,3 +105,15 @@ class FNO(nn.Module):
         if self.padding is not None:
             x = self.padding.crop(x, grid)
         return self.projection(x).to(out_dtype)
+
+
+class TFNO(FNO):
+    """Tensorised FNO: an :class:`FNO` whose spectral weights are Tucker-factorised by default.
+
+    ``rank`` (default 0.05) is the fraction of the dense spectral parameters kept;
+    ``factorization`` may also be ``"cp"`` or ``"tt"``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (16, 16),
+                 factorization: str = "tucker", rank: float | int | Sequence[int] = 0.05, **kwargs):
+        super().__init__(in_channels, out_channels, n_modes, factorization=factorization, rank=rank, **kwargs)

@@ -8,24 +8,15 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import products, transforms
+from . import transforms
 from .checks import as_modes, check_field, positive_int
+from .contraction import complex_pair
+from .factorized import factorized_weight
 from .precision import Precision
 from .stabilizers import stabilize
 
-_MODE_LETTERS = "hijklmn"
-
-
-def complex_block(weight: torch.Tensor) -> torch.Tensor:
-    """Real form of complex weights: (in, out, *modes, 2) -> (in, 2, out, 2, *modes).
-
-    ``block[i, a, o, c]`` maps component ``a`` (0 = re, 1 = im) of input channel
-    ``i`` to component ``c`` of output channel ``o``, so one real contraction over
-    (in, re/im) computes the complex product with all four real products
-    accumulated together.
-    """
-    re, im = weight[..., 0], weight[..., 1]
-    return torch.stack([torch.stack([re, im], dim=2), torch.stack([-im, re], dim=2)], dim=1)
+_MODE_LETTERS = "hjklmn"
+IMPLEMENTATIONS = ("factorized", "reconstructed")
 
 
 def contract_dense(coeffs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -35,8 +26,7 @@ def contract_dense(coeffs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     dtype; half operands use real half kernels with float32 accumulation.
     """
     modes = _MODE_LETTERS[: coeffs.ndim - 3]
-    equation = f"bc{modes}r,cros{modes}->bo{modes}s"
-    return products.einsum(equation, coeffs, complex_block(weight))
+    return complex_pair(f"bi{modes},io{modes}->bo{modes}", coeffs, weight)
 
 
 class SpectralConv(nn.Module):
@@ -49,31 +39,61 @@ class SpectralConv(nn.Module):
             coefficients (the ``neuraloperator`` convention).
         bias: add a learned per-channel bias.
         precision: a :class:`mpno.Precision` or mode name.
+        factorization: ``None`` (or ``"dense"``) for a dense weight; ``"cp"``,
+            ``"tucker"`` or ``"tt"`` for a factorised one (:mod:`mpno.factorized`).
+        rank: size of a factorised weight: a fraction of the dense parameter
+            count in (0, 1], or explicit ranks.
+        implementation: ``"factorized"`` contracts the activation with the
+            factors in a planned order; ``"reconstructed"`` rebuilds the dense
+            weight first (more memory; for comparison).
 
-    The complex weights are stored as real (re, im) pairs in a float32
-    parameter of shape ``(in, out, *kept, 2)``, so optimizers, ``GradScaler``
-    and DDP treat them like any real parameter; :attr:`complex_weight` views
-    them as complex64. Initial weights have ``E|R|² = 2 / (in + out)``.
+    The complex weights are stored as real (re, im) pairs in float32
+    parameters (dense: ``weight`` of shape ``(in, out, *kept, 2)``), so
+    optimizers, ``GradScaler`` and DDP treat them like any real parameter;
+    :attr:`complex_weight` gives the dense complex64 tensor. Initial weights have
+    ``E|R|² = 2 / (in + out)`` per entry, factorised or not.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int],
-                 bias: bool = True, precision: Precision | str = "full"):
+                 bias: bool = True, precision: Precision | str = "full",
+                 factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
+                 implementation: str = "factorized"):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = as_modes(n_modes)
         self.precision = Precision.parse(precision)
-        shape = (in_channels, out_channels, *transforms.kept_shape(self.n_modes), 2)
-        self.weight = nn.Parameter(torch.randn(shape) * math.sqrt(1.0 / (in_channels + out_channels)))
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation={implementation!r} is not supported; allowed: "
+                             + ", ".join(repr(i) for i in IMPLEMENTATIONS))
+        self.implementation = implementation
+        shape = (in_channels, out_channels, *transforms.kept_shape(self.n_modes))
+        if factorization in (None, "dense"):
+            self.weight = nn.Parameter(torch.randn(*shape, 2) * math.sqrt(1.0 / (in_channels + out_channels)))
+            self.factorized = None
+        else:
+            self.register_parameter("weight", None)
+            self.factorized = factorized_weight(factorization, shape, rank)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     @property
+    def master_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
     def complex_weight(self) -> torch.Tensor:
-        return torch.view_as_complex(self.weight)
+        """The dense weight as complex (reconstructed from the factors if factorised)."""
+        dense = self.weight if self.factorized is None else self.factorized.to_dense()
+        return torch.view_as_complex(dense)
 
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-        """Multiply kept coefficients by the weights, in ``dtype``."""
-        return contract_dense(coeffs.to(dtype), self.weight.to(dtype))
+        """Multiply kept coefficients (batch, in, *kept, 2) by the weights, in ``dtype``."""
+        coeffs = coeffs.to(dtype)
+        if self.factorized is None:
+            return contract_dense(coeffs, self.weight.to(dtype))
+        if self.implementation == "reconstructed":
+            return contract_dense(coeffs, self.factorized.to_dense(dtype))
+        return self.factorized.contract(coeffs, dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
@@ -82,14 +102,15 @@ class SpectralConv(nn.Module):
         if policy.forward_dtype is not None:
             x = stabilize(x.to(policy.forward_dtype), policy.stabilizer)
         else:
-            x = x.to(self.weight.dtype)
+            x = x.to(self.master_dtype)
         coeffs = transforms.forward(x, self.n_modes, backend=policy.fft_backend)
-        coeffs = self.contract(coeffs, policy.spectral_dtype or self.weight.dtype)
+        coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
         y = transforms.inverse(coeffs, grid, backend=policy.fft_backend)
         if self.bias is not None:
             y = y + self.bias.to(y.dtype).view(-1, *([1] * len(grid)))
         return y
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, "
+        kind = "dense" if self.factorized is None else f"{self.factorized.kind}, {self.implementation}"
+        return (f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, {kind}, "
                 f"bias={self.bias is not None}, precision={self.precision}")

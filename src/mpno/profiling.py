@@ -1,0 +1,104 @@
+"""Counting what a computation costs: FLOPs, largest tensor, bytes saved for backward, memory peaks."""
+
+from __future__ import annotations
+
+import resource
+import sys
+import time
+from typing import Callable
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import FlopCounterMode
+
+
+class _LargestOutput(TorchDispatchMode):
+    """Records the largest tensor any operator produces."""
+
+    def __init__(self):
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else (out,):
+            if isinstance(t, torch.Tensor):
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def operator_costs(fn: Callable[[], object]) -> tuple[int, int]:
+    """(FLOPs, bytes of the largest tensor produced) of running ``fn()``.
+
+    Run it on ``meta`` tensors to count without computing or allocating: the
+    counts are then those of the CUDA code path.
+    """
+    flops, largest = FlopCounterMode(display=False), _LargestOutput()
+    with flops, largest:
+        fn()
+    return flops.get_total_flops(), largest.largest
+
+
+def saved_tensor_bytes(fn: Callable[[], object]) -> int:
+    """Bytes of the distinct storages autograd saves for backward while running ``fn()``."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor):
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process's peak-RSS mark (Linux ``clear_refs``); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident memory since start or the last :func:`reset_peak_rss`."""
+    peak = _status_kib("VmHWM")
+    if peak is not None:
+        return peak * 1024
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
+
+
+def current_rss_bytes() -> int:
+    """This process's resident memory now (Linux; the peak elsewhere)."""
+    rss = _status_kib("VmRSS")
+    return rss * 1024 if rss is not None else peak_rss_bytes()
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (synchronising CUDA)."""
+    sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
