@@ -1,0 +1,259 @@
+"""Reading (input, output) field pairs from the files users have, and writing our own.
+
+Formats, chosen by extension and checked against the file's first bytes:
+
+* ``.pt`` / ``.pth``: the ``neuraloperator`` layout, a dict of tensors with the
+  inputs and outputs under ``x`` and ``y`` (or ``x_key``/``y_key``), loaded with
+  ``torch.load(weights_only=True)`` (memory-mapped where the file allows).
+* ``.h5`` / ``.hdf5``: mpno's own files (``x``, ``y``), PDEBench 2D Darcy
+  (``nu`` → ``tensor``), PDEBench time series (one ``tensor`` of shape
+  (N, T, *grid) with a ``t-coordinate``: the input is snapshot ``time_in``, the
+  output snapshot ``time_out``), or any two datasets named by ``x_key``/``y_key``.
+  Read lazily, one sample at a time: a file larger than memory can be trained on.
+* ``.npz``: named arrays (``x``, ``y`` or ``x_key``/``y_key``), no pickles.
+
+Arrays are (N, *grid) or (N, C, *grid); ``spatial_dims`` says which when the
+file does not (default: 2, the common ``neuraloperator`` case).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import zipfile
+from pathlib import Path
+from typing import Sequence
+
+import h5py
+import numpy as np
+import torch
+
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+FORMAT_VERSION = 1
+
+
+class DataError(ValueError):
+    """A data file is missing, malformed or holds values we cannot train on."""
+
+
+def _kind_by_content(path: Path) -> str:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head == HDF5_SIGNATURE:
+        return "HDF5"
+    if head[:4] == b"PK\x03\x04":
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+        return "npz" if names and all(n.endswith(".npy") for n in names) else "torch"
+    if head[:1] == b"\x80":
+        return "torch"  # a legacy (pickle) torch file
+    return "unknown"
+
+
+def file_kind(path: Path) -> str:
+    """``"torch"``, ``"HDF5"`` or ``"npz"``; ``DataError`` if the file is not what its extension says."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    expected = {".pt": "torch", ".pth": "torch", ".h5": "HDF5", ".hdf5": "HDF5", ".npz": "npz"}.get(path.suffix.lower())
+    if expected is None:
+        raise DataError(f"{path}: unknown extension {path.suffix!r}; use .pt/.pth (torch), .h5/.hdf5 or .npz")
+    actual = _kind_by_content(path)
+    if actual != expected:
+        found = "unrecognised bytes" if actual == "unknown" else f"a {actual} file"
+        raise DataError(f"{path}: the extension says {expected} but the content is {found}; "
+                        "rename the file or convert it")
+    return actual
+
+
+def _with_channels(array_shape: Sequence[int], spatial_dims: int, path: Path, key: str) -> bool:
+    """Whether an (N, ...) array has a channel axis; DataError if neither reading fits."""
+    if len(array_shape) == spatial_dims + 1:
+        return False
+    if len(array_shape) == spatial_dims + 2:
+        return True
+    raise DataError(f"{path}: '{key}' has shape {tuple(array_shape)}; expected (N, *grid) or (N, C, *grid) "
+                    f"with {spatial_dims} spatial dims (pass spatial_dims= if that is wrong)")
+
+
+class FieldPairs:
+    """(input, output) fields stored in one file, read one sample at a time as float32 (C, *grid)."""
+
+    def __init__(self, path: Path, x_key: str, y_key: str, length: int, spatial_dims: int):
+        self.path, self.x_key, self.y_key = path, x_key, y_key
+        self.length, self.spatial_dims = length, spatial_dims
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _raw(self, index: int) -> tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor]:
+        raise NotImplementedError
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        fields = []
+        for key, raw in zip((self.x_key, self.y_key), self._raw(index)):
+            field = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw)
+            field = field.to(torch.float32)
+            if field.ndim == self.spatial_dims:
+                field = field.unsqueeze(0)
+            if not torch.isfinite(field).all():
+                raise DataError(f"{self.path}: '{key}' sample {index} holds NaN or inf values; "
+                                "remove or repair that sample")
+            fields.append(field)
+        return fields[0], fields[1]
+
+
+class TensorPairs(FieldPairs):
+    """Pairs held in memory (or memory-mapped): .pt and .npz files."""
+
+    def __init__(self, path: Path, x, y, x_key: str, y_key: str, spatial_dims: int):
+        super().__init__(path, x_key, y_key, len(x), spatial_dims)
+        self.x, self.y = x, y
+
+    def _raw(self, index):
+        return self.x[index], self.y[index]
+
+
+class HDF5Pairs(FieldPairs):
+    """Pairs read lazily from HDF5; each process opens its own handle (safe with DataLoader workers)."""
+
+    def __init__(self, path: Path, x_key: str, y_key: str, length: int, spatial_dims: int,
+                 x_time: int | None = None, y_time: int | None = None):
+        super().__init__(path, x_key, y_key, length, spatial_dims)
+        self.x_time, self.y_time = x_time, y_time
+        self._handle, self._pid = None, None
+
+    def _file(self) -> h5py.File:
+        if self._handle is None or self._pid != os.getpid():
+            self._handle, self._pid = h5py.File(self.path, "r"), os.getpid()
+        return self._handle
+
+    def _raw(self, index):
+        f = self._file()
+        x = f[self.x_key][index] if self.x_time is None else f[self.x_key][index, self.x_time]
+        y = f[self.y_key][index] if self.y_time is None else f[self.y_key][index, self.y_time]
+        return x, y
+
+    def __getstate__(self):
+        return {**self.__dict__, "_handle": None, "_pid": None}
+
+
+def _pick_keys(path: Path, available: Sequence[str], x_key: str | None, y_key: str | None,
+               defaults: Sequence[tuple[str, str]]) -> tuple[str, str]:
+    if x_key or y_key:
+        chosen = (x_key or "x", y_key or "y")
+    else:
+        chosen = next(((x, y) for x, y in defaults if x in available and y in available), defaults[0])
+    for key in chosen:
+        if key not in available:
+            raise DataError(f"{path}: no key '{key}'; the file has {sorted(available)}; "
+                            "name the input and output with x_key= and y_key= (--x-key/--y-key)")
+    return chosen
+
+
+def _check_pair_shapes(path, x_key, y_key, x_shape, y_shape, spatial_dims) -> None:
+    if x_shape[0] != y_shape[0]:
+        raise DataError(f"{path}: '{x_key}' has {x_shape[0]} samples but '{y_key}' has {y_shape[0]}; "
+                        "they must pair up one to one")
+    x_grid = x_shape[1 + _with_channels(x_shape, spatial_dims, path, x_key):]
+    y_grid = y_shape[1 + _with_channels(y_shape, spatial_dims, path, y_key):]
+    if tuple(x_grid) != tuple(y_grid):
+        raise DataError(f"{path}: input '{x_key}' is on grid {tuple(x_grid)} but output '{y_key}' on "
+                        f"{tuple(y_grid)}; resample one so both share a grid")
+
+
+def _open_hdf5(path: Path, x_key, y_key, spatial_dims, time_in, time_out) -> HDF5Pairs:
+    with h5py.File(path, "r") as f:
+        keys = list(f.keys())
+        if "mpno_format" in f.attrs:
+            spatial_dims = int(f.attrs["spatial_dims"])
+        if not (x_key or y_key) and "tensor" in f and "t-coordinate" in f and "nu" not in f:
+            shape = f["tensor"].shape  # PDEBench time series: (N, T, *grid)
+            steps = shape[1]
+            for name, t in (("time_in", time_in), ("time_out", time_out)):
+                if not -steps <= t < steps:
+                    raise DataError(f"{path}: {name}={t} is outside the {steps} snapshots of 'tensor'")
+            snapshot = (shape[0], *shape[2:])
+            _with_channels(snapshot, spatial_dims, path, "tensor")
+            return HDF5Pairs(path, "tensor", "tensor", shape[0], spatial_dims, time_in % steps, time_out % steps)
+        x_key, y_key = _pick_keys(path, keys, x_key, y_key, [("x", "y"), ("nu", "tensor")])
+        for key in (x_key, y_key):
+            if not isinstance(f[key], h5py.Dataset):
+                raise DataError(f"{path}: '{key}' is a group, not an array; name a dataset with x_key=/y_key=")
+        _check_pair_shapes(path, x_key, y_key, f[x_key].shape, f[y_key].shape, spatial_dims)
+        return HDF5Pairs(path, x_key, y_key, f[x_key].shape[0], spatial_dims)
+
+
+def _load_torch(path: Path):
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # legacy (non-zip) files cannot be memory-mapped
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise DataError(f"{path}: holds Python objects other than tensors, which mpno will not unpickle "
+                        f"({str(err).splitlines()[0]}); save a plain dict of tensors instead") from None
+
+
+def open_pairs(path: str | os.PathLike, x_key: str | None = None, y_key: str | None = None,
+               spatial_dims: int = 2, time_in: int = 0, time_out: int = -1) -> FieldPairs:
+    """The (input, output) pairs of a data file; raises ``DataError`` naming the file and the fix."""
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "HDF5":
+        return _open_hdf5(path, x_key, y_key, spatial_dims, time_in, time_out)
+    if kind == "torch":
+        data = _load_torch(path)
+        if not isinstance(data, dict):
+            raise DataError(f"{path}: holds a {type(data).__name__}; expected a dict of tensors with 'x' and 'y'")
+    else:
+        data = np.load(path, allow_pickle=False)
+    keys = list(data.keys())
+    x_key, y_key = _pick_keys(path, keys, x_key, y_key, [("x", "y")])
+    x, y = data[x_key], data[y_key]
+    for key, array in ((x_key, x), (y_key, y)):
+        if not isinstance(array, (torch.Tensor, np.ndarray)):
+            raise DataError(f"{path}: '{key}' is a {type(array).__name__}, not an array")
+    _check_pair_shapes(path, x_key, y_key, tuple(x.shape), tuple(y.shape), spatial_dims)
+    return TensorPairs(path, x, y, x_key, y_key, spatial_dims)
+
+
+class PairWriter:
+    """Writes (input, output) samples to an mpno HDF5 file that appears only when complete.
+
+    Use as a context manager: samples go to a temporary file in the same
+    directory, renamed to ``path`` on success and deleted on error, so a
+    generation that stops half-way leaves nothing behind.
+    """
+
+    def __init__(self, path: Path, count: int, x_shape, y_shape, attributes: dict, coordinates):
+        self.path, self.count = Path(path), count
+        self.x_shape, self.y_shape = tuple(x_shape), tuple(y_shape)
+        self.attributes, self.coordinates = attributes, coordinates
+        self.temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self.written = 0
+
+    def __enter__(self) -> "PairWriter":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.file = h5py.File(self.temporary, "w")
+        self.file.attrs["mpno_format"] = FORMAT_VERSION
+        self.file.attrs["spatial_dims"] = len(self.coordinates)
+        for key, value in self.attributes.items():
+            self.file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+        for axis, values in enumerate(self.coordinates):
+            self.file.create_dataset(f"grid_{axis}", data=np.asarray(values))
+        self.x = self.file.create_dataset("x", (self.count, *self.x_shape), dtype="float32", chunks=(1, *self.x_shape))
+        self.y = self.file.create_dataset("y", (self.count, *self.y_shape), dtype="float32", chunks=(1, *self.y_shape))
+        return self
+
+    def append(self, x: np.ndarray, y: np.ndarray) -> None:
+        self.x[self.written:self.written + len(x)] = x
+        self.y[self.written:self.written + len(y)] = y
+        self.written += len(x)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.file.close()
+        if exc_type is None and self.written == self.count:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)

@@ -1,0 +1,89 @@
+"""Generating operator-learning data sets with mpno's own solvers."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import burgers, darcy, navier_stokes
+from .files import PairWriter
+
+EQUATIONS = {
+    "darcy": (darcy, 2, 16),  # module, spatial dims, default batch size
+    "navier-stokes": (navier_stokes, 2, 32),
+    "burgers": (burgers, 1, 64),
+}
+
+
+def coarse_path(out: Path, resolution: int) -> Path:
+    """Where the copy of ``out`` subsampled to ``resolution`` goes: ``name_<resolution>.h5``."""
+    return out.with_name(f"{out.stem}_{resolution}{out.suffix}")
+
+
+def generate(equation: str, out: str | Path, n: int, resolution: int, seed: int = 0,
+             coarsen: Sequence[int] = (), batch_size: int | None = None, progress: bool | None = None,
+             overwrite: bool = False, **params) -> list[Path]:
+    """Solve ``n`` samples of ``equation`` at ``resolution`` and write them (plus coarser copies).
+
+    Args:
+        equation: ``"darcy"``, ``"navier-stokes"`` or ``"burgers"``.
+        out: an ``.h5`` path; copies subsampled to each resolution in ``coarsen``
+            go beside it (:func:`coarse_path`).
+        n, resolution, seed: sample count, grid points per dimension, and seed
+            (sample ``i`` depends only on ``seed`` and ``i``, not on the batch size).
+        progress: show a progress bar (default: when writing to a terminal).
+        overwrite: replace existing files (otherwise refuse).
+        **params: the equation's parameters (see each module's ``DEFAULTS``).
+
+    Returns the paths written. Each file is written under a temporary name and
+    renamed when complete.
+    """
+    if equation not in EQUATIONS:
+        raise ValueError(f"equation={equation!r} is not supported; allowed: {', '.join(EQUATIONS)}")
+    module, ndim, default_batch = EQUATIONS[equation]
+    unknown = set(params) - set(module.DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown {equation} parameters {sorted(unknown)}; allowed: {sorted(module.DEFAULTS)}")
+    params = {**module.DEFAULTS, **params}
+    out = Path(out)
+    if out.suffix not in (".h5", ".hdf5"):
+        raise ValueError(f"out={str(out)!r}: generated data are HDF5; give a .h5 path")
+    if n < 1 or resolution < 4:
+        raise ValueError(f"n={n} and resolution={resolution} must be at least 1 and 4")
+    for r in coarsen:
+        if not 0 < r < resolution or resolution % r:
+            raise ValueError(f"coarsen={r} must divide resolution={resolution} and be smaller")
+    targets = {resolution: out, **{r: coarse_path(out, r) for r in coarsen}}
+    existing = [str(p) for p in targets.values() if p.exists()]
+    if existing and not overwrite:
+        raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
+                              "pass overwrite=True (--overwrite) to replace")
+    batch_size = batch_size or default_batch
+
+    def batches():
+        for start in range(0, n, batch_size):
+            x, y = module.generate_batch(resolution, seed, range(start, min(n, start + batch_size)), **params)
+            yield x.float().numpy(), y.float().numpy()
+
+    stream = batches()
+    first = next(stream)
+    with contextlib.ExitStack() as stack:
+        writers = {}
+        for r, path in targets.items():
+            stride = (slice(None), slice(None), *[slice(None, None, resolution // r)] * ndim)
+            coords = [np.arange(r) / r] * ndim
+            attributes = {"equation": equation, "params": params, "seed": seed, "resolution": r,
+                          "generated_resolution": resolution}
+            writer = PairWriter(path, n, first[0][stride].shape[1:], first[1][stride].shape[1:], attributes, coords)
+            writers[r] = (stack.enter_context(writer), stride)
+        bar = stack.enter_context(tqdm(total=n, unit="sample", desc=f"{equation} {resolution}",
+                                       disable=None if progress is None else not progress))
+        for x, y in (first, *stream):
+            for writer, stride in writers.values():
+                writer.append(x[stride], y[stride])
+            bar.update(len(x))
+    return list(targets.values())
