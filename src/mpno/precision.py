@@ -52,11 +52,13 @@ class Precision:
     Args:
         mode: ``"full"``, ``"amp"``, ``"mixed"`` or ``"half"`` (see the module table).
         dtype: the half dtype, ``"float16"`` or ``"bfloat16"``.
-        stabilizer: squashes the input of a half-precision forward transform so
-            that it cannot overflow: ``"tanh"``, ``"clip_hard"`` (clip to [-1, 1]),
-            ``"clip_sigma"`` (standardise per sample and channel, clip to ±2σ) or
-            ``None``. Only meaningful in mode ``"half"``, where it defaults to
-            ``"tanh"``; the skip branch always sees the raw input.
+        stabilizer: squashes the input of the forward transform (the spectral
+            branch only; the skip branch sees the raw input) so that a half
+            transform cannot overflow: ``"tanh"``, ``"clip_hard"`` (clip to
+            [-1, 1]), ``"clip_sigma"`` (standardise per sample and channel, clip to
+            ±2σ) or ``None``. ``"auto"``: ``"tanh"`` in mode ``"half"``, ``None``
+            otherwise. (A stabilizer in another mode computes the same function in
+            higher precision: a reference for a half model.)
         fft_backend: how half-precision transforms are computed: ``"torch"``
             (cuFFT: CUDA, float16, power-of-two sizes only), ``"dft"`` (the kept
             modes as matrix products: any device, dtype and size) or ``"auto"``
@@ -77,13 +79,7 @@ class Precision:
             stabilizer = None
         if stabilizer == "auto":
             stabilizer = "tanh" if self.mode == "half" else None
-        if stabilizer is not None:
-            _choice("stabilizer", stabilizer, STABILIZERS + (None,))
-            if self.mode != "half":
-                raise ValueError(
-                    f"stabilizer={stabilizer!r} only applies in mode 'half', where the "
-                    f"forward transform runs in half precision; got mode={self.mode!r}"
-                )
+        _choice("stabilizer", stabilizer, STABILIZERS + (None,))
         object.__setattr__(self, "stabilizer", stabilizer)
 
     @classmethod
@@ -133,11 +129,11 @@ class Precision:
         return self.half_dtype if self.mode in ("mixed", "half") else None
 
     def __str__(self) -> str:
-        if self.mode in ("full",):
-            return "full"
-        text = f"{self.mode}/{self.dtype}"
+        text = "full" if self.mode == "full" else f"{self.mode}/{self.dtype}"
         if self.mode == "half":
             text += f"/{self.stabilizer or 'no-stabilizer'}"
+        elif self.stabilizer:
+            text += f"/{self.stabilizer}"
         return text
 
 
@@ -148,3 +144,78 @@ def set_precision(module: torch.nn.Module, precision) -> Precision:
         if hasattr(sub, "precision"):
             sub.precision = policy
     return policy
+
+
+#: The authors' recipe: 25% half (tanh), 50% mixed, 25% full.
+DEFAULT_SCHEDULE = "half:0.25,mixed:0.5,full:0.25"
+
+
+@dataclass(frozen=True)
+class PrecisionSchedule:
+    """Precision per phase of training: ``((fraction of epochs, policy), ...)``.
+
+    Phase ``i`` starts at epoch ``round(epochs · Σ_{j<i} fraction_j)``.
+    """
+
+    phases: tuple
+
+    def __post_init__(self):
+        if not self.phases:
+            raise ValueError("a precision schedule needs at least one phase")
+        total = sum(fraction for fraction, _ in self.phases)
+        if any(fraction <= 0 for fraction, _ in self.phases) or abs(total - 1.0) > 1e-6:
+            raise ValueError(f"schedule fractions must be positive and sum to 1; got {total:g}")
+
+    @classmethod
+    def parse(cls, value, dtype: str = "float16") -> "PrecisionSchedule":
+        """From a schedule, a policy, a mode name, ``"schedule"`` (the default recipe) or
+        a string such as ``"half:0.25,mixed:0.5,full:0.25"``; ``dtype`` applies to every phase."""
+        if isinstance(value, PrecisionSchedule):
+            return value
+        if isinstance(value, Precision):
+            return cls(((1.0, value),))
+        if value == "schedule":
+            value = DEFAULT_SCHEDULE
+        if not isinstance(value, str):
+            raise ValueError(f"precision={value!r} is not supported; give a mode, 'schedule' or "
+                             "a schedule string such as 'half:0.25,mixed:0.5,full:0.25'")
+        phases = []
+        for part in value.split(","):
+            mode, _, fraction = part.strip().partition(":")
+            try:
+                share = float(fraction) if fraction else 1.0
+            except ValueError:
+                raise ValueError(f"precision={value!r}: {fraction!r} is not a fraction of epochs") from None
+            phases.append((share, Precision(mode=mode, dtype=dtype)))
+        return cls(tuple(phases))
+
+    def starts(self, epochs: int) -> list[int]:
+        """The first epoch of each phase."""
+        starts, cumulative = [], 0.0
+        for fraction, _ in self.phases:
+            starts.append(round(cumulative * epochs))
+            cumulative += fraction
+        return starts
+
+    def at(self, epoch: int, epochs: int) -> Precision:
+        """The policy for ``epoch`` (0-based) of ``epochs``."""
+        current = self.phases[0][1]
+        for start, (_, policy) in zip(self.starts(epochs), self.phases):
+            if epoch >= start:
+                current = policy
+        return current
+
+    def __str__(self) -> str:
+        return ",".join(f"{policy}:{fraction:g}" for fraction, policy in self.phases)
+
+
+#: Escalation after repeated non-finite steps: each mode's next safer mode.
+SAFER = {"half": "mixed", "mixed": "full", "amp": "full", "full": None}
+_ORDER = {"half": 0, "mixed": 1, "amp": 2, "full": 3}
+
+
+def at_least(policy: Precision, floor: str | None) -> Precision:
+    """``policy``, raised to mode ``floor`` if it is less precise."""
+    if floor is None or _ORDER[policy.mode] >= _ORDER[floor]:
+        return policy
+    return policy.replace(mode=floor)

@@ -18,12 +18,30 @@ from __future__ import annotations
 import torch
 
 
+class _Tanh(torch.autograd.Function):
+    """``tanh`` that saves its input rather than its output.
+
+    The skip branch keeps the input alive anyway, so backward recomputes
+    ``1 - tanh(x)²`` instead of holding one more activation per layer.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return torch.tanh(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (x,) = ctx.saved_tensors
+        return grad * (1 - torch.tanh(x).square())
+
+
 def stabilize(x: torch.Tensor, name: str | None) -> torch.Tensor:
     """Apply the stabilizer ``name`` (or nothing for ``None``) to ``x`` (batch, channels, *grid)."""
     if name is None:
         return x
     if name == "tanh":
-        return torch.tanh(x)
+        return _Tanh.apply(x)
     if name == "clip_hard":
         return x.clamp(-1.0, 1.0)
     if name == "clip_sigma":

@@ -95,31 +95,37 @@ def _dft_matrix(kind: str, n: int, m: int, dtype: torch.dtype, device: torch.dev
     return matrix.to(dtype=dtype, device=device)
 
 
-def _use_dft(x: torch.Tensor, grid: Sequence[int], backend: str) -> bool:
+def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int], backend: str = "auto") -> str:
+    """Which implementation computes a transform: ``"fft"`` (torch.fft, cuFFT on CUDA) or ``"dft"``."""
     if backend == "dft":
-        return True
+        return "dft"
     cufft_half = (
-        x.device.type == "cuda"
-        and x.dtype == torch.float16
+        torch.device(device).type == "cuda"
+        and dtype == torch.float16
         and all(n > 0 and n & (n - 1) == 0 for n in grid)
     )
-    if x.dtype not in HALF_DTYPES or cufft_half:
-        return False
+    if dtype not in HALF_DTYPES or cufft_half:
+        return "fft"
     if backend == "torch":
         raise ValueError(
-            f"fft_backend='torch' cannot transform a {x.dtype} field of grid {tuple(grid)} "
-            f"on {x.device.type}: torch.fft in half precision needs CUDA, float16 and "
+            f"fft_backend='torch' cannot transform a {dtype} field of grid {tuple(grid)} "
+            f"on {torch.device(device).type}: torch.fft in half precision needs CUDA, float16 and "
             "power-of-two sizes; use fft_backend='auto' or 'dft'"
         )
-    return True
+    return "dft"
+
+
+def _use_dft(x: torch.Tensor, grid: Sequence[int], backend: str) -> bool:
+    return implementation(x.device, x.dtype, grid, backend) == "dft"
 
 
 class _LinearMap(torch.autograd.Function):
     """Applies a linear map ``fn`` without saving its input for backward.
 
     The vector-Jacobian product of a linear map is the same at every point, so
-    backward takes it at zero. (``torch.fft.rfft`` would otherwise keep its whole
-    input alive: in mode ``mixed`` a float32 copy of every layer's activation.)
+    backward takes it at zero. The forward transform's input would otherwise be
+    kept alive for backward: in mode ``mixed`` a float32 copy of every layer's
+    activation (``torch.fft.rfft``), in ``half`` the stabilised activation (DFT).
     """
 
     @staticmethod
@@ -133,6 +139,17 @@ class _LinearMap(torch.autograd.Function):
             zero = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
             (grad_x,) = torch.autograd.grad(ctx.fn(zero), zero, grad)
         return None, grad_x
+
+
+def _forward_dft(x: torch.Tensor, n_modes: tuple[int, ...]) -> torch.Tensor:
+    ndim = len(n_modes)
+    grid = x.shape[-ndim:]
+    matrix = _dft_matrix("rfft", grid[-1], n_modes[-1], x.dtype, x.device)
+    coeffs = products.matmul(x, matrix).unflatten(-1, (-1, 2)) * (1.0 / grid[-1])
+    for i in range(ndim - 1):
+        matrix = _dft_matrix("fft", grid[i], n_modes[i], x.dtype, x.device)
+        coeffs = products.einsum(_dim_equation(ndim, i), coeffs, matrix) * (1.0 / grid[i])
+    return coeffs
 
 
 def _forward_fft(x: torch.Tensor, n_modes: tuple[int, ...]) -> torch.Tensor:
@@ -153,24 +170,19 @@ def _dim_equation(ndim: int, dim: int) -> str:
 
 
 def forward(x: torch.Tensor, n_modes: Sequence[int], dtype: torch.dtype | None = None,
-            backend: str = "auto") -> torch.Tensor:
+            backend: str = "auto", keep_input: bool = False) -> torch.Tensor:
     """Kept Fourier coefficients of ``x`` (batch, channels, *grid) as (batch, channels, *kept, 2).
 
     ``dtype``: the working precision (``x`` is rounded to it first); default ``x.dtype``.
+    ``keep_input``: let autograd save the input (cheaper backward; right when
+    something else keeps ``x`` alive anyway). By default nothing is saved and
+    backward recomputes the adjoint.
     """
-    if dtype is not None:
-        x = x.to(dtype)
-    ndim = len(n_modes)
-    grid = x.shape[-ndim:]
-    if _use_dft(x, grid, backend):
-        n, m = grid[-1], n_modes[-1]
-        matrix = _dft_matrix("rfft", n, m, x.dtype, x.device)
-        coeffs = products.matmul(x, matrix).unflatten(-1, (-1, 2)) * (1.0 / n)
-        for i in range(ndim - 1):
-            matrix = _dft_matrix("fft", grid[i], n_modes[i], x.dtype, x.device)
-            coeffs = products.einsum(_dim_equation(ndim, i), coeffs, matrix) * (1.0 / grid[i])
-        return coeffs
-    return _LinearMap.apply(functools.partial(_forward_fft, n_modes=tuple(n_modes)), x)
+    if dtype is not None and x.dtype != dtype:
+        x, keep_input = x.to(dtype), False
+    grid = x.shape[-len(n_modes):]
+    compute = functools.partial(_forward_dft if _use_dft(x, grid, backend) else _forward_fft, n_modes=tuple(n_modes))
+    return compute(x) if keep_input else _LinearMap.apply(compute, x)
 
 
 def inverse(coeffs: torch.Tensor, grid: Sequence[int], dtype: torch.dtype | None = None,

@@ -1,0 +1,133 @@
+"""mpno against neuraloperator at the same configuration, in the same run.
+
+Times training steps (forward, relative L2 loss, backward, AdamW step) of
+neuraloperator's FNO/TFNO in every precision it supports on the device —
+``fno_block_precision`` full, mixed and half, each with and without
+``torch.autocast`` — and mpno's in the matching modes, and reports our/their
+ratios of step time and memory. neuraloperator is not a dependency of mpno;
+install it in a separate environment next to mpno:
+
+    python -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 neuraloperator -e .
+    /tmp/peer/bin/python benchmarks/peer_neuraloperator.py --preset darcy64 --json
+
+Without neuraloperator the script says so and exits cleanly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import sys
+
+import torch
+
+from mpno import bench, losses, profiling
+from mpno.precision import Precision
+
+#: (their fno_block_precision, their autocast dtype) -> our policy
+PAIRS = {
+    ("full", None): Precision("full"),
+    ("full", "float16"): Precision("amp", "float16"),
+    ("full", "bfloat16"): Precision("amp", "bfloat16"),
+    ("mixed", "float16"): Precision("mixed", "float16"),
+    ("half", "float16"): Precision("half", "float16"),
+    ("mixed", None): Precision("mixed", "float16"),
+    ("half", None): Precision("half", "float16"),
+}
+
+
+def their_model(config: bench.BenchConfig, block_precision: str):
+    from neuralop.models import FNO, TFNO
+
+    kwargs = dict(n_modes=tuple(config.modes), in_channels=config.channels, out_channels=config.channels,
+                  hidden_channels=config.width, n_layers=config.layers, fno_block_precision=block_precision)
+    if config.model == "tfno":
+        return TFNO(factorization=config.factorization or "tucker", rank=config.rank,
+                    implementation="factorized", **kwargs)
+    return FNO(**kwargs)
+
+
+def measure_theirs(config, block_precision, autocast, device, steps):
+    torch.manual_seed(0)
+    model = their_model(config, block_precision).to(device)
+    x = torch.randn(config.batch, config.channels, *config.grid, device=device)
+    y = torch.randn_like(x)
+    loss_fn = losses.LpLoss(2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    context = (lambda: torch.autocast(device.type, dtype=getattr(torch, autocast))) if autocast else contextlib.nullcontext
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        with context():
+            out = model(x)
+        loss_fn(out.float(), y).backward()
+        optimizer.step()
+
+    for _ in range(3):
+        step()
+    row = {"block_precision": block_precision, "autocast": autocast}
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize()
+        row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    else:
+        with context():
+            row["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(lambda: model(x))
+    row["step_seconds"] = profiling.median_seconds(step, steps, warmup=0, device=device)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", default="darcy64", choices=list(bench.PRESETS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    try:
+        import neuralop
+    except ImportError:
+        message = "neuraloperator is not installed here; see this script's docstring for a separate environment"
+        print(message, file=sys.stderr)
+        if args.json:
+            print(json.dumps({"skipped": message}))
+        return
+    device = torch.device(args.device)
+    config = bench.PRESETS[args.preset]
+    rows = []
+    for (block_precision, autocast), ours_policy in PAIRS.items():
+        try:
+            theirs = measure_theirs(config, block_precision, autocast, device, args.steps)
+        except Exception as err:  # whatever their library raises for an unsupported combination
+            theirs = {"block_precision": block_precision, "autocast": autocast,
+                      "error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+        ours = bench.measure(config, ours_policy, device, args.steps) if device.type == "cuda" else \
+            bench.measure_isolated(config, ours_policy, args.device, args.steps)
+        row = {"theirs": theirs, "ours": ours}
+        if "error" not in theirs and "error" not in ours:
+            row["time_ratio_ours_over_theirs"] = ours["step_seconds"] / theirs["step_seconds"]
+            for key in ("peak_allocated_bytes", "saved_for_backward_bytes"):
+                if key in theirs and key in ours:
+                    row["memory_ratio_ours_over_theirs"] = ours[key] / theirs[key]
+        rows.append(row)
+        label = f"their {block_precision}{'+autocast ' + autocast if autocast else ''}"
+        if "error" in theirs:
+            print(f"{label:34s} unsupported here: {theirs['error'][:90]}", file=sys.stderr)
+        else:
+            print(f"{label:34s} {theirs['step_seconds'] * 1e3:8.1f} ms | ours {ours_policy!s:20s} "
+                  f"{ours.get('step_seconds', float('nan')) * 1e3:8.1f} ms | ours/theirs "
+                  f"{row.get('time_ratio_ours_over_theirs', float('nan')):.3f} time, "
+                  f"{row.get('memory_ratio_ours_over_theirs', float('nan')):.3f} memory", file=sys.stderr)
+    report = {"preset": args.preset, "config": dataclasses.asdict(config), "device": args.device,
+              "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+              "neuraloperator": getattr(neuralop, "__version__", "?"), "torch": torch.__version__, "rows": rows}
+    if args.json:
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Is half precision safe for this data and this model? Audits and verdicts (``docs/bounds.md``).
+
+The verdict compares the precision error of a dtype with the discretisation
+error the data already carry: **safe when precision error ≤ discretisation
+error** (``SAFE_RATIO = 1``). Then rounding at most doubles the error of the
+Fourier coefficients in the worst case (errors adding), and adds at most 41%
+when the two are independent (adding in quadrature).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import torch
+
+from .. import transforms
+from ..precision import Precision
+from . import measure, theory
+
+SAFE_RATIO = 1.0
+DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: Candidates of ``precision="auto"``, least precise first.
+CANDIDATES = (Precision("half", "float16"), Precision("half", "bfloat16"),
+              Precision("mixed", "float16"), Precision("mixed", "bfloat16"))
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _ratio(precision_error: float, discretization_error: float) -> float:
+    if precision_error == 0:
+        return 0.0
+    return precision_error / discretization_error if discretization_error > 0 else math.inf
+
+
+def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch.device = "cpu",
+               threshold: float = SAFE_RATIO) -> dict:
+    """Discretisation and precision errors of the kept coefficients of ``fields`` (N, C, *grid).
+
+    Returns ``{"dtypes": {dtype: {discretization_error, precision_error,
+    discretization_bound, precision_bound, ratio, safe, implementation}},
+    "discretization": {...}, "levels": [...], "curves": {...}, "B", "M", ...}``.
+    """
+    fields = fields.double()
+    grid = tuple(fields.shape[2:])
+    disc = measure.discretization(fields, n_modes)
+    B, M = measure.bound_and_lipschitz(fields)
+    k_max = tuple(m // 2 for m in n_modes)
+    disc_bound = theory.discretization_bound(grid, k_max, B, M)
+    on_device = fields.to(device)
+    report = {"grid": list(grid), "n_modes": list(n_modes), "samples": fields.shape[0], "B": B, "M": M,
+              "threshold": threshold, "levels": disc.levels,
+              "discretization": {"rate": disc.rate, "differences": disc.differences,
+                                 "error": disc.error, "bound": disc_bound},
+              "curves": {"discretization": [disc.error_at(i) for i in range(len(disc.levels))]},
+              "dtypes": {}}
+    for dtype in DTYPES:
+        used = transforms.implementation(on_device.device, dtype, grid)
+        error = measure.precision_error(on_device, n_modes, dtype)
+        ratio = _ratio(error, disc.error)
+        report["dtypes"][_name(dtype)] = {
+            "discretization_error": disc.error, "precision_error": error,
+            "discretization_bound": disc_bound,
+            "precision_bound": theory.transform_precision_bound(grid, B, dtype, used),
+            "ratio": ratio, "safe": ratio <= threshold, "implementation": used,
+        }
+        report["curves"][_name(dtype)] = [
+            measure.precision_error(measure.subsample(on_device, 2**i), n_modes, dtype)
+            for i in range(len(disc.levels))
+        ]
+    return report
+
+
+def choose_precision(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch.device = "cpu",
+                     threshold: float = SAFE_RATIO) -> tuple[Precision, str]:
+    """The least precise policy whose transform of ``fields`` is safe, and why (``precision="auto"``)."""
+    fields = fields.double()
+    disc = measure.discretization(fields, n_modes).error
+    on_device = fields.to(device)
+    for policy in CANDIDATES:
+        error = measure.precision_error(on_device, n_modes, policy.half_dtype, mode=policy.mode)
+        ratio = _ratio(error, disc)
+        if ratio <= threshold:
+            return policy, (f"{policy}: its transform error {error:.2e} is {ratio:.2g}× the data's "
+                            f"discretisation error {disc:.2e} (safe at ≤ {threshold:g}×)")
+    return Precision("full"), (f"full: even rounding the coefficients to half exceeds {threshold:g}× the data's "
+                               f"discretisation error {disc:.2e}")
+
+
+def _capture(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, torch.Tensor]], torch.Tensor]:
+    """The outputs of the lifting, each Fourier block and the projection, and the model's output."""
+    operator = model.operator if hasattr(model, "operator") else model
+    layers = [("lifting", operator.lifting)] + [(f"block {i + 1}", b) for i, b in enumerate(operator.blocks)]
+    layers.append(("projection", operator.projection))
+    seen: list[tuple[str, torch.Tensor]] = []
+    handles = [module.register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, out.detach())))
+               for name, module in layers]
+    try:
+        with torch.no_grad():
+            out = model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return seen, out
+
+
+def _relative(value: torch.Tensor, reference: torch.Tensor) -> float:
+    value = value.double().to(reference.device)
+    if not torch.isfinite(value).all():
+        return math.inf
+    return ((value - reference).norm() / reference.norm()).item()
+
+
+def audit_model(model: torch.nn.Module, inputs: torch.Tensor, policy: Precision,
+                threshold: float = SAFE_RATIO) -> dict:
+    """Relative error of each layer's output and of the final output in ``policy`` against float64.
+
+    The float64 reference computes the same function (same stabilizer). The
+    model's own discretisation error is its output at n, sampled at every other
+    point, against its output on the inputs subsampled to n/2.
+    """
+    operator = model.operator if hasattr(model, "operator") else model
+    grid = inputs.shape[2:]
+    if any(n % 2 or n // 2 < m for n, m in zip(grid, operator.n_modes)):
+        raise ValueError(f"the model audit compares outputs at n and n/2: grid {tuple(grid)} must be even and "
+                         f"n/2 ≥ the model's modes {operator.n_modes}; use a finer test file")
+    device = next(model.parameters()).device
+    reference = copy.deepcopy(model).double().cpu()
+    reference.set_precision(Precision("full", stabilizer=policy.stabilizer))
+    model = copy.deepcopy(model)
+    model.set_precision(policy)
+    x64 = inputs.double()
+    ref_layers, ref_out = _capture(reference, x64)
+    layers, out = _capture(model, inputs.float().to(device))
+    per_layer = [{"layer": name, "relative_error": _relative(value, ref)}
+                 for (name, value), (_, ref) in zip(layers, ref_layers)]
+    precision_error = _relative(out, ref_out)
+    with torch.no_grad():
+        coarse = reference(measure.subsample(x64, 2))
+    discretization_error = _relative(measure.subsample(ref_out, 2), coarse)
+    ratio = _ratio(precision_error, discretization_error)
+    return {"precision": str(policy), "layers": per_layer, "precision_error": precision_error,
+            "discretization_error": discretization_error, "ratio": ratio, "safe": ratio <= threshold}

@@ -1,0 +1,263 @@
+"""From a configuration to a trained, evaluated operator: the work behind ``mpno train`` and ``mpno evaluate``."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from . import checkpoint, losses
+from .config import RunConfig
+from .bounds import audit_data, audit_model, choose_precision
+from .data import DataError, OperatorDataset, UnitGaussianNormalizer, coarse_path, generate, split_indices
+from .models import FNO, TFNO
+from .reporting import MetricsLog, plot_curves, plot_samples, summary_table
+from .precision import Precision
+from .training import NormalizedOperator, Trainer, batches_for, evaluate
+
+#: The default example: Darcy flow generated at 64², trained at 32², tested at 32² and 64².
+DEFAULT_DATA = {"n_train": 1000, "n_test": 100, "resolution": 64, "train_resolution": 32}
+
+
+def cache_dir() -> Path:
+    """Where generated default data are kept: ``$MPNO_CACHE`` or ``~/.cache/mpno``."""
+    return Path(os.environ.get("MPNO_CACHE", Path.home() / ".cache" / "mpno"))
+
+
+def default_data(log: Callable[[str], None]) -> tuple[str, list[str]]:
+    """The default example's Darcy files (generated once, then reused): train at 32², test at 32² and 64²."""
+    root = cache_dir()
+    fine, coarse = DEFAULT_DATA["resolution"], DEFAULT_DATA["train_resolution"]
+    paths = {}
+    for split, n, seed in (("train", DEFAULT_DATA["n_train"], 0), ("test", DEFAULT_DATA["n_test"], 1)):
+        out = root / f"darcy_{split}.h5"
+        low = coarse_path(out, coarse)
+        if not (out.exists() and low.exists()):
+            log(f"generating the default Darcy {split} set ({n} samples at {fine}², once) into {root}")
+            generate("darcy", out, n=n, resolution=fine, seed=seed, coarsen=[coarse], overwrite=True)
+        paths[split] = (str(low), str(out))
+    return paths["train"][0], [paths["test"][0], paths["test"][1]]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _dataset(path: str, config: RunConfig, indices=None) -> OperatorDataset:
+    return OperatorDataset(path, indices, x_key=config.x_key, y_key=config.y_key,
+                           spatial_dims=config.spatial_dims, time_in=config.time_in, time_out=config.time_out)
+
+
+def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
+    if len(config.modes) == 1:
+        return tuple(config.modes) * spatial_dims
+    if len(config.modes) != spatial_dims:
+        raise ValueError(f"modes={config.modes} gives {len(config.modes)} dims but the data have "
+                         f"{spatial_dims} spatial dims; give one value or {spatial_dims}")
+    return tuple(config.modes)
+
+
+def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
+    """The training set and the named test sets, checked against each other and the model's modes."""
+    train_path, test_paths = (config.data_train, config.data_test) if config.data_train else default_data(log)
+    train = _dataset(train_path, config)
+    if test_paths:
+        tests = {Path(p).name: _dataset(p, config) for p in test_paths}
+        if len(tests) < len(test_paths):
+            tests = {str(p): _dataset(p, config) for p in test_paths}
+    else:
+        train_idx, test_idx = split_indices(len(train), config.test_fraction, config.seed)
+        tests = {f"{train.name} (held out)": train.subset(test_idx)}
+        train = train.subset(train_idx)
+    if config.n_train is not None:
+        train = train.subset(range(min(config.n_train, len(train))))
+    (x_train, y_train) = train.shapes
+    spatial_dims = len(x_train) - 1
+    modes = modes_for(config, spatial_dims)
+    for name, test in tests.items():
+        x_shape, y_shape = test.shapes
+        if len(x_shape) != len(x_train) or x_shape[0] != x_train[0] or y_shape[0] != y_train[0]:
+            raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
+                            f"data's {x_train} → {y_train} (channels and spatial dims must agree)")
+        for i, (n, m) in enumerate(zip(x_shape[1:], modes)):
+            if n < m:
+                raise DataError(f"{test.path}: grid {x_shape[1:]} has {n} points along dim {i}, fewer than "
+                                f"the model's modes ({m}); test on a finer grid or lower --modes")
+    for i, (n, m) in enumerate(zip(x_train[1:], modes)):
+        if n < m:
+            raise DataError(f"{train.path}: grid {x_train[1:]} has {n} points along dim {i}, fewer than "
+                            f"--modes {m}; lower --modes")
+    return train, tests
+
+
+def build_operator(config: RunConfig, in_channels: int, out_channels: int, n_modes) -> FNO:
+    kind = TFNO if config.model == "tfno" else FNO
+    kwargs = dict(hidden_channels=config.width, n_layers=config.layers, channel_mlp=config.channel_mlp,
+                  domain_padding=config.domain_padding, rank=config.rank)
+    if config.factorization is not None or config.model == "fno":
+        kwargs["factorization"] = config.factorization
+    return kind(in_channels, out_channels, n_modes, **kwargs)
+
+
+def _choose_precision(config: RunConfig, train_set: OperatorDataset, device: torch.device) -> tuple[str, str, str]:
+    """``precision="auto"``: audit (up to 64) training inputs; the least precise safe mode and dtype."""
+    fields = torch.stack([train_set[i][0] for i in range(min(64, len(train_set)))])
+    policy, reason = choose_precision(fields, modes_for(config, fields.ndim - 2), device)
+    return policy.mode, policy.dtype, reason
+
+
+def make_run_dir(out: str | None, overwrite: bool) -> Path:
+    run_dir = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{run_dir} exists and is not empty; choose another --out, "
+                                  "resume it with --resume, or pass --overwrite to replace it")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run_dir
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
+          log: Callable[[str], None] = _log) -> dict:
+    """Run (or resume) a training run; returns the summary (also written to ``summary.json``)."""
+    state = None
+    if resume:
+        run_dir = Path(resume)
+        if not run_dir.is_dir():
+            raise FileNotFoundError(f"--resume {run_dir}: no such run directory")
+        state = checkpoint.load(run_dir / "checkpoint.pt")
+        device_choice = config.device
+        config = RunConfig.from_dict(state["config"])
+        config.device = device_choice
+    else:
+        config.validate()
+        run_dir = make_run_dir(config.out, overwrite)
+        config.out = str(run_dir)
+    device = resolve_device(config.device)
+    train_set, tests = open_data(config, log)
+    auto_reason = None
+    if config.precision == "auto":
+        config.precision, config.dtype, auto_reason = _choose_precision(config, train_set, device)
+        log(f"precision=auto chose {auto_reason}")
+    if state is None:
+        config.save(run_dir / "config.json")
+    torch.manual_seed(config.seed)
+    x_shape, y_shape = train_set.shapes
+    operator = build_operator(config, x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1))
+    normalizers = (UnitGaussianNormalizer.fit(x for x, _ in train_set),
+                   UnitGaussianNormalizer.fit(y for _, y in train_set))
+    model = NormalizedOperator(operator, *normalizers).to(device)
+    trainer = Trainer(model, train_set, tests, config, device, run_dir, log)
+    if state is not None:
+        trainer.load_state(state)
+        log(f"resuming {run_dir} at epoch {trainer.epoch + 1} of {config.epochs}")
+    start = time.perf_counter()
+    results = trainer.fit()
+    seconds = time.perf_counter() - start
+    if not results:  # resumed a finished run
+        results = trainer.evaluate()
+    summary = {
+        "test": results, "grids": {name: list(test.shapes[0][1:]) for name, test in tests.items()},
+        "epochs": config.epochs, "seconds": seconds,
+        "precision_history": trainer.history, "best": trainer.best,
+        "peak_memory_bytes": trainer.peak_memory_bytes(),
+        "memory_kind": "CUDA peak allocated" if device.type == "cuda" else "process peak RSS",
+        "run_dir": str(run_dir), "device": str(device), "precision_auto": auto_reason,
+    }
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    rows = MetricsLog(run_dir, tensorboard=False).rows()
+    if rows:
+        plot_curves(rows, run_dir / "curves.png")
+    for name, batches in trainer.test_batches.items():
+        x, y = next(batches.iterate())
+        plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
+    return summary
+
+
+def load_model(path: str) -> tuple[NormalizedOperator, dict]:
+    """A trained model from a checkpoint, in the precision it was last trained in, and the checkpoint."""
+    state = checkpoint.load(path)
+    config = RunConfig.from_dict(state["config"])
+    shape = state["operator"]
+    operator = build_operator(config, shape["in_channels"], shape["out_channels"], tuple(shape["n_modes"]))
+    normalizers = UnitGaussianNormalizer(shape["in_channels"]), UnitGaussianNormalizer(shape["out_channels"])
+    model = NormalizedOperator(operator, *normalizers)
+    model.load_state_dict(state["model"])
+    if state["history"]:
+        model.set_precision(Precision(**state["history"][-1]["policy"]))
+    return model, state
+
+
+def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_size: int | None = None) -> dict:
+    """Test errors of a saved model on data files, in the precision it was last trained in:
+    ``{file: {loss: value}}``."""
+    model, state = load_model(path)
+    config = RunConfig.from_dict(state["config"])
+    shape = state["operator"]
+    device_ = resolve_device(device)
+    model.to(device_)
+    batches = {}
+    for file in data:
+        test = _dataset(file, config)
+        x_shape, _ = test.shapes
+        if x_shape[0] != shape["in_channels"] or len(x_shape) - 1 != len(shape["n_modes"]):
+            raise DataError(f"{test.path}: samples of shape {x_shape} do not fit the model "
+                            f"({shape['in_channels']} input channels, {len(shape['n_modes'])} spatial dims)")
+        batches[Path(file).name] = batches_for(test, batch_size or config.batch_size, device_,
+                                               config.in_memory_limit_gb, Path(file).name)
+    eval_losses = {name: losses.build(name, config.periodic) for name in config.eval_losses}
+    return evaluate(model, batches, eval_losses)
+
+
+def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int] | None = None,
+                  samples: int = 64, field: str = "x", precision: str | None = None, device: str = "auto",
+                  **open_kwargs) -> dict:
+    """The data audit (and, with a model, the model audit) behind ``mpno bounds``."""
+    dataset = OperatorDataset(data, **{k: v for k, v in open_kwargs.items() if v is not None})
+    count = min(samples, len(dataset))
+    pairs = [dataset[i] for i in range(count)]
+    fields = torch.stack([x if field == "x" else y for x, y in pairs])
+    model = state = None
+    if model_path:
+        model, state = load_model(model_path)
+        modes = modes or tuple(state["operator"]["n_modes"])
+    spatial = fields.ndim - 2
+    if modes:
+        modes = tuple(modes) * spatial if len(modes) == 1 else tuple(modes)
+    else:
+        modes = tuple(min(16, n // 4) for n in fields.shape[2:])
+    if len(modes) != spatial:
+        raise ValueError(f"--modes {list(modes)} has {len(modes)} entries but the data have {spatial} spatial dims")
+    device_ = resolve_device(device)
+    report = audit_data(fields, modes, device_)
+    report.update({"data": str(data), "field": field})
+    if model is not None:
+        policy = _audit_policy(model.precision, precision)
+        inputs = torch.stack([x for x, _ in pairs])
+        report["model"] = {"checkpoint": str(model_path), **audit_model(model.to(device_), inputs, policy)}
+    return report
+
+
+def _audit_policy(trained: Precision, requested: str | None) -> Precision:
+    """The policy a model is audited in: as asked, else its last training policy, or ``mixed`` after ``full``."""
+    if requested:
+        return Precision.parse(requested)
+    return trained if trained.mode != "full" else Precision("mixed", trained.dtype)

@@ -1,0 +1,238 @@
+"""The trainer and the train/evaluate commands, on tiny data."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from mpno import checkpoint, cli
+from mpno.config import RunConfig
+from mpno.data import DataError
+from mpno.experiment import evaluate_checkpoint, train
+from mpno.precision import Precision, PrecisionSchedule
+from mpno.training import Trainer
+from reference import bandlimited
+
+
+def smooth_pairs(n, resolution, seed):
+    """x: band-limited fields; y: x smoothed by (1 + |k|²)^-1 plus x² (an operator to learn)."""
+    x = bandlimited(n, 1, (resolution, resolution), kmax=3, seed=seed).float()
+    k = torch.fft.fftfreq(resolution, 1 / resolution)
+    kernel = 1 / (1 + k[:, None] ** 2 + torch.fft.rfftfreq(resolution, 1 / resolution)[None, :] ** 2)
+    y = torch.fft.irfft2(torch.fft.rfft2(x) * kernel, s=(resolution, resolution)) + 0.1 * x**2
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny")
+    x, y = smooth_pairs(24, 16, seed=1)
+    torch.save({"x": x, "y": y}, root / "train.pt")
+    x, y = smooth_pairs(8, 32, seed=2)
+    torch.save({"x": x[..., ::2, ::2].clone(), "y": y[..., ::2, ::2].clone()}, root / "test16.pt")
+    torch.save({"x": x, "y": y}, root / "test32.pt")
+    return root
+
+
+def tiny_config(files, out, **overrides) -> RunConfig:
+    values = dict(data_train=str(files / "train.pt"), data_test=[str(files / "test16.pt"), str(files / "test32.pt")],
+                  modes=[4], width=6, layers=2, epochs=4, batch_size=8, lr=5e-3, device="cpu", out=str(out),
+                  tensorboard=False)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def quiet(message):
+    pass
+
+
+def test_schedule_switches_at_the_right_epochs(files, tmp_path):
+    summary = train(tiny_config(files, tmp_path / "run"), log=quiet)
+    modes = [(h["epoch"], h["policy"]["mode"]) for h in summary["precision_history"]]
+    assert modes == [(0, "half"), (1, "mixed"), (3, "full")]  # 25% / 50% / 25% of 4 epochs
+    rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
+    assert [r.split(",")[1].split("/")[0] for r in rows[1:]] == ["half", "mixed", "mixed", "full"]
+    assert PrecisionSchedule.parse("schedule").starts(8) == [0, 2, 6]
+
+
+def test_run_directory_holds_everything(files, tmp_path):
+    summary = train(tiny_config(files, tmp_path / "run", epochs=2), log=quiet)
+    names = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.json", "checkpoint.pt", "best.pt", "metrics.csv", "summary.json", "curves.png",
+            "samples_test16.png", "samples_test32.png"} <= names
+    assert set(summary["test"]) == {"test16.pt", "test32.pt"}
+    assert all(set(v) == {"l2", "h1"} and all(math.isfinite(x) for x in v.values()) for v in summary["test"].values())
+    assert summary["grids"] == {"test16.pt": [16, 16], "test32.pt": [32, 32]}
+
+
+def _trainer(files, tmp_path, **overrides):
+    from mpno.experiment import build_operator, open_data
+    from mpno.data import UnitGaussianNormalizer
+    from mpno.training import NormalizedOperator
+
+    config = tiny_config(files, tmp_path, **overrides)
+    train_set, tests = open_data(config, quiet)
+    torch.manual_seed(0)
+    operator = build_operator(config, 1, 1, (4, 4))
+    model = NormalizedOperator(operator, UnitGaussianNormalizer.fit(x for x, _ in train_set),
+                               UnitGaussianNormalizer.fit(y for _, y in train_set))
+    return Trainer(model, train_set, tests, config, torch.device("cpu"), run_dir=None, log=quiet)
+
+
+@pytest.mark.parametrize("precision, dtype, scaled", [("half", "float16", True), ("mixed", "float16", True),
+                                                      ("half", "bfloat16", False), ("full", "float16", False)])
+def test_grad_scaler_is_used_with_float16_only(files, tmp_path, precision, dtype, scaled):
+    trainer = _trainer(files, tmp_path, precision=precision, dtype=dtype, epochs=1)
+    calls = []
+    real = trainer.scaler.scale
+    trainer.scaler.scale = lambda loss: calls.append(1) or real(loss)
+    trainer.fit()
+    assert bool(calls) is scaled
+
+
+def test_nonfinite_steps_are_skipped_and_raise_the_precision(files, tmp_path):
+    trainer = _trainer(files, tmp_path, precision="half", epochs=2, nonfinite_patience=2)
+    real = trainer.loss
+    trainer.loss = lambda p, y: real(p, y) * (math.nan if trainer.model.precision.mode == "half" else 1.0)
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    row = trainer.train_epoch(0)
+    assert row["skipped_steps"] == 2  # two skipped, then mixed for the rest
+    assert trainer.floor == "mixed" and trainer.model.precision.mode == "mixed"
+    escalation = trainer.history[-1]
+    assert escalation["policy"]["mode"] == "mixed" and "2 consecutive non-finite steps" in escalation["reason"]
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+    trainer.train_epoch(1)  # the schedule says half, the floor keeps mixed
+    assert trainer.model.precision.mode == "mixed"
+
+
+def test_nonfinite_gradients_are_skipped_without_a_scaler(files, tmp_path):
+    trainer = _trainer(files, tmp_path, precision="half", dtype="bfloat16", epochs=1, nonfinite_patience=100)
+    weight = trainer.model.operator.projection.fc2.weight
+    handle = weight.register_hook(lambda g: torch.full_like(g, math.nan))
+    before = [p.detach().clone() for p in trainer.model.parameters()]
+    row = trainer.train_epoch(0)
+    handle.remove()
+    assert row["skipped_steps"] == len(trainer.train_batches)
+    assert all(torch.equal(a, b) for a, b in zip(before, trainer.model.parameters()))
+
+
+def test_full_precision_failure_stops_with_advice(files, tmp_path):
+    trainer = _trainer(files, tmp_path, precision="full", epochs=1, nonfinite_patience=1)
+    trainer.loss = lambda p, y: torch.tensor(math.nan)
+    with pytest.raises(RuntimeError, match="non-finite steps in full precision"):
+        trainer.train_epoch(0)
+
+
+def test_resume_reaches_the_same_weights(files, tmp_path, monkeypatch):
+    whole = train(tiny_config(files, tmp_path / "whole"), log=quiet)
+    original = Trainer.train_epoch
+
+    def killed_after_two(self, epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(files, tmp_path / "parts"), log=quiet)
+    monkeypatch.setattr(Trainer, "train_epoch", original)
+    assert checkpoint.load(tmp_path / "parts" / "checkpoint.pt")["epoch"] == 2
+    resumed = train(RunConfig(device="cpu"), resume=str(tmp_path / "parts"), log=quiet)
+    a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt")["model"]
+    b = checkpoint.load(tmp_path / "parts" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test"] == whole["test"]
+    assert resumed["precision_history"] == whole["precision_history"]
+    rows = (tmp_path / "parts" / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 5  # header and one row per epoch, none repeated
+
+
+def test_evaluate_reproduces_the_final_evaluation(files, tmp_path):
+    summary = train(tiny_config(files, tmp_path / "run", epochs=2), log=quiet)
+    results = evaluate_checkpoint(str(tmp_path / "run" / "checkpoint.pt"),
+                                  [str(files / "test16.pt"), str(files / "test32.pt")], device="cpu")
+    for name in results:
+        for loss, value in results[name].items():
+            assert value == pytest.approx(summary["test"][name][loss], rel=1e-6)
+
+
+def test_cli_train_and_evaluate_with_json(files, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = cli.main(["train", "--data-train", str(files / "train.pt"), "--data-test", str(files / "test16.pt"),
+                     "--data-test", str(files / "test32.pt"), "--modes", "4", "--width", "6", "--layers", "2",
+                     "--epochs", "2", "--precision", "mixed", "--dtype", "bfloat16", "--device", "cpu",
+                     "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["test"]) == {"test16.pt", "test32.pt"} and summary["epochs"] == 2
+    assert summary["precision_history"][0]["precision"] == "mixed/bfloat16" and summary["seconds"] > 0
+    code = cli.main(["evaluate", str(out / "best.pt"), "--data", str(files / "test32.pt"), "--json"])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(results["test"]["test32.pt"]) == {"l2", "h1"}
+
+
+def test_config_files_and_flags(files, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(f'data_train = "{files / "train.pt"}"\nmodes = [4]\nwidth = 6\nlayers = 1\nepochs = 1\n'
+                      'precision = "full"\nbogus = 3\n')
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "run.toml: unknown option(s) bogus" in err and "Traceback" not in err
+    config.write_text(config.read_text().replace("bogus = 3\n", ""))
+    yaml_config = tmp_path / "run.yaml"
+    yaml_config.write_text("epochs: 1\nwidth: 6\n")
+    assert RunConfig.from_file(yaml_config).width == 6
+    assert cli.main(["train", "--config", str(config), "--epochs", "2", "--out", str(tmp_path / "b"),
+                     "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
+
+
+def test_bad_input_gets_a_clear_error_and_nothing_is_overwritten(files, tmp_path, capsys):
+    small = tmp_path / "small.pt"
+    torch.save({"x": torch.zeros(4, 1, 3, 3), "y": torch.zeros(4, 1, 3, 3)}, small)
+    with pytest.raises(DataError, match="small.pt: grid .* fewer than the model's modes"):
+        train(tiny_config(files, tmp_path / "r1", data_test=[str(small)]), log=quiet)
+    two_channels = tmp_path / "pair.pt"
+    torch.save({"x": torch.zeros(4, 2, 16, 16), "y": torch.zeros(4, 1, 16, 16)}, two_channels)
+    with pytest.raises(DataError, match=r"pair.pt: samples of shape \(2, 16, 16\) .*channels and spatial dims"):
+        train(tiny_config(files, tmp_path / "r2", data_test=[str(two_channels)]), log=quiet)
+
+    run = tmp_path / "done"
+    train(tiny_config(files, run, epochs=1), log=quiet)
+    before = (run / "checkpoint.pt").read_bytes()
+    assert cli.main(["train", "--data-train", str(files / "train.pt"), "--out", str(run)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert (run / "checkpoint.pt").read_bytes() == before
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert cli.main(["train", "--resume", str(empty)]) == 2
+    assert "no checkpoint there" in capsys.readouterr().err
+    (run / "checkpoint.pt").write_bytes(before[: len(before) // 2])
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    assert "corrupt or truncated checkpoint" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(run), "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+
+
+def test_weights_with_nan_are_never_saved(files, tmp_path):
+    trainer = _trainer(files, tmp_path, epochs=1)
+    trainer.run_dir = tmp_path
+    with torch.no_grad():
+        next(trainer.model.parameters()).fill_(math.nan)
+    with pytest.raises(RuntimeError, match="refusing to save"):
+        trainer.save("checkpoint.pt")
+    assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_auto_precision_picks_from_the_data_audit_and_logs_why(files, tmp_path):
+    messages = []
+    summary = train(tiny_config(files, tmp_path / "auto", precision="auto", epochs=1), log=messages.append)
+    chosen = summary["precision_history"][0]["policy"]
+    saved = json.loads((tmp_path / "auto" / "config.json").read_text())
+    assert (saved["precision"], saved["dtype"]) == (chosen["mode"], chosen["dtype"])
+    assert summary["precision_auto"].startswith(str(Precision(chosen["mode"], chosen["dtype"])))
+    assert any(m.startswith("precision=auto chose") for m in messages)
