@@ -57,7 +57,7 @@ def main() -> None:
 
         def bare():
             model.train()
-            for x, y in batches.iterate(seed=0):
+            for x, y, _ in batches.iterate(seed=0):
                 optimizer.zero_grad(set_to_none=True)
                 loss_fn(model(x), y).backward()
                 optimizer.step()

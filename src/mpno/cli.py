@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 
 from . import __version__
@@ -83,6 +84,7 @@ _TRAIN_FLAGS = [
     ("--eval-losses", "names", "evaluation losses (l2 h1)"),
     ("--nonfinite-patience", int, "consecutive non-finite steps before the precision is raised (5)"),
     ("--seed", int, "random seed (0)"),
+    ("--dist-backend", str, "under torchrun: auto (nccl on CUDA, gloo on CPU), nccl or gloo"),
     ("--out", str, "run directory (default: runs/<date-time>)"),
 ]
 
@@ -134,9 +136,10 @@ def _run_train(args) -> None:
         if config.factorization == "dense":
             config.factorization = None
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
-    print(summary_table(summary))
-    if args.json:
-        print(json.dumps(summary))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 reports
+        print(summary_table(summary))
+        if args.json:
+            print(json.dumps(summary))
 
 
 def _add_evaluate(commands) -> None:

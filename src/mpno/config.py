@@ -55,6 +55,7 @@ class RunConfig:
     periodic: bool = True
     # run
     device: str = "auto"
+    dist_backend: str = "auto"  # under torchrun: nccl on CUDA, gloo on the CPU
     seed: int = 0
     out: str | None = None
     tensorboard: bool = True

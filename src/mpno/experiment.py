@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -12,7 +13,7 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import checkpoint, losses
+from . import checkpoint, distributed, losses
 from .config import RunConfig
 from .bounds import audit_data, audit_model, choose_precision
 from .data import DataError, OperatorDataset, UnitGaussianNormalizer, coarse_path, generate, split_indices
@@ -135,61 +136,102 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _on_main(context: distributed.Context, fn: Callable):
+    """``fn()`` on process 0, its result (or its error) on every process."""
+    outcome = None
+    if context.main:
+        try:
+            outcome = ("ok", fn())
+        except (ValueError, FileExistsError, FileNotFoundError) as err:
+            outcome = ("error", type(err), str(err))
+    outcome = distributed.from_main(outcome)
+    if outcome[0] == "error":
+        raise outcome[1](outcome[2])
+    return outcome[1]
+
+
 def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
           log: Callable[[str], None] = _log) -> dict:
-    """Run (or resume) a training run; returns the summary (also written to ``summary.json``)."""
+    """Run (or resume) a training run; returns the summary (also written to ``summary.json``).
+
+    Under ``torchrun`` every process calls this: process 0 creates the run
+    directory, generates missing default data, logs and writes files.
+    """
     state = None
     if resume:
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"--resume {run_dir}: no such run directory")
         state = checkpoint.load(run_dir / "checkpoint.pt")
-        device_choice = config.device
-        config = RunConfig.from_dict(state["config"])
-        config.device = device_choice
+        config = dataclasses.replace(RunConfig.from_dict(state["config"]), device=config.device,
+                                     dist_backend=config.dist_backend)
     else:
         config.validate()
-        run_dir = make_run_dir(config.out, overwrite)
-        config.out = str(run_dir)
     device = resolve_device(config.device)
-    train_set, tests = open_data(config, log)
-    auto_reason = None
-    if config.precision == "auto":
-        config.precision, config.dtype, auto_reason = _choose_precision(config, train_set, device)
-        log(f"precision=auto chose {auto_reason}")
-    if state is None:
-        config.save(run_dir / "config.json")
-    torch.manual_seed(config.seed)
-    x_shape, y_shape = train_set.shapes
-    operator = build_operator(config, x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1))
-    normalizers = (UnitGaussianNormalizer.fit(x for x, _ in train_set),
-                   UnitGaussianNormalizer.fit(y for _, y in train_set))
-    model = NormalizedOperator(operator, *normalizers).to(device)
-    trainer = Trainer(model, train_set, tests, config, device, run_dir, log)
-    if state is not None:
-        trainer.load_state(state)
-        log(f"resuming {run_dir} at epoch {trainer.epoch + 1} of {config.epochs}")
-    start = time.perf_counter()
-    results = trainer.fit()
-    seconds = time.perf_counter() - start
-    if not results:  # resumed a finished run
-        results = trainer.evaluate()
-    summary = {
-        "test": results, "grids": {name: list(test.shapes[0][1:]) for name, test in tests.items()},
-        "epochs": config.epochs, "seconds": seconds,
-        "precision_history": trainer.history, "best": trainer.best,
-        "peak_memory_bytes": trainer.peak_memory_bytes(),
-        "memory_kind": "CUDA peak allocated" if device.type == "cuda" else "process peak RSS",
-        "run_dir": str(run_dir), "device": str(device), "precision_auto": auto_reason,
-    }
+    owns_group = distributed.current().world == 1  # set up here (torchrun), not by a caller
+    context = distributed.setup(config.dist_backend, device.type)
+    if context.world > 1 and device.type == "cuda":
+        device = torch.device("cuda", context.local_rank)
+        torch.cuda.set_device(device)
+    if not context.main:
+        log = lambda message: None  # noqa: E731
+    try:
+        if not resume:
+            run_dir = Path(_on_main(context, lambda: str(make_run_dir(config.out, overwrite))))
+            config.out = str(run_dir)
+        def check_and_generate() -> None:  # process 0 first: it generates missing default data
+            open_data(config, log)
+
+        _on_main(context, check_and_generate)
+        train_set, tests = open_data(config, log)
+        auto_reason = None
+        if config.precision == "auto":
+            config.precision, config.dtype, auto_reason = _on_main(
+                context, lambda: _choose_precision(config, train_set, device))
+            log(f"precision=auto chose {auto_reason}")
+        if state is None and context.main:
+            config.save(run_dir / "config.json")
+        torch.manual_seed(config.seed)
+        x_shape, y_shape = train_set.shapes
+        operator = build_operator(config, x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1))
+        normalizers = (UnitGaussianNormalizer.fit(x for x, _ in train_set),
+                       UnitGaussianNormalizer.fit(y for _, y in train_set))
+        model = NormalizedOperator(operator, *normalizers).to(device)
+        trainer = Trainer(model, train_set, tests, config, device, run_dir, log)
+        if state is not None:
+            trainer.load_state(state)
+            log(f"resuming {run_dir} at epoch {trainer.epoch + 1} of {config.epochs}")
+        start = time.perf_counter()
+        results = trainer.fit()
+        seconds = time.perf_counter() - start
+        if not results:  # resumed a finished run
+            results = trainer.evaluate()
+        summary = {
+            "test": results, "grids": {name: list(test.shapes[0][1:]) for name, test in tests.items()},
+            "epochs": config.epochs, "seconds": seconds,
+            "precision_history": trainer.history, "best": trainer.best,
+            "peak_memory_bytes": trainer.peak_memory_bytes(),
+            "memory_kind": "CUDA peak allocated" if device.type == "cuda" else "process peak RSS",
+            "run_dir": str(run_dir), "device": str(device), "precision_auto": auto_reason,
+            "world_size": context.world, "global_batch_size": config.batch_size * context.world,
+        }
+        if context.main:
+            _write_report(summary, model, trainer, run_dir)
+        return summary
+    finally:
+        if owns_group:
+            distributed.teardown()
+
+
+def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path) -> None:
+    """``summary.json``, the loss curves and a few test samples of every test set."""
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     rows = MetricsLog(run_dir, tensorboard=False).rows()
     if rows:
         plot_curves(rows, run_dir / "curves.png")
     for name, batches in trainer.test_batches.items():
-        x, y = next(batches.iterate())
+        x, y, _ = next(batches.iterate())
         plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
-    return summary
 
 
 def load_model(path: str) -> tuple[NormalizedOperator, dict]:

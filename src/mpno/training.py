@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from . import checkpoint, losses, profiling
+from . import checkpoint, distributed, losses, profiling
 from .config import RunConfig
 from .data import OperatorDataset, UnitGaussianNormalizer
 from .precision import SAFER, Precision, PrecisionSchedule, at_least
@@ -45,65 +45,72 @@ class NormalizedOperator(nn.Module):
 
 
 class Batches:
-    """Mini-batches of a dataset held in memory; shuffled by a generator seeded per epoch."""
+    """Mini-batches of a dataset held in memory; this process's share of each global batch."""
 
-    def __init__(self, dataset: OperatorDataset, batch_size: int, device: torch.device, desc: str = ""):
+    def __init__(self, dataset: OperatorDataset, batch_size: int, device: torch.device, desc: str = "",
+                 context: distributed.Context = distributed.Context()):
         pairs = [dataset[i] for i in tqdm(range(len(dataset)), desc=f"loading {desc}", unit="sample",
-                                          leave=False, disable=None)]
+                                          leave=False, disable=None if context.main else True)]
         self.x = torch.stack([x for x, _ in pairs]).to(device)
         self.y = torch.stack([y for _, y in pairs]).to(device)
-        self.batch_size = batch_size
+        self.batch_size, self.context = batch_size, context
 
     def __len__(self) -> int:
-        return math.ceil(len(self.x) / self.batch_size)
+        return len(distributed.rank_batches(len(self.x), self.batch_size, None, self.context))
 
     def iterate(self, seed: int | None = None):
-        count = len(self.x)
-        order = (torch.randperm(count, generator=torch.Generator().manual_seed(seed)) if seed is not None
-                 else torch.arange(count)).to(self.x.device)
-        for start in range(0, count, self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield self.x[index], self.y[index]
+        """``(x, y, global batch size)``, shuffled by ``seed`` (``None``: in order)."""
+        for index, total in distributed.rank_batches(len(self.x), self.batch_size, seed, self.context):
+            index = index.to(self.x.device)
+            yield self.x[index], self.y[index], total
 
 
 class LazyBatches:
-    """Mini-batches read from disk by DataLoader workers (data sets larger than the memory limit)."""
+    """The same batches read from disk by DataLoader workers (data sets larger than the memory limit)."""
 
-    def __init__(self, dataset: OperatorDataset, batch_size: int, device: torch.device, workers: int = 2):
-        self.dataset, self.batch_size, self.device, self.workers = dataset, batch_size, device, workers
+    def __init__(self, dataset: OperatorDataset, batch_size: int, device: torch.device,
+                 context: distributed.Context = distributed.Context(), workers: int = 2):
+        self.dataset, self.batch_size, self.device, self.context, self.workers = \
+            dataset, batch_size, device, context, workers
 
     def __len__(self) -> int:
-        return math.ceil(len(self.dataset) / self.batch_size)
+        return len(distributed.rank_batches(len(self.dataset), self.batch_size, None, self.context))
 
     def iterate(self, seed: int | None = None):
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        loader = torch.utils.data.DataLoader(self.dataset, self.batch_size, shuffle=seed is not None,
-                                             generator=generator, num_workers=self.workers)
-        for x, y in loader:
-            yield x.to(self.device), y.to(self.device)
+        shares = distributed.rank_batches(len(self.dataset), self.batch_size, seed, self.context)
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=[i.tolist() for i, _ in shares],
+                                             num_workers=self.workers)
+        for (x, y), (_, total) in zip(loader, shares):
+            yield x.to(self.device), y.to(self.device), total
 
 
-def batches_for(dataset: OperatorDataset, batch_size: int, device: torch.device, limit_gb: float, desc: str):
+def batches_for(dataset: OperatorDataset, batch_size: int, device: torch.device, limit_gb: float, desc: str,
+                context: distributed.Context = distributed.Context()):
     x_shape, y_shape = dataset.shapes
     size_gb = len(dataset) * (math.prod(x_shape) + math.prod(y_shape)) * 4 / 2**30
     if size_gb <= limit_gb:
-        return Batches(dataset, batch_size, device, desc)
-    return LazyBatches(dataset, batch_size, device)
+        return Batches(dataset, batch_size, device, desc, context)
+    return LazyBatches(dataset, batch_size, device, context)
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, test_batches: dict, eval_losses: dict) -> dict[str, dict[str, float]]:
-    """``{test set: {loss name: mean over samples}}`` of ``model`` in its current precision."""
+    """``{test set: {loss name: mean over samples}}`` of ``model`` in its current precision.
+
+    With several processes, each evaluates its share and the sums are all-reduced.
+    """
     model.eval()
+    device = next(model.parameters()).device
     results = {}
     for name, batches in test_batches.items():
-        sums, count = dict.fromkeys(eval_losses, 0.0), 0
-        for x, y in batches.iterate():
+        sums, count = [0.0] * len(eval_losses), 0
+        for x, y, _ in batches.iterate():
             prediction = model(x)
-            for loss_name, loss in eval_losses.items():
-                sums[loss_name] += loss(prediction, y).item() * len(x)
+            for i, loss in enumerate(eval_losses.values()):
+                sums[i] += loss(prediction, y).item() * len(x)
             count += len(x)
-        results[name] = {loss_name: value / count for loss_name, value in sums.items()}
+        *sums, count = distributed.sum_everywhere([*sums, float(count)], device)
+        results[name] = {loss_name: value / count for loss_name, value in zip(eval_losses, sums)}
     return results
 
 
@@ -123,10 +130,18 @@ class Trainer:
     def __init__(self, model: NormalizedOperator, train: OperatorDataset, tests: dict[str, OperatorDataset],
                  config: RunConfig, device: torch.device, run_dir: Path | None = None,
                  log: Callable[[str], None] = print):
-        self.model, self.config, self.device, self.run_dir, self.log = model, config, device, run_dir, log
-        self.train_batches = batches_for(train, config.batch_size, device, config.in_memory_limit_gb, "train")
-        self.test_batches = {name: batches_for(ds, config.batch_size, device, config.in_memory_limit_gb, name)
-                             for name, ds in tests.items()}
+        self.model, self.config, self.device, self.run_dir = model, config, device, run_dir
+        self.context = distributed.current()
+        self.log = log if self.context.main else (lambda message: None)
+        self.train_batches = batches_for(train, config.batch_size, device, config.in_memory_limit_gb, "train",
+                                         self.context)
+        self.test_batches = {name: batches_for(ds, config.batch_size, device, config.in_memory_limit_gb, name,
+                                               self.context) for name, ds in tests.items()}
+        self.parallel = model
+        if self.context.world > 1:  # gradients are all-reduced in the parameters' dtype: float32
+            self.parallel = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+            self.parallel.register_comm_hook(None, distributed.sum_gradients)
         self.schedule = PrecisionSchedule.parse(config.precision, config.dtype)
         self.loss = losses.build(config.loss, config.periodic)
         self.eval_losses = {name: losses.build(name, config.periodic) for name in config.eval_losses}
@@ -144,18 +159,25 @@ class Trainer:
         self.nonfinite_run = 0
         self.history: list[dict] = []
         self.best = {"value": math.inf, "epoch": -1}
-        self.metrics = MetricsLog(run_dir, config.tensorboard) if run_dir is not None else None
+        self.metrics = MetricsLog(run_dir, config.tensorboard) if run_dir is not None and self.context.main else None
 
     # -- one step -------------------------------------------------------------------------
     def _uses_scaler(self, policy: Precision) -> bool:
         return policy.mode != "full" and policy.dtype == "float16"
 
-    def step(self, x: torch.Tensor, y: torch.Tensor, policy: Precision) -> float | None:
-        """One optimisation step; the loss, or ``None`` if the step was skipped as non-finite."""
+    def step(self, x: torch.Tensor, y: torch.Tensor, policy: Precision, global_batch: int | None = None) -> float | None:
+        """One optimisation step; the loss, or ``None`` if the step was skipped as non-finite.
+
+        With several processes, each loss is weighted by its share of the global
+        batch and the gradients are summed, which gives the gradient of the global
+        batch's mean loss; a step is skipped everywhere if its loss is not finite
+        anywhere.
+        """
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.loss(self.model(x), y)
-        if not torch.isfinite(loss):
+        local = self.loss(self.parallel(x), y)
+        if not distributed.everywhere_true(bool(torch.isfinite(local)), self.device):
             return None
+        loss = local * (len(x) / (global_batch or len(x)))
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = self.config.grad_clip or math.inf
         if self._uses_scaler(policy):
@@ -171,7 +193,7 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 return None
             self.optimizer.step()
-        return loss.item()
+        return local.item()
 
     def _record(self, epoch: int, step: int, policy: Precision, reason: str) -> None:
         self.history.append({"epoch": epoch, "step": step, "precision": str(policy),
@@ -203,9 +225,10 @@ class Trainer:
         self.model.train()
         total, count, skipped = 0.0, 0, 0
         bar = tqdm(self.train_batches.iterate(seed=self.config.seed * 100_003 + epoch), total=len(self.train_batches),
-                   desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch", leave=False, disable=None)
-        for step, (x, y) in enumerate(bar):
-            value = self.step(x, y, policy)
+                   desc=f"epoch {epoch + 1}/{self.config.epochs}", unit="batch", leave=False,
+                   disable=None if self.context.main else True)
+        for step, (x, y, global_batch) in enumerate(bar):
+            value = self.step(x, y, policy, global_batch)
             if value is None:
                 skipped += 1
                 self.nonfinite_run += 1
@@ -227,8 +250,8 @@ class Trainer:
         """Train from :attr:`epoch` to ``config.epochs``; returns the last epoch's evaluation."""
         results = {}
         epochs = range(self.epoch, self.config.epochs)
-        for epoch in tqdm(epochs, desc="training", unit="epoch", disable=None, initial=self.epoch,
-                          total=self.config.epochs):
+        for epoch in tqdm(epochs, desc="training", unit="epoch", disable=None if self.context.main else True,
+                          initial=self.epoch, total=self.config.epochs):
             start = time.perf_counter()
             row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
             row["lr"] = self.optimizer.param_groups[0]["lr"]
@@ -270,7 +293,8 @@ class Trainer:
         }
 
     def save(self, name: str) -> None:
-        if self.run_dir is None:
+        """Write a checkpoint atomically (process 0 only)."""
+        if self.run_dir is None or not self.context.main:
             return
         state = self.state()
         if not checkpoint.all_finite(state["model"]):
