@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Everything GPU-only, in one call on a lent GPU (under 8 minutes on an H100):
 #   1. the gpu-marked tests                      -> tests.json
-#   2. mpno bench --preset ns128 (128²), at 256² and at 96² (not a power of two)
-#                                                -> bench_ns128.json, bench_ns256.json, bench_ns96.json
-#   3. benchmarks/contraction.py on CUDA         -> contraction.json
+#   2. mpno bench --preset ns128 (128²; also with every transform as a DFT), at 256² and at 96²
+#      (not a power of two)    -> bench_ns128.json, bench_ns128_dft.json, bench_ns256.json, bench_ns96.json
+#   3. benchmarks/fft_accuracy.py and benchmarks/contraction.py on CUDA -> fft_accuracy.json, contraction.json
 #   4. benchmarks/peer_neuraloperator.py, if neuraloperator imports -> peer.json
+# SKIP="contraction fft_accuracy" leaves those steps out.
 # Results go to $RESULTS_DIR (default benchmarks/results/<date>-<gpu>/), logs to suite.log there.
 # Whatever is missing is skipped with the reason; with no CUDA device nothing runs and it exits 0.
 #
@@ -42,21 +43,24 @@ run() {
     rm -f "$dir/.$name.out"
 }
 
-tests() {
-    local out
-    out=$("$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1)
-    local rc=$?
-    echo "$out" >&2
-    "$PY" -c "import json, sys; print(json.dumps({'exit_code': int(sys.argv[1]), 'summary': sys.argv[2]}))" \
-        "$rc" "$(echo "$out" | tail -n 1)"
-    return $rc
-}
+skip() { [[ " ${SKIP:-} " == *" $1 "* ]] && echo "gpu_suite: $1 skipped (SKIP)" | tee -a "$log"; }
 
-run tests 180 tests
+# the gpu-marked tests: pytest's summary line becomes tests.json
+start=$SECONDS
+timeout 180 "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider > "$dir/.tests.out" 2>&1
+rc=$?
+cat "$dir/.tests.out" >> "$log"
+"$PY" -c "import json, sys; print(json.dumps({'exit_code': int(sys.argv[1]), 'summary': sys.argv[2]}))" \
+    "$rc" "$(tail -n 1 "$dir/.tests.out")" > "$dir/tests.json"
+rm -f "$dir/.tests.out"
+echo "gpu_suite: tests exit code $rc in $((SECONDS - start)) s: $(cat "$dir/tests.json")" | tee -a "$log"
+
+skip fft_accuracy || run fft_accuracy 60 "$PY" benchmarks/fft_accuracy.py --device cuda --json
 run bench_ns128 120 "$PY" -m mpno bench --preset ns128 --device cuda --json
+run bench_ns128_dft 120 "$PY" -m mpno bench --preset ns128 --fft-backend dft --device cuda --json
 run bench_ns256 150 "$PY" -m mpno bench --preset ns128 --grid 256 --device cuda --json
 run bench_ns96 120 "$PY" -m mpno bench --preset ns128 --grid 96 --device cuda --json
-run contraction 150 "$PY" benchmarks/contraction.py --device cuda --json
+skip contraction || run contraction 150 "$PY" benchmarks/contraction.py --device cuda --json
 
 if ! "$PY" -c "import wandb" 2>/dev/null; then
     # neuraloperator imports wandb at import time but its models never call it

@@ -1,6 +1,7 @@
 """The CUDA paths: cuFFT in half precision, native half kernels. Skipped without CUDA."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -14,10 +15,11 @@ pytestmark = pytest.mark.gpu
 CUDA = torch.device("cuda")
 
 
-@pytest.mark.parametrize("grid, modes", [((64, 64), (16, 16)), ((128,), (32,)), ((96, 80), (16, 16)), ((16, 8, 32), (8, 8, 8))])
+@pytest.mark.parametrize("grid, modes", [((64, 64), (16, 16)), ((128, 128), (32, 32)), ((128,), (32,)),
+                                         ((96, 80), (16, 16)), ((16, 8, 32), (8, 8, 8))])
 @pytest.mark.parametrize("backend", ["auto", "dft"])
 def test_half_transforms_on_cuda(grid, modes, backend):
-    x = torch.randn(4, 8, *grid, dtype=torch.float64)
+    x = torch.randn(8, 64, *grid, dtype=torch.float64)
     reference = transforms.forward(x, modes)
     coeffs = transforms.forward(x.to(CUDA), modes, dtype=torch.float16, backend=backend)
     assert coeffs.dtype == torch.float16 and coeffs.is_cuda
@@ -25,6 +27,21 @@ def test_half_transforms_on_cuda(grid, modes, backend):
     field = transforms.inverse(reference.to(CUDA), grid, dtype=torch.float16, backend=backend)
     exact = transforms.inverse(reference.half().double(), grid)
     assert relative_error(field.cpu(), exact) < tolerance(torch.float16, inverse_stages(len(grid)))
+
+
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+@pytest.mark.parametrize("grid", [(128, 128), (96, 96)])
+def test_tfno_cp_on_cuda_matches_full_precision(mode, grid):
+    """The paper's TFNO setting: half output against the same function in float32."""
+    torch.manual_seed(0)
+    model = mpno.TFNO(1, 1, (32, 32), hidden_channels=64, factorization="cp", rank=0.05).to(CUDA)
+    x = torch.randn(8, 1, *grid, device=CUDA)
+    policy = Precision(mode)
+    with torch.no_grad():
+        model.set_precision(Precision("full", stabilizer=policy.stabilizer))
+        reference = model(x)
+        model.set_precision(policy)
+        assert relative_error(model(x), reference) < 20 * tolerance(torch.float16, 1)
 
 
 def test_cufft_and_dft_overflow_alike():
@@ -64,3 +81,18 @@ def test_fno_trains_on_cuda_in_every_mode(mode):
         conv = model.blocks[0].conv
         h = torch.randn(4, 16, 64, 64, device=CUDA, dtype=torch.float16, requires_grad=True)
         assert saved_dtypes(lambda: conv(h)) == {torch.float16}
+
+
+def test_trainer_runs_the_schedule_on_cuda(tmp_path):
+    from mpno.config import RunConfig
+    from mpno.experiment import train
+    from test_training import smooth_pairs
+
+    x, y = smooth_pairs(16, 32, seed=1)
+    torch.save({"x": x, "y": y}, tmp_path / "train.pt")
+    config = RunConfig(data_train=str(tmp_path / "train.pt"), modes=[8], width=16, layers=2, epochs=4,
+                       batch_size=4, device="cuda", out=str(tmp_path / "run"), tensorboard=False)
+    summary = train(config, log=lambda message: None)
+    assert [h["policy"]["mode"] for h in summary["precision_history"]] == ["half", "mixed", "full"]
+    assert all(math.isfinite(v) for values in summary["test"].values() for v in values.values())
+    assert summary["memory_kind"] == "CUDA peak allocated"

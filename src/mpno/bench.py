@@ -27,6 +27,7 @@ class BenchConfig:
     grid: tuple = (64, 64)
     batch: int = 16
     channels: int = 1
+    fft_backend: str = "auto"
 
     def build(self) -> FNO:
         kind = TFNO if self.model == "tfno" else FNO
@@ -53,10 +54,11 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
     """
     torch.manual_seed(0)
     model = config.build().to(device)
+    policy = policy.replace(fft_backend=config.fft_backend, stabilizer=policy.stabilizer)
     x = torch.randn(config.batch, config.channels, *config.grid, device=device)
     y = torch.randn(config.batch, config.channels, *config.grid, device=device)
     with torch.no_grad():  # the same function in full precision (same stabilizer) as the reference
-        model.set_precision(Precision("full", stabilizer=policy.stabilizer))
+        model.set_precision(Precision("full", stabilizer=policy.stabilizer, fft_backend=config.fft_backend))
         reference = model(x)
         model.set_precision(policy)
         output = model(x)

@@ -222,6 +222,7 @@ def _add_bench(commands) -> None:
     p.add_argument("--layers", type=int)
     p.add_argument("--grid", type=int, nargs="+", help="grid size (one value: square/cube)")
     p.add_argument("--batch", type=int)
+    p.add_argument("--fft-backend", choices=("auto", "torch", "dft"), help="half-precision transforms (auto)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode, after 3 warm-up steps (10)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
@@ -238,7 +239,7 @@ def _run_bench(args) -> None:
     if args.preset not in bench.PRESETS:
         raise ValueError(f"--preset {args.preset!r} is not one of {', '.join(bench.PRESETS)}")
     config = dataclasses.replace(bench.PRESETS[args.preset])
-    for key in ("model", "factorization", "rank", "width", "layers", "batch"):
+    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.modes:

@@ -58,11 +58,19 @@ def plan(equation: str, shapes: tuple, dtype: torch.dtype) -> Plan:
     return _search_path(equation, shapes)
 
 
+@functools.lru_cache(maxsize=32)
+def _block_basis(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(2, 4): row 0 (re) → [[1, 0], [0, 1]], row 1 (im) → [[0, 1], [-1, 0]], flattened."""
+    return torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, -1.0, 0.0]], dtype=dtype, device=device)
+
+
 def complex_block(t: torch.Tensor) -> torch.Tensor:
     """(…, 2) complex as real pairs -> (…, 2, 2) block with ``block[..., a, c]`` = coefficient of
-    input component ``a`` in output component ``c`` of a product with ``t``."""
-    re, im = t[..., 0], t[..., 1]
-    return torch.stack([torch.stack([re, im], -1), torch.stack([-im, re], -1)], -2)
+    input component ``a`` in output component ``c`` of a product with ``t``: ``[[re, im], [-im, re]]``.
+
+    One (exact) product with a constant basis: a single kernel, forward and backward.
+    """
+    return products.matmul(t, _block_basis(t.dtype, t.device)).unflatten(-1, (2, 2))
 
 
 def complex_pair(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

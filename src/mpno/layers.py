@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -84,11 +85,15 @@ class ChannelMLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
+@functools.lru_cache(maxsize=32)
+def _coordinates(grid: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    axes = [torch.arange(n, device=device, dtype=dtype) / n for n in grid]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"))
+
+
 def grid_coordinates(x: torch.Tensor) -> torch.Tensor:
     """Coordinates ``j / n`` in [0, 1) of each point of ``x``'s grid, as (batch, ndim, *grid)."""
-    grid = x.shape[2:]
-    axes = [torch.arange(n, device=x.device, dtype=x.dtype) / n for n in grid]
-    coords = torch.stack(torch.meshgrid(*axes, indexing="ij"))
+    coords = _coordinates(tuple(x.shape[2:]), x.dtype, x.device)
     return coords.unsqueeze(0).expand(x.shape[0], *coords.shape)
 
 

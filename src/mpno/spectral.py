@@ -99,10 +99,8 @@ class SpectralConv(nn.Module):
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
         policy = self.precision
         grid = x.shape[2:]
-        spectral_input = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
-        # When the transform sees the layer's own input, the skip branch keeps it alive anyway.
-        coeffs = transforms.forward(spectral_input, self.n_modes, backend=policy.fft_backend,
-                                    keep_input=spectral_input is x)
+        x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
+        coeffs = transforms.forward(x, self.n_modes, backend=policy.fft_backend)
         coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
         y = transforms.inverse(coeffs, grid, backend=policy.fft_backend)
         if self.bias is not None:

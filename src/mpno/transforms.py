@@ -95,14 +95,23 @@ def _dft_matrix(kind: str, n: int, m: int, dtype: torch.dtype, device: torch.dev
     return matrix.to(dtype=dtype, device=device)
 
 
-def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int], backend: str = "auto") -> str:
-    """Which implementation computes a transform: ``"fft"`` (torch.fft, cuFFT on CUDA) or ``"dft"``."""
+def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int], backend: str = "auto",
+                   direction: str = "forward") -> str:
+    """Which implementation computes a transform: ``"fft"`` (torch.fft, cuFFT on CUDA) or ``"dft"``.
+
+    ``"auto"`` in half precision: cuFFT for the forward transform on CUDA with
+    float16 and power-of-two sizes, the DFT for everything else — including every
+    half inverse: it starts from the few kept modes, so its products are small,
+    and cuFFT's half inverse disagreed with float64 by 8% at 128² on an H100
+    (``docs/precision.md``).
+    """
     if backend == "dft":
         return "dft"
     cufft_half = (
         torch.device(device).type == "cuda"
         and dtype == torch.float16
         and all(n > 0 and n & (n - 1) == 0 for n in grid)
+        and (backend == "torch" or direction == "forward")
     )
     if dtype not in HALF_DTYPES or cufft_half:
         return "fft"
@@ -115,33 +124,7 @@ def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int]
     return "dft"
 
 
-def _use_dft(x: torch.Tensor, grid: Sequence[int], backend: str) -> bool:
-    return implementation(x.device, x.dtype, grid, backend) == "dft"
-
-
-class _LinearMap(torch.autograd.Function):
-    """Applies a linear map ``fn`` without saving its input for backward.
-
-    The vector-Jacobian product of a linear map is the same at every point, so
-    backward takes it at zero. The forward transform's input would otherwise be
-    kept alive for backward: in mode ``mixed`` a float32 copy of every layer's
-    activation (``torch.fft.rfft``), in ``half`` the stabilised activation (DFT).
-    """
-
-    @staticmethod
-    def forward(ctx, fn, x):
-        ctx.fn, ctx.shape, ctx.dtype, ctx.device = fn, x.shape, x.dtype, x.device
-        return fn(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        with torch.enable_grad():
-            zero = torch.zeros(ctx.shape, dtype=ctx.dtype, device=ctx.device, requires_grad=True)
-            (grad_x,) = torch.autograd.grad(ctx.fn(zero), zero, grad)
-        return None, grad_x
-
-
-def _forward_dft(x: torch.Tensor, n_modes: tuple[int, ...]) -> torch.Tensor:
+def _forward_dft(x: torch.Tensor, n_modes: Sequence[int]) -> torch.Tensor:
     ndim = len(n_modes)
     grid = x.shape[-ndim:]
     matrix = _dft_matrix("rfft", grid[-1], n_modes[-1], x.dtype, x.device)
@@ -152,7 +135,7 @@ def _forward_dft(x: torch.Tensor, n_modes: tuple[int, ...]) -> torch.Tensor:
     return coeffs
 
 
-def _forward_fft(x: torch.Tensor, n_modes: tuple[int, ...]) -> torch.Tensor:
+def _forward_fft(x: torch.Tensor, n_modes: Sequence[int]) -> torch.Tensor:
     grid = x.shape[-len(n_modes):]
     coeffs = torch.fft.rfft(x, dim=-1, norm="forward")[..., : n_modes[-1] // 2 + 1]
     for i in range(len(n_modes) - 1):
@@ -162,6 +145,28 @@ def _forward_fft(x: torch.Tensor, n_modes: tuple[int, ...]) -> torch.Tensor:
     return torch.view_as_real(coeffs)
 
 
+def _inverse_dft(coeffs: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    ndim = len(grid)
+    kept = coeffs.shape[2:-1]
+    for i in range(ndim - 1):
+        matrix = _dft_matrix("ifft", grid[i], kept[i], coeffs.dtype, coeffs.device)
+        coeffs = products.einsum(_dim_equation(ndim, i), coeffs, matrix)
+    matrix = _dft_matrix("irfft", grid[-1], 2 * (kept[-1] - 1), coeffs.dtype, coeffs.device)
+    return products.matmul(coeffs.flatten(-2), matrix)
+
+
+def _inverse_fft(coeffs: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+    spectrum = torch.view_as_complex(coeffs.contiguous())
+    kept = spectrum.shape[2:]
+    for i in range(len(grid) - 1):
+        dim, n, m = 2 + i, grid[i], kept[i]
+        shape = list(spectrum.shape)
+        shape[dim] = n - m
+        padded = [spectrum.narrow(dim, m // 2, m - m // 2), spectrum.new_zeros(shape), spectrum.narrow(dim, 0, m // 2)]
+        spectrum = torch.fft.ifft(torch.cat(padded, dim), dim=dim, norm="forward")
+    return torch.fft.irfft(spectrum, n=grid[-1], dim=-1, norm="forward")
+
+
 def _dim_equation(ndim: int, dim: int) -> str:
     """einsum contracting spatial ``dim`` (and re/im) of a (b, c, *grid, 2) tensor."""
     grid = _GRID_LETTERS[:ndim]
@@ -169,20 +174,82 @@ def _dim_equation(ndim: int, dim: int) -> str:
     return f"bc{grid}r,{grid[dim]}rzs->bc{out}s"
 
 
+@functools.lru_cache(maxsize=256)
+def _hermitian_weights(kept_last: int, n_last: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """How often each coefficient of the last (half-spectrum) dimension counts: 1 at k = 0 and n/2, else 2.
+
+    Shaped to broadcast over (…, kept_last, 2).
+    """
+    k = torch.arange(kept_last)
+    weights = torch.where((k == 0) | (2 * k == n_last), 1.0, 2.0)
+    return weights[:, None].to(dtype=dtype, device=device)
+
+
+def _forward_raw(x: torch.Tensor, n_modes: Sequence[int], backend: str) -> torch.Tensor:
+    grid = x.shape[-len(n_modes):]
+    if implementation(x.device, x.dtype, grid, backend, "forward") == "dft":
+        return _forward_dft(x, n_modes)
+    return _forward_fft(x, n_modes)
+
+
+def _inverse_raw(coeffs: torch.Tensor, grid: Sequence[int], backend: str) -> torch.Tensor:
+    if implementation(coeffs.device, coeffs.dtype, grid, backend, "inverse") == "dft":
+        return _inverse_dft(coeffs, grid)
+    return _inverse_fft(coeffs, grid)
+
+
+class _Forward(torch.autograd.Function):
+    """The truncated forward transform, with its adjoint as backward: nothing is saved.
+
+    ``y_k = N⁻¹ Σ_j x_j e^{-2πik·j/n}`` for the kept ``k``; the gradient is
+    ``N⁻¹ Re Σ_k g_k e^{+2πik·j/n}``: the inverse transform of ``g`` with the
+    half-spectrum coefficients weighted once instead of twice.
+    """
+
+    @staticmethod
+    def forward(ctx, x, n_modes, backend):
+        ctx.grid, ctx.backend = tuple(x.shape[-len(n_modes):]), backend
+        return _forward_raw(x, n_modes, backend)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        grad = grad / _hermitian_weights(grad.shape[-2], ctx.grid[-1], grad.dtype, grad.device)
+        return _inverse_raw(grad, ctx.grid, ctx.backend) * (1.0 / math.prod(ctx.grid)), None, None
+
+
+class _Inverse(torch.autograd.Function):
+    """The inverse transform, with its adjoint as backward: nothing is saved.
+
+    ``x_j = Σ_k w_k Re(c_k e^{+2πik·j/n})`` (``w_k`` the half-spectrum weights); the
+    gradient is ``w_k · N · forward(g)_k``.
+    """
+
+    @staticmethod
+    def forward(ctx, coeffs, grid, backend):
+        ctx.grid, ctx.backend, ctx.kept = tuple(grid), backend, tuple(coeffs.shape[2:-1])
+        return _inverse_raw(coeffs, grid, backend)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        n_modes = (*ctx.kept[:-1], 2 * (ctx.kept[-1] - 1))
+        coeffs = _forward_raw(grad, n_modes, ctx.backend)
+        weights = _hermitian_weights(ctx.kept[-1], ctx.grid[-1], coeffs.dtype, coeffs.device)
+        return coeffs * weights * math.prod(ctx.grid), None, None
+
+
 def forward(x: torch.Tensor, n_modes: Sequence[int], dtype: torch.dtype | None = None,
-            backend: str = "auto", keep_input: bool = False) -> torch.Tensor:
+            backend: str = "auto") -> torch.Tensor:
     """Kept Fourier coefficients of ``x`` (batch, channels, *grid) as (batch, channels, *kept, 2).
 
-    ``dtype``: the working precision (``x`` is rounded to it first); default ``x.dtype``.
-    ``keep_input``: let autograd save the input (cheaper backward; right when
-    something else keeps ``x`` alive anyway). By default nothing is saved and
-    backward recomputes the adjoint.
+    ``dtype``: the working precision (``x`` is rounded to it first); default
+    ``x.dtype``. Nothing is saved for backward: the gradient is the adjoint
+    transform.
     """
-    if dtype is not None and x.dtype != dtype:
-        x, keep_input = x.to(dtype), False
-    grid = x.shape[-len(n_modes):]
-    compute = functools.partial(_forward_dft if _use_dft(x, grid, backend) else _forward_fft, n_modes=tuple(n_modes))
-    return compute(x) if keep_input else _LinearMap.apply(compute, x)
+    if dtype is not None:
+        x = x.to(dtype)
+    return _Forward.apply(x, tuple(n_modes), backend)
 
 
 def inverse(coeffs: torch.Tensor, grid: Sequence[int], dtype: torch.dtype | None = None,
@@ -194,20 +261,4 @@ def inverse(coeffs: torch.Tensor, grid: Sequence[int], dtype: torch.dtype | None
     """
     if dtype is not None:
         coeffs = coeffs.to(dtype)
-    ndim = len(grid)
-    kept = coeffs.shape[2:-1]
-    if _use_dft(coeffs, grid, backend):
-        for i in range(ndim - 1):
-            matrix = _dft_matrix("ifft", grid[i], kept[i], coeffs.dtype, coeffs.device)
-            coeffs = products.einsum(_dim_equation(ndim, i), coeffs, matrix)
-        n = grid[-1]
-        matrix = _dft_matrix("irfft", n, 2 * (kept[-1] - 1), coeffs.dtype, coeffs.device)
-        return products.matmul(coeffs.flatten(-2), matrix)
-    spectrum = torch.view_as_complex(coeffs.contiguous())
-    for i in range(ndim - 1):
-        dim, n, m = 2 + i, grid[i], kept[i]
-        shape = list(spectrum.shape)
-        shape[dim] = n - m
-        padded = [spectrum.narrow(dim, m // 2, m - m // 2), spectrum.new_zeros(shape), spectrum.narrow(dim, 0, m // 2)]
-        spectrum = torch.fft.ifft(torch.cat(padded, dim), dim=dim, norm="forward")
-    return torch.fft.irfft(spectrum, n=grid[-1], dim=-1, norm="forward")
+    return _Inverse.apply(coeffs, tuple(grid), backend)
