@@ -99,26 +99,23 @@ def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int]
                    direction: str = "forward") -> str:
     """Which implementation computes a transform: ``"fft"`` (torch.fft, cuFFT on CUDA) or ``"dft"``.
 
-    ``"auto"`` in half precision: cuFFT for the forward transform on CUDA with
-    float16 and power-of-two sizes, the DFT for everything else — including every
-    half inverse: it starts from the few kept modes, so its products are small,
-    and cuFFT's half inverse disagreed with float64 by 8% at 128² on an H100
-    (``docs/precision.md``).
+    ``"auto"``: the forward transform uses torch.fft, except in half precision
+    where cuFFT cannot (the CPU, bfloat16, sizes that are not powers of two);
+    the inverse uses the DFT on CUDA in every dtype (it starts from the few kept
+    modes, so its products are small) — on an H100 with torch 2.11 / CUDA 13,
+    cuFFT's float32 inverse was off by 2% at 128² and 256² for a batch of 8×64
+    fields (``docs/precision.md``) — and torch.fft on the CPU.
     """
-    if backend == "dft":
+    device_type = torch.device(device).type
+    if backend == "dft" or (backend == "auto" and direction == "inverse" and device_type == "cuda"):
         return "dft"
-    cufft_half = (
-        torch.device(device).type == "cuda"
-        and dtype == torch.float16
-        and all(n > 0 and n & (n - 1) == 0 for n in grid)
-        and (backend == "torch" or direction == "forward")
-    )
+    cufft_half = device_type == "cuda" and dtype == torch.float16 and all(n > 0 and n & (n - 1) == 0 for n in grid)
     if dtype not in HALF_DTYPES or cufft_half:
         return "fft"
     if backend == "torch":
         raise ValueError(
             f"fft_backend='torch' cannot transform a {dtype} field of grid {tuple(grid)} "
-            f"on {torch.device(device).type}: torch.fft in half precision needs CUDA, float16 and "
+            f"on {device_type}: torch.fft in half precision needs CUDA, float16 and "
             "power-of-two sizes; use fft_backend='auto' or 'dft'"
         )
     return "dft"
