@@ -1,9 +1,10 @@
-"""Accuracy of every half-precision transform implementation against float64, at benchmark shapes.
+"""Accuracy of every transform implementation against float64, at benchmark shapes.
 
 For the forward transform (field → kept coefficients) and the inverse (kept
-coefficients → field), each implementation that runs on the device — cuFFT in
-float16 (CUDA, powers of two), the DFT in float16 and bfloat16 — reports the
-normwise relative error against float64 on random data (batch 8, 64 channels).
+coefficients → field), each implementation that runs on the device — torch.fft
+(cuFFT on CUDA) in float32 and in float16 (CUDA, powers of two), the DFT in
+float32, float16 and bfloat16 — reports the normwise relative error against
+float64 on random data (batch 8, 64 channels).
 
     python benchmarks/fft_accuracy.py [--device cuda] [--json]
 """
@@ -38,7 +39,8 @@ def main() -> None:
         x = torch.randn(8, 64, *grid, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
         exact = transforms.forward(x, modes)
         field = transforms.inverse(exact, grid)
-        for backend, dtype in (("torch", torch.float16), ("dft", torch.float16), ("dft", torch.bfloat16)):
+        for backend, dtype in (("torch", torch.float32), ("dft", torch.float32), ("torch", torch.float16),
+                               ("dft", torch.float16), ("dft", torch.bfloat16)):
             row = {"grid": list(grid), "n_modes": list(modes), "backend": backend, "dtype": str(dtype)[6:]}
             for direction in ("forward", "inverse"):
                 try:

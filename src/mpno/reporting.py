@@ -102,8 +102,11 @@ def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path:
             if field.ndim == 1:
                 ax.plot([j / len(field) for j in range(len(field))], field)
             else:
-                image = ax.imshow(field.T if field.ndim == 2 else field[field.shape[0] // 2].T, origin="lower",
-                                  extent=(0, 1, 0, 1), cmap="RdBu_r" if label == "error" else "viridis")
+                picture = field.T if field.ndim == 2 else field[field.shape[0] // 2].T  # 3D: the middle slice
+                limit = abs(picture).max() if label == "error" else None
+                image = ax.imshow(picture, origin="lower", extent=(0, 1, 0, 1),
+                                  cmap="RdBu_r" if label == "error" else "viridis",
+                                  vmin=-limit if limit else None, vmax=limit)
                 fig.colorbar(image, ax=ax, fraction=0.046)
             if i == 0:
                 ax.set_title(label, fontsize=9)
