@@ -111,7 +111,7 @@ class NotATensor:
 def test_pickles_that_weights_only_rejects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     with open(path, "wb") as f:
-        pickle.dump({"x": NotATensor(), "y": torch.zeros(1)}, f)
+        pickle.dump({"x": NotATensor(), "y": torch.zeros(1)}, f, protocol=2)
     with pytest.raises(DataError, match="evil.pt.*will not unpickle"):
         OperatorDataset(path)
 

@@ -107,6 +107,7 @@ def test_nonfinite_steps_are_skipped_and_raise_the_precision(files, tmp_path):
     assert trainer.model.precision.mode == "mixed"
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of `lr_scheduler.step\\(\\)` before:UserWarning")
 def test_nonfinite_gradients_are_skipped_without_a_scaler(files, tmp_path):
     trainer = _trainer(files, tmp_path, precision="half", dtype="bfloat16", epochs=1, nonfinite_patience=100)
     weight = trainer.model.operator.projection.fc2.weight

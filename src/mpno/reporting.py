@@ -167,8 +167,11 @@ def bounds_table(report: dict) -> str:
     rate = f"{disc['rate']:.2f}" if disc["rate"] is not None else "not fitted (round-off or one level)"
     lines = [f"{report['data']}: field {report['field']}, {report['samples']} samples, grid {grid}, modes {modes}",
              f"B = {report['B']:.3g}, M ≈ {report['M']:.3g}; discretisation rate {rate} over grids "
-             + ", ".join(map(str, report["levels"])),
-             "",
+             + ", ".join(map(str, report["levels"]))]
+    if disc["storage_floor"]:
+        lines.append(f"the coarsened coefficients agree to {disc['estimate']:.1e}: the data's float32 storage "
+                     f"rounding ({disc['error']:.1e}) is the larger error they carry")
+    lines += ["",
              f"{'dtype':<9} {'discret. err':>12} {'precision err':>13} {'discret. bound':>14} "
              f"{'precision bound':>15} {'ratio':>9}  verdict"]
     for dtype, row in report["dtypes"].items():

@@ -16,7 +16,7 @@ from typing import Sequence
 import torch
 
 from .. import transforms
-from ..precision import Precision
+from ..precision import UNIT_ROUNDOFF, Precision
 from . import measure, theory
 
 SAFE_RATIO = 1.0
@@ -36,6 +36,12 @@ def _ratio(precision_error: float, discretization_error: float) -> float:
     return precision_error / discretization_error if discretization_error > 0 else math.inf
 
 
+def carried_error(fields: torch.Tensor, n_modes: Sequence[int], storage: torch.dtype = torch.float32):
+    """The coarsening estimate and the error the data carry: at least their storage rounding ``u·B``."""
+    disc = measure.discretization(fields, n_modes)
+    return disc, max(disc.error, UNIT_ROUNDOFF[storage] * fields.abs().max().item())
+
+
 def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch.device = "cpu",
                threshold: float = SAFE_RATIO) -> dict:
     """Discretisation and precision errors of the kept coefficients of ``fields`` (N, C, *grid).
@@ -46,7 +52,7 @@ def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch
     """
     fields = fields.double()
     grid = tuple(fields.shape[2:])
-    disc = measure.discretization(fields, n_modes)
+    disc, carried = carried_error(fields, n_modes)
     B, M = measure.bound_and_lipschitz(fields)
     k_max = tuple(m // 2 for m in n_modes)
     disc_bound = theory.discretization_bound(grid, k_max, B, M)
@@ -54,15 +60,16 @@ def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch
     report = {"grid": list(grid), "n_modes": list(n_modes), "samples": fields.shape[0], "B": B, "M": M,
               "threshold": threshold, "levels": disc.levels,
               "discretization": {"rate": disc.rate, "differences": disc.differences,
-                                 "error": disc.error, "bound": disc_bound},
+                                 "estimate": disc.error, "error": carried, "bound": disc_bound,
+                                 "storage_floor": carried > disc.error},
               "curves": {"discretization": [disc.error_at(i) for i in range(len(disc.levels))]},
               "dtypes": {}}
     for dtype in DTYPES:
         used = transforms.implementation(on_device.device, dtype, grid)
         error = measure.precision_error(on_device, n_modes, dtype)
-        ratio = _ratio(error, disc.error)
+        ratio = _ratio(error, carried)
         report["dtypes"][_name(dtype)] = {
-            "discretization_error": disc.error, "precision_error": error,
+            "discretization_error": carried, "precision_error": error,
             "discretization_bound": disc_bound,
             "precision_bound": theory.transform_precision_bound(grid, B, dtype, used),
             "ratio": ratio, "safe": ratio <= threshold, "implementation": used,
@@ -78,7 +85,7 @@ def choose_precision(fields: torch.Tensor, n_modes: Sequence[int], device: str |
                      threshold: float = SAFE_RATIO) -> tuple[Precision, str]:
     """The least precise policy whose transform of ``fields`` is safe, and why (``precision="auto"``)."""
     fields = fields.double()
-    disc = measure.discretization(fields, n_modes).error
+    _, disc = carried_error(fields, n_modes)
     on_device = fields.to(device)
     for policy in CANDIDATES:
         error = measure.precision_error(on_device, n_modes, policy.half_dtype, mode=policy.mode)
