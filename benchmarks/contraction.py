@@ -72,12 +72,8 @@ def measure(factorization: str, strategy: str, dtype_name: str, device: str, rep
         return grads
 
     if device == "cuda":
-        torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        step()
-        torch.cuda.synchronize()
-        peak = torch.cuda.max_memory_allocated() - base
+        peak = profiling.cuda_peak_bytes(step, torch.device(device)) - base
     else:
         base = profiling.current_rss_bytes()
         profiling.reset_peak_rss()

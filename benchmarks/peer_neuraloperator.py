@@ -69,11 +69,7 @@ def measure_theirs(config, block_precision, autocast, device, steps):
         step()
     row = {"block_precision": block_precision, "autocast": autocast}
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize()
-        row["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        row["peak_allocated_bytes"] = profiling.cuda_peak_bytes(step, device)
     else:
         with context():
             row["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(lambda: model(x))

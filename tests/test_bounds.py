@@ -1,6 +1,5 @@
 """The error budget: bounds hold on analytic functions, estimators find the right rates, audits judge."""
 
-import copy
 import json
 import math
 

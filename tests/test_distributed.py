@@ -40,7 +40,7 @@ def run(command, cwd):
 
 
 def test_two_processes_reproduce_one_with_the_same_global_batch(files, tmp_path):
-    one = run(train_command(files, tmp_path / "one", 8, "--precision", "full"), tmp_path)
+    run(train_command(files, tmp_path / "one", 8, "--precision", "full"), tmp_path)
     two = run(train_command(files, tmp_path / "two", 4, "--precision", "full", processes=2), tmp_path)
     a = checkpoint.load(tmp_path / "one" / "checkpoint.pt")["model"]
     b = checkpoint.load(tmp_path / "two" / "checkpoint.pt")["model"]
@@ -96,7 +96,7 @@ def test_a_nonfinite_loss_on_one_process_escalates_every_process(files, tmp_path
 
 
 def test_one_process_needs_no_process_group():
-    assert distributed.current() == distributed.Context()
+    assert distributed.current() == distributed.SINGLE_PROCESS
     assert distributed.everywhere_true(False, torch.device("cpu")) is False
     assert distributed.sum_everywhere([1.0, 2.0], torch.device("cpu")) == [1.0, 2.0]
     shares = distributed.rank_batches(10, 4, None, distributed.Context(1, 2, 1))

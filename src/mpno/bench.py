@@ -85,11 +85,7 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
     for _ in range(warmup):
         step()
     if device.type == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats(device)
-        step()
-        torch.cuda.synchronize()
-        result["peak_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+        result["peak_allocated_bytes"] = profiling.cuda_peak_bytes(step, device)
         optimizer.zero_grad(set_to_none=True)
         before = torch.cuda.memory_allocated(device)
         out = model(x)

@@ -18,6 +18,17 @@ def as_modes(n_modes: int | Sequence[int], max_dims: int = 3) -> tuple[int, ...]
     return modes
 
 
+def modes_per_dim(modes: Sequence[int], spatial_dims: int, name: str = "modes") -> tuple[int, ...]:
+    """One value for every dimension, or one per dimension, as a tuple of ``spatial_dims`` values."""
+    modes = tuple(modes)
+    if len(modes) == 1:
+        return modes * spatial_dims
+    if len(modes) != spatial_dims:
+        raise ValueError(f"{name}={list(modes)} gives {len(modes)} values but the data have {spatial_dims} "
+                         f"spatial dims; give one value or {spatial_dims}")
+    return modes
+
+
 def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name}={value!r} is not supported; give a positive int")

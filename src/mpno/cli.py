@@ -234,6 +234,7 @@ def _run_bench(args) -> None:
     import json
 
     from . import bench
+    from .checks import modes_per_dim
     from .experiment import resolve_device
 
     if args.preset not in bench.PRESETS:
@@ -243,11 +244,9 @@ def _run_bench(args) -> None:
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.modes:
-        config.modes = tuple(args.modes) if len(args.modes) > 1 else (args.modes[0],) * len(config.modes)
+        config.modes = modes_per_dim(args.modes, len(args.modes) if len(args.modes) > 1 else len(config.modes))
     if args.grid:
-        config.grid = tuple(args.grid) if len(args.grid) > 1 else (args.grid[0],) * len(config.modes)
-    if len(config.grid) != len(config.modes):
-        raise ValueError(f"--grid {list(config.grid)} and --modes {list(config.modes)} disagree on the dimension")
+        config.grid = modes_per_dim(args.grid, len(config.modes), "--grid")
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
     device = str(resolve_device(args.device))

@@ -26,6 +26,9 @@ class Context:
         return self.rank == 0
 
 
+SINGLE_PROCESS = Context()
+
+
 def setup(backend: str = "auto", device_type: str = "cpu") -> Context:
     """Join the process group that ``torchrun`` describes in the environment (if any).
 
@@ -33,7 +36,7 @@ def setup(backend: str = "auto", device_type: str = "cpu") -> Context:
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Context()
+        return SINGLE_PROCESS
     if backend not in ("auto", "nccl", "gloo"):
         raise ValueError(f"dist_backend={backend!r} is not supported; allowed: 'auto', 'nccl', 'gloo'")
     if backend == "auto":
@@ -46,7 +49,7 @@ def setup(backend: str = "auto", device_type: str = "cpu") -> Context:
 def current() -> Context:
     """The context of an initialised process group, or the single-process one."""
     if not (dist.is_available() and dist.is_initialized()):
-        return Context()
+        return SINGLE_PROCESS
     return Context(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 

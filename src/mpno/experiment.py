@@ -14,11 +14,12 @@ from typing import Callable, Sequence
 import torch
 
 from . import checkpoint, distributed, losses
+from .checks import modes_per_dim
 from .config import RunConfig
 from .bounds import audit_data, audit_model, choose_precision
 from .data import DataError, OperatorDataset, UnitGaussianNormalizer, coarse_path, generate, split_indices
 from .models import FNO, TFNO
-from .reporting import MetricsLog, plot_curves, plot_samples, summary_table
+from .reporting import MetricsLog, plot_curves, plot_samples
 from .precision import Precision
 from .training import NormalizedOperator, Trainer, batches_for, evaluate
 
@@ -58,18 +59,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _dataset(path: str, config: RunConfig, indices=None) -> OperatorDataset:
-    return OperatorDataset(path, indices, x_key=config.x_key, y_key=config.y_key,
+def _dataset(path: str, config: RunConfig) -> OperatorDataset:
+    return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key,
                            spatial_dims=config.spatial_dims, time_in=config.time_in, time_out=config.time_out)
 
 
 def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
-    if len(config.modes) == 1:
-        return tuple(config.modes) * spatial_dims
-    if len(config.modes) != spatial_dims:
-        raise ValueError(f"modes={config.modes} gives {len(config.modes)} dims but the data have "
-                         f"{spatial_dims} spatial dims; give one value or {spatial_dims}")
-    return tuple(config.modes)
+    return modes_per_dim(config.modes, spatial_dims)
 
 
 def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
@@ -89,7 +85,7 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
     (x_train, y_train) = train.shapes
     spatial_dims = len(x_train) - 1
     modes = modes_for(config, spatial_dims)
-    for name, test in tests.items():
+    for test in tests.values():
         x_shape, y_shape = test.shapes
         if len(x_shape) != len(x_train) or x_shape[0] != x_train[0] or y_shape[0] != y_train[0]:
             raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
@@ -281,13 +277,10 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
     if model_path:
         model, state = load_model(model_path)
         modes = modes or tuple(state["operator"]["n_modes"])
-    spatial = fields.ndim - 2
     if modes:
-        modes = tuple(modes) * spatial if len(modes) == 1 else tuple(modes)
+        modes = modes_per_dim(modes, fields.ndim - 2)
     else:
         modes = tuple(min(16, n // 4) for n in fields.shape[2:])
-    if len(modes) != spatial:
-        raise ValueError(f"--modes {list(modes)} has {len(modes)} entries but the data have {spatial} spatial dims")
     device_ = resolve_device(device)
     report = audit_data(fields, modes, device_)
     report.update({"data": str(data), "field": field})

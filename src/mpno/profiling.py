@@ -89,6 +89,15 @@ def current_rss_bytes() -> int:
     return rss * 1024 if rss is not None else peak_rss_bytes()
 
 
+def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
+    """Peak CUDA memory allocated while running ``fn()`` (the allocator's peak, reset first)."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device)
+
+
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
     """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (synchronising CUDA)."""
     sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)

@@ -63,6 +63,12 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path, dpi: int) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    _pyplot().close(fig)
+
+
 def plot_curves(rows: list[dict], path: Path) -> None:
     """Training loss and every test loss against epochs, log scale, with the precision of each epoch."""
     plt = _pyplot()
@@ -81,9 +87,7 @@ def plot_curves(rows: list[dict], path: Path) -> None:
     ax.set_ylabel("loss")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 @torch.no_grad()
@@ -113,9 +117,7 @@ def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path:
             ax.tick_params(labelsize=7)
     if title:
         fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path, dpi=100)
 
 
 def summary_table(summary: dict) -> str:
@@ -154,9 +156,7 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, path, dpi=110)
 
 
 def bounds_table(report: dict) -> str:

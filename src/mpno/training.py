@@ -48,7 +48,7 @@ class Batches:
     """Mini-batches of a dataset held in memory; this process's share of each global batch."""
 
     def __init__(self, dataset: OperatorDataset, batch_size: int, device: torch.device, desc: str = "",
-                 context: distributed.Context = distributed.Context()):
+                 context: distributed.Context = distributed.SINGLE_PROCESS):
         pairs = [dataset[i] for i in tqdm(range(len(dataset)), desc=f"loading {desc}", unit="sample",
                                           leave=False, disable=None if context.main else True)]
         self.x = torch.stack([x for x, _ in pairs]).to(device)
@@ -69,7 +69,7 @@ class LazyBatches:
     """The same batches read from disk by DataLoader workers (data sets larger than the memory limit)."""
 
     def __init__(self, dataset: OperatorDataset, batch_size: int, device: torch.device,
-                 context: distributed.Context = distributed.Context(), workers: int = 2):
+                 context: distributed.Context = distributed.SINGLE_PROCESS, workers: int = 2):
         self.dataset, self.batch_size, self.device, self.context, self.workers = \
             dataset, batch_size, device, context, workers
 
@@ -85,7 +85,7 @@ class LazyBatches:
 
 
 def batches_for(dataset: OperatorDataset, batch_size: int, device: torch.device, limit_gb: float, desc: str,
-                context: distributed.Context = distributed.Context()):
+                context: distributed.Context = distributed.SINGLE_PROCESS):
     x_shape, y_shape = dataset.shapes
     size_gb = len(dataset) * (math.prod(x_shape) + math.prod(y_shape)) * 4 / 2**30
     if size_gb <= limit_gb:

@@ -19,7 +19,8 @@ Two implementations compute the same thing:
   matrices (exact for any size, tensor-core friendly, and the only half path on
   the CPU, for bfloat16 and for other sizes).
 
-Both round to the working dtype at the same points: the input, the
+:func:`implementation` says which one runs by default. Both round to the
+working dtype at the same points: the input, the
 *unnormalised* partial sums after each dimension (so float16 overflows exactly
 when ``n_i * |x|`` exceeds 65504 along some dimension, with either
 implementation), and the normalised result.
