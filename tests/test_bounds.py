@@ -120,6 +120,11 @@ def test_precision_errors_are_within_their_bounds_and_grow_no_faster_than_log_n(
         if dtype == torch.float16:
             per_log = [e / math.log2(n**d) for n, e in errors.items()]
             assert max(per_log) <= 2 * per_log[0]
+        if dtype != torch.float32:  # mode mixed: a float32 transform, then coefficients rounded to dtype
+            fields = sampled(fn, 64, d)
+            mixed = measure.precision_error(fields, (MODES,) * d, dtype, mode="mixed")
+            bound = theory.rounding_bound(B, dtype) + theory.transform_precision_bound((64,) * d, B, torch.float32, "fft")
+            assert mixed <= bound
 
 
 def test_layer_bound_holds_for_perturbed_coefficients():
