@@ -6,6 +6,7 @@ identity. See ``docs/distributed.md``.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -54,7 +55,13 @@ def current() -> Context:
 
 
 def teardown() -> None:
+    """Leave the process group, after everything holding it (DDP's reducer) is gone.
+
+    Objects that keep the group alive past this point would destroy it at
+    interpreter exit, where its worker threads abort the process.
+    """
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
         dist.destroy_process_group()
 
 

@@ -213,6 +213,10 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         }
         if context.main:
             _write_report(summary, model, trainer, run_dir)
+        # Release DDP while the process group lives, and leave together: a process that
+        # tears the group down while its peer is still busy can abort at exit.
+        trainer.parallel = model
+        distributed.barrier()
         return summary
     finally:
         if owns_group:
