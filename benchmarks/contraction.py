@@ -27,11 +27,12 @@ import sys
 
 import torch
 
-from mpno import profiling
-from mpno.contraction import complex_einsum, one_shot_einsum
-from mpno.factorized import factorized_weight
-from mpno.spectral import contract_dense
-from mpno.transforms import kept_shape
+from mpno.nn.factorized import factorized_weight
+from mpno.nn.spectral import contract_dense
+from mpno.ops.contraction import complex_einsum
+from mpno.ops.transforms import kept_shape
+from mpno.run import profiling
+from one_shot import one_shot_einsum
 
 CONFIG = {"batch": 8, "hidden": 64, "n_modes": (32, 32), "grid": (128, 128), "rank": 0.05}
 FACTORIZATIONS = ("cp", "tucker")

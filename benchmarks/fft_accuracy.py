@@ -16,7 +16,7 @@ import json
 
 import torch
 
-from mpno import transforms
+from mpno.ops import transforms
 
 SHAPES = [((64, 64), (16, 16)), ((128, 128), (32, 32)), ((256, 256), (32, 32)), ((96, 96), (32, 32))]
 

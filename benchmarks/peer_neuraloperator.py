@@ -23,8 +23,9 @@ import sys
 
 import torch
 
-from mpno import bench, losses, profiling
+from mpno.nn import losses
 from mpno.precision import Precision
+from mpno.run import bench, profiling
 
 #: (their fno_block_precision, their autocast dtype) -> our policy
 PAIRS = {

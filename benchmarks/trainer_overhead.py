@@ -23,10 +23,11 @@ from pathlib import Path
 
 import torch
 
-from mpno import FNO, losses
-from mpno.config import RunConfig
-from mpno.data import OperatorDataset, UnitGaussianNormalizer
-from mpno.training import NormalizedOperator, Trainer
+from mpno import FNO, NormalizedOperator, UnitGaussianNormalizer
+from mpno.data import OperatorDataset
+from mpno.nn import losses
+from mpno.run.batches import Batches
+from mpno.run.trainer import Trainer
 
 
 def make_data(path: Path, n: int, resolution: int) -> None:
@@ -45,15 +46,15 @@ def main() -> None:
         tmp = Path(tmp)
         make_data(tmp / "data.pt", 512, 32)
         dataset = OperatorDataset(tmp / "data.pt")
-        config = RunConfig(precision="full", epochs=10_000, batch_size=32, tensorboard=False)
         torch.manual_seed(0)
         model = NormalizedOperator(FNO(1, 1, (12, 12), hidden_channels=32, n_layers=4),
                                    UnitGaussianNormalizer.fit(x for x, _ in dataset),
                                    UnitGaussianNormalizer.fit(y for _, y in dataset))
-        trainer = Trainer(model, dataset, {}, config, torch.device("cpu"), run_dir=tmp, log=lambda m: None)
         loss_fn = losses.LpLoss(2)
+        batches = Batches(dataset, 32, torch.device("cpu"))
+        trainer = Trainer(model, torch.optim.AdamW(model.parameters(), lr=1e-4), batches, epochs=10_000,
+                          loss=loss_fn, run_dir=tmp, log=lambda m: None)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
-        batches = trainer.train_batches
 
         def bare():
             model.train()
@@ -66,7 +67,7 @@ def main() -> None:
             trainer.train_epoch(0)
 
         def trainer_epoch():
-            trainer.config.epochs = trainer.epoch + 1
+            trainer.epochs = trainer.epoch + 1
             trainer.fit()
 
         timings = {"bare": [], "trainer_step": [], "trainer_epoch": []}

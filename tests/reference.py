@@ -16,6 +16,7 @@ import math
 import torch
 
 from mpno.precision import UNIT_ROUNDOFF
+from mpno.run.config import RunConfig
 
 
 def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
@@ -71,3 +72,28 @@ def saved_dtypes(fn) -> set[torch.dtype]:
     return seen
 
 
+
+
+#: The device of tests marked ``gpu`` (skipped without CUDA).
+CUDA = torch.device("cuda")
+
+
+def smooth_pairs(n, resolution, seed):
+    """x: band-limited fields; y: x smoothed by (1 + |k|²)^-1 plus x² (an operator to learn)."""
+    x = bandlimited(n, 1, (resolution, resolution), kmax=3, seed=seed).float()
+    k = torch.fft.fftfreq(resolution, 1 / resolution)
+    kernel = 1 / (1 + k[:, None] ** 2 + torch.fft.rfftfreq(resolution, 1 / resolution)[None, :] ** 2)
+    y = torch.fft.irfft2(torch.fft.rfft2(x) * kernel, s=(resolution, resolution)) + 0.1 * x**2
+    return x, y
+
+
+def tiny_config(files, out, **overrides) -> RunConfig:
+    values = dict(data_train=str(files / "train.pt"), data_test=[str(files / "test16.pt"), str(files / "test32.pt")],
+                  modes=[4], width=6, layers=2, epochs=4, batch_size=8, lr=5e-3, device="cpu", out=str(out),
+                  tensorboard=False)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def quiet(message):
+    pass

@@ -3,7 +3,7 @@
 import json
 import math
 
-from mpno import cli
+from mpno.run import cli
 from mpno.precision import UNIT_ROUNDOFF
 
 import torch

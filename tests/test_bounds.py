@@ -7,7 +7,8 @@ import pytest
 import torch
 
 import mpno
-from mpno import cli, data
+from mpno import data
+from mpno.run import cli
 from mpno.bounds import measure, theory
 from mpno.bounds.audit import audit_data, audit_model, choose_precision
 from mpno.precision import Precision
@@ -133,7 +134,7 @@ def test_layer_bound_holds_for_perturbed_coefficients():
     coeffs = torch.randn(2, 4, 8, 5, 2, dtype=torch.float64)
     noise = torch.randn_like(coeffs)
     noise = noise / noise.norm(dim=-1, keepdim=True) * eps  # each complex coefficient off by exactly eps
-    shift = mpno.transforms.inverse(conv.contract(coeffs + noise, torch.float64) - conv.contract(coeffs, torch.float64),
+    shift = mpno.ops.transforms.inverse(conv.contract(coeffs + noise, torch.float64) - conv.contract(coeffs, torch.float64),
                                     (16, 16))
     bound = theory.spectral_layer_bound(eps, conv.weight, 16)
     assert shift.abs().max() <= bound

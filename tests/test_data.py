@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mpno import data
-from mpno.data import DataError, OperatorDataset, UnitGaussianNormalizer, split_indices
+from mpno.data import DataError, OperatorDataset, split_indices
 from mpno.data import darcy as darcy_module
 
 
@@ -194,16 +194,3 @@ def test_subsampling_and_splitting(darcy_files):
     assert ds.subset([1, 0])[0][1].shape == (1, 16, 16)
     with pytest.raises(DataError, match="leaves no training"):
         split_indices(10, 10)
-
-
-def test_normaliser_is_per_channel_invertible_and_resolution_independent():
-    fields = [torch.randn(2, 16, 16) * torch.tensor([3.0, 0.5])[:, None, None] + 7 for _ in range(20)]
-    norm = UnitGaussianNormalizer.fit(fields)
-    stacked = torch.stack(fields)
-    assert torch.allclose(norm.mean, stacked.transpose(0, 1).reshape(2, -1).mean(1))
-    assert torch.allclose(norm.std, stacked.transpose(0, 1).reshape(2, -1).std(1, unbiased=False), rtol=1e-5)
-    encoded = norm.encode(stacked)
-    assert encoded.mean().abs() < 1e-5 and torch.allclose(norm.decode(encoded), stacked, atol=1e-5)
-    coarse = stacked[..., ::2, ::2]
-    assert norm.encode(coarse).shape == coarse.shape
-    assert set(norm.state_dict()) == {"mean", "std"}

@@ -11,7 +11,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from mpno import checkpoint, distributed
+from mpno.run import checkpoint, distributed
 from reference import bandlimited
 
 

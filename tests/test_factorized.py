@@ -6,12 +6,15 @@ import pytest
 import torch
 
 import mpno
-from mpno import contraction, profiling
-from mpno.contraction import complex_einsum, one_shot_einsum
-from mpno.factorized import factorized_weight
-from mpno.spectral import contract_dense
-from mpno.transforms import kept_shape
-from reference import relative_error, tolerance
+from mpno import Precision
+from mpno.nn.factorized import factorized_weight
+from mpno.nn.spectral import contract_dense
+from mpno.ops import contraction
+from mpno.ops.contraction import complex_einsum
+from mpno.ops.transforms import kept_shape
+from mpno.run import profiling
+from one_shot import one_shot_einsum
+from reference import CUDA, relative_error, tolerance
 
 SHAPES = {1: (6, 5, 9), 2: (6, 5, 8, 5), 3: (4, 5, 4, 6, 3)}  # (in, out, *kept)
 
@@ -149,3 +152,20 @@ def test_planned_half_contraction_is_memory_lean_at_the_benchmark_config(factori
 def test_bad_factorization_arguments_get_a_clear_error(kwargs, message):
     with pytest.raises(ValueError, match=message):
         mpno.SpectralConv(4, 4, (8, 8), **kwargs)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+@pytest.mark.parametrize("grid", [(128, 128), (96, 96)])
+def test_tfno_cp_on_cuda_matches_full_precision(mode, grid):
+    """The paper's TFNO setting: half output against the same function in float32."""
+    torch.manual_seed(0)
+    model = mpno.TFNO(1, 1, (32, 32), hidden_channels=64, factorization="cp", rank=0.05).to(CUDA)
+    x = torch.randn(8, 1, *grid, device=CUDA)
+    policy = Precision(mode)
+    with torch.no_grad():
+        model.set_precision(Precision("full", stabilizer=policy.stabilizer))
+        reference = model(x)
+        model.set_precision(policy)
+        assert relative_error(model(x), reference) < 20 * tolerance(torch.float16, 1)
+

@@ -7,8 +7,8 @@ import torch
 
 import mpno
 from mpno import Precision
-from mpno.layers import grid_coordinates
-from reference import bandlimited, relative_error, spectral_conv_stages, tolerance
+from mpno.nn.layers import grid_coordinates
+from reference import CUDA, bandlimited, relative_error, saved_dtypes, spectral_conv_stages, tolerance
 
 CONFIGS = [((64,), (16,)), ((32, 32), (8, 8)), ((48, 40), (12, 10)), ((12, 10, 8), (6, 6, 4))]
 
@@ -157,3 +157,19 @@ def test_bad_arguments_get_a_clear_error(kwargs, message):
     args = {"in_channels": 1, "out_channels": 1, "n_modes": (8, 8)} | kwargs
     with pytest.raises(ValueError, match=message):
         mpno.FNO(**args)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["full", "amp", "mixed", "half"])
+def test_fno_trains_on_cuda_in_every_mode(mode):
+    model = mpno.FNO(1, 1, (16, 16), hidden_channels=16, n_layers=2, precision=mode).to(CUDA)
+    x = torch.randn(4, 1, 64, 64, device=CUDA)
+    out = model(x)
+    assert out.dtype == torch.float32 and torch.isfinite(out).all()
+    out.square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    if mode in ("mixed", "half"):
+        conv = model.blocks[0].conv
+        h = torch.randn(4, 16, 64, 64, device=CUDA, dtype=torch.float16, requires_grad=True)
+        assert saved_dtypes(lambda: conv(h)) == {torch.float16}
+

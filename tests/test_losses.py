@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from mpno import losses
+from mpno.nn import losses
 
 
 def wave(n, k=1, dtype=torch.float64):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from mpno import products
+from mpno.ops import products
 from mpno.precision import UNIT_ROUNDOFF
 from reference import saved_dtypes
 

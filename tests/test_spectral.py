@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from mpno import Precision, SpectralConv
-from mpno.stabilizers import stabilize
-from reference import relative_error, saved_dtypes, spectral_conv_stages, tolerance
+from mpno.ops.stabilizers import stabilize
+from reference import CUDA, relative_error, saved_dtypes, spectral_conv_stages, tolerance
 
 GRIDS = [((32, 32), (8, 8)), ((48, 40), (12, 10)), ((64,), (16,)), ((8, 12, 10), (4, 6, 6))]
 
@@ -111,3 +111,22 @@ def test_weight_shape_follows_the_neuraloperator_convention():
     conv = SpectralConv(3, 5, (16, 16))
     assert conv.complex_weight.shape == (3, 5, 16, 9)
     assert conv.complex_weight.dtype == torch.complex64
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("mode", ["mixed", "half"])
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+@pytest.mark.parametrize("grid", [(64, 64), (48, 40)])
+def test_cuda_matches_float64_and_the_cpu_emulation(mode, dtype, grid):
+    conv = SpectralConv(16, 16, (16, 16))
+    ref = copy.deepcopy(conv).double()
+    policy = Precision(mode, dtype, stabilizer=None) if mode == "half" else Precision(mode, dtype)
+    conv.precision = policy
+    x = torch.randn(4, 16, *grid)
+    tol = tolerance(policy.half_dtype, spectral_conv_stages(mode, 2))
+    on_cpu = conv(x)
+    on_gpu = conv.to(CUDA)(x.to(CUDA)).cpu()
+    exact = ref(x.double())
+    assert relative_error(on_gpu, exact) < tol
+    assert relative_error(on_gpu, on_cpu) < 2 * tol
+

@@ -6,45 +6,14 @@ import math
 import pytest
 import torch
 
-from mpno import checkpoint, cli
-from mpno.config import RunConfig
+from mpno import NormalizedOperator, UnitGaussianNormalizer
 from mpno.data import DataError
-from mpno.experiment import evaluate_checkpoint, train
 from mpno.precision import Precision, PrecisionSchedule
-from mpno.training import Trainer
-from reference import bandlimited
-
-
-def smooth_pairs(n, resolution, seed):
-    """x: band-limited fields; y: x smoothed by (1 + |k|²)^-1 plus x² (an operator to learn)."""
-    x = bandlimited(n, 1, (resolution, resolution), kmax=3, seed=seed).float()
-    k = torch.fft.fftfreq(resolution, 1 / resolution)
-    kernel = 1 / (1 + k[:, None] ** 2 + torch.fft.rfftfreq(resolution, 1 / resolution)[None, :] ** 2)
-    y = torch.fft.irfft2(torch.fft.rfft2(x) * kernel, s=(resolution, resolution)) + 0.1 * x**2
-    return x, y
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    x, y = smooth_pairs(24, 16, seed=1)
-    torch.save({"x": x, "y": y}, root / "train.pt")
-    x, y = smooth_pairs(8, 32, seed=2)
-    torch.save({"x": x[..., ::2, ::2].clone(), "y": y[..., ::2, ::2].clone()}, root / "test16.pt")
-    torch.save({"x": x, "y": y}, root / "test32.pt")
-    return root
-
-
-def tiny_config(files, out, **overrides) -> RunConfig:
-    values = dict(data_train=str(files / "train.pt"), data_test=[str(files / "test16.pt"), str(files / "test32.pt")],
-                  modes=[4], width=6, layers=2, epochs=4, batch_size=8, lr=5e-3, device="cpu", out=str(out),
-                  tensorboard=False)
-    values.update(overrides)
-    return RunConfig(**values)
-
-
-def quiet(message):
-    pass
+from mpno.run import checkpoint, cli
+from mpno.run.config import RunConfig
+from mpno.run.experiment import evaluate_checkpoint, open_data, operator_for, train, trainer_for
+from mpno.run.trainer import Trainer
+from reference import CUDA, quiet, smooth_pairs, tiny_config
 
 
 def test_schedule_switches_at_the_right_epochs(files, tmp_path):
@@ -67,17 +36,13 @@ def test_run_directory_holds_everything(files, tmp_path):
 
 
 def _trainer(files, tmp_path, **overrides):
-    from mpno.experiment import build_operator, open_data
-    from mpno.data import UnitGaussianNormalizer
-    from mpno.training import NormalizedOperator
-
     config = tiny_config(files, tmp_path, **overrides)
     train_set, tests = open_data(config, quiet)
     torch.manual_seed(0)
-    operator = build_operator(config, 1, 1, (4, 4))
+    operator = operator_for(config, 1, 1, (4, 4))
     model = NormalizedOperator(operator, UnitGaussianNormalizer.fit(x for x, _ in train_set),
                                UnitGaussianNormalizer.fit(y for _, y in train_set))
-    return Trainer(model, train_set, tests, config, torch.device("cpu"), run_dir=None, log=quiet)
+    return trainer_for(config, model, train_set, tests, torch.device("cpu"), run_dir=None, log=quiet)
 
 
 @pytest.mark.parametrize("precision, dtype, scaled", [("half", "float16", True), ("mixed", "float16", True),
@@ -159,38 +124,6 @@ def test_evaluate_reproduces_the_final_evaluation(files, tmp_path):
             assert value == pytest.approx(summary["test"][name][loss], rel=1e-6)
 
 
-def test_cli_train_and_evaluate_with_json(files, tmp_path, capsys):
-    out = tmp_path / "cli"
-    code = cli.main(["train", "--data-train", str(files / "train.pt"), "--data-test", str(files / "test16.pt"),
-                     "--data-test", str(files / "test32.pt"), "--modes", "4", "--width", "6", "--layers", "2",
-                     "--epochs", "2", "--precision", "mixed", "--dtype", "bfloat16", "--device", "cpu",
-                     "--out", str(out), "--json"])
-    assert code == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(summary["test"]) == {"test16.pt", "test32.pt"} and summary["epochs"] == 2
-    assert summary["precision_history"][0]["precision"] == "mixed/bfloat16" and summary["seconds"] > 0
-    code = cli.main(["evaluate", str(out / "best.pt"), "--data", str(files / "test32.pt"), "--json"])
-    assert code == 0
-    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(results["test"]["test32.pt"]) == {"l2", "h1"}
-
-
-def test_config_files_and_flags(files, tmp_path, capsys):
-    config = tmp_path / "run.toml"
-    config.write_text(f'data_train = "{files / "train.pt"}"\nmodes = [4]\nwidth = 6\nlayers = 1\nepochs = 1\n'
-                      'precision = "full"\nbogus = 3\n')
-    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "a")]) == 2
-    err = capsys.readouterr().err
-    assert "run.toml: unknown option(s) bogus" in err and "Traceback" not in err
-    config.write_text(config.read_text().replace("bogus = 3\n", ""))
-    yaml_config = tmp_path / "run.yaml"
-    yaml_config.write_text("epochs: 1\nwidth: 6\n")
-    assert RunConfig.from_file(yaml_config).width == 6
-    assert cli.main(["train", "--config", str(config), "--epochs", "2", "--out", str(tmp_path / "b"),
-                     "--device", "cpu", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
-
-
 def test_bad_input_gets_a_clear_error_and_nothing_is_overwritten(files, tmp_path, capsys):
     small = tmp_path / "small.pt"
     torch.save({"x": torch.zeros(4, 1, 3, 3), "y": torch.zeros(4, 1, 3, 3)}, small)
@@ -237,3 +170,15 @@ def test_auto_precision_picks_from_the_data_audit_and_logs_why(files, tmp_path):
     assert (saved["precision"], saved["dtype"]) == (chosen["mode"], chosen["dtype"])
     assert summary["precision_auto"].startswith(str(Precision(chosen["mode"], chosen["dtype"])))
     assert any(m.startswith("precision=auto chose") for m in messages)
+
+
+@pytest.mark.gpu
+def test_trainer_runs_the_schedule_on_cuda(tmp_path):
+    x, y = smooth_pairs(16, 32, seed=1)
+    torch.save({"x": x, "y": y}, tmp_path / "train.pt")
+    config = RunConfig(data_train=str(tmp_path / "train.pt"), modes=[8], width=16, layers=2, epochs=4,
+                       batch_size=4, device="cuda", out=str(tmp_path / "run"), tensorboard=False)
+    summary = train(config, log=lambda message: None)
+    assert [h["policy"]["mode"] for h in summary["precision_history"]] == ["half", "mixed", "full"]
+    assert all(math.isfinite(v) for values in summary["test"].values() for v in values.values())
+    assert summary["memory_kind"] == "CUDA peak allocated"

@@ -15,7 +15,7 @@ from typing import Sequence
 
 import torch
 
-from .. import transforms
+from ..ops import transforms
 from ..precision import UNIT_ROUNDOFF, Precision
 from . import measure, theory
 

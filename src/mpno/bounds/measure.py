@@ -12,7 +12,7 @@ from typing import Sequence
 
 import torch
 
-from .. import transforms
+from ..ops import transforms
 
 
 def bound_and_lipschitz(fields: torch.Tensor, periodic: bool = False) -> tuple[float, float]:

@@ -1,8 +1,7 @@
-"""PDE data: generators with verified solvers, loaders for common formats, normalisation."""
+"""PDE data: generators with verified solvers, loaders for common formats, datasets and splits."""
 
-from .dataset import OperatorDataset, UnitGaussianNormalizer, split_indices
+from .dataset import OperatorDataset, split_indices
 from .files import DataError, open_pairs
 from .generate import EQUATIONS, coarse_path, generate
 
-__all__ = ["DataError", "EQUATIONS", "OperatorDataset", "UnitGaussianNormalizer", "coarse_path",
-           "generate", "open_pairs", "split_indices"]
+__all__ = ["DataError", "EQUATIONS", "OperatorDataset", "coarse_path", "generate", "open_pairs", "split_indices"]

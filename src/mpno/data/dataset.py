@@ -1,13 +1,12 @@
-"""A ``DataLoader``-ready dataset of field pairs, train/test splits and normalisation."""
+"""A ``DataLoader``-ready dataset of field pairs, and train/test splits."""
 
 from __future__ import annotations
 
 import functools
 import os
-from typing import Iterable, Sequence
+from typing import Sequence
 
 import torch
-from torch import nn
 
 from .files import DataError, FieldPairs, open_pairs
 
@@ -81,46 +80,3 @@ def split_indices(count: int, test: int | float, seed: int = 0) -> tuple[list[in
         raise DataError(f"test={test!r} leaves no training or no test samples out of {count}")
     order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
     return sorted(order[n_test:]), sorted(order[:n_test])
-
-
-class UnitGaussianNormalizer(nn.Module):
-    """Per-channel standardisation ``(x - mean) / std``, invertible.
-
-    Statistics are per channel over samples *and* grid points, so one normaliser
-    serves every resolution (zero-shot super-resolution). Fit it on the training
-    split only; it is saved with the model (its buffers are in ``state_dict``).
-    """
-
-    def __init__(self, channels: int, eps: float = 1e-6):
-        super().__init__()
-        self.eps = eps
-        self.register_buffer("mean", torch.zeros(channels))
-        self.register_buffer("std", torch.ones(channels))
-
-    @classmethod
-    def fit(cls, fields: Iterable[torch.Tensor], eps: float = 1e-6) -> "UnitGaussianNormalizer":
-        """Fit on ``(channels, *grid)`` tensors, streaming (float64 sums)."""
-        total = squares = None
-        count = 0
-        for field in fields:
-            flat = field.reshape(field.shape[0], -1).double()
-            total = flat.sum(1) if total is None else total + flat.sum(1)
-            squares = flat.square().sum(1) if squares is None else squares + flat.square().sum(1)
-            count += flat.shape[1]
-        if total is None:
-            raise DataError("cannot fit a normaliser on no samples")
-        normalizer = cls(len(total), eps)
-        mean = total / count
-        normalizer.mean.copy_(mean)
-        normalizer.std.copy_((squares / count - mean.square()).clamp(min=0).sqrt())
-        return normalizer
-
-    def _view(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-        return t.to(like.dtype).view(1, -1, *([1] * (like.ndim - 2)))
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        """(batch, channels, *grid) -> standardised."""
-        return (x - self._view(self.mean, x)) / (self._view(self.std, x) + self.eps)
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return x * (self._view(self.std, x) + self.eps) + self._view(self.mean, x)

@@ -8,12 +8,12 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from . import transforms
-from .checks import as_modes, check_field, positive_int
-from .contraction import complex_pair
+from ..ops import transforms
+from ..checks import as_modes, check_field, positive_int
+from ..ops.contraction import complex_pair
 from .factorized import factorized_weight
-from .precision import Precision
-from .stabilizers import stabilize
+from ..precision import Precision
+from ..ops.stabilizers import stabilize
 
 _MODE_LETTERS = "hjklmn"
 IMPLEMENTATIONS = ("factorized", "reconstructed")
@@ -40,7 +40,7 @@ class SpectralConv(nn.Module):
         bias: add a learned per-channel bias.
         precision: a :class:`mpno.Precision` or mode name.
         factorization: ``None`` (or ``"dense"``) for a dense weight; ``"cp"``,
-            ``"tucker"`` or ``"tt"`` for a factorised one (:mod:`mpno.factorized`).
+            ``"tucker"`` or ``"tt"`` for a factorised one (:mod:`mpno.nn.factorized`).
         rank: size of a factorised weight: a fraction of the dense parameter
             count in (0, 1], or explicit ranks.
         implementation: ``"factorized"`` contracts the activation with the
@@ -68,12 +68,11 @@ class SpectralConv(nn.Module):
                              + ", ".join(repr(i) for i in IMPLEMENTATIONS))
         self.implementation = implementation
         shape = (in_channels, out_channels, *transforms.kept_shape(self.n_modes))
-        if factorization in (None, "dense"):
+        self.factorized = factorized_weight(factorization, shape, rank)
+        if self.factorized is None:
             self.weight = nn.Parameter(torch.randn(*shape, 2) * math.sqrt(1.0 / (in_channels + out_channels)))
-            self.factorized = None
         else:
             self.register_parameter("weight", None)
-            self.factorized = factorized_weight(factorization, shape, rank)
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
 
     @property

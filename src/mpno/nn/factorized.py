@@ -3,7 +3,7 @@
 The weight of a spectral convolution is a complex tensor of shape
 ``(in, out, *kept)``. A factorised weight stores factors instead and is never
 rebuilt in the forward pass: the activation is contracted with the factors in a
-planned pairwise order (:mod:`mpno.contraction`).
+planned pairwise order (:mod:`mpno.ops.contraction`).
 
 ``rank`` (documented in ``docs/factorization.md``):
 
@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .contraction import complex_einsum
+from ..ops.contraction import complex_einsum
 
 FACTORIZATIONS = ("dense", "cp", "tucker", "tt")
 _MODE_LETTERS = "ioxyz"  # in, out, then up to three spatial modes
@@ -206,10 +206,18 @@ class TTWeight(FactorizedWeight):
         return round(r)
 
 
-def factorized_weight(factorization: str, shape: Sequence[int], rank) -> FactorizedWeight:
-    """A factorised weight of kind ``"cp"``, ``"tucker"`` or ``"tt"``."""
-    kinds = {"cp": CPWeight, "tucker": TuckerWeight, "tt": TTWeight}
-    if factorization not in kinds:
-        raise ValueError(f"factorization={factorization!r} is not supported; allowed: None, "
-                         + ", ".join(repr(k) for k in FACTORIZATIONS))
-    return kinds[factorization](shape, rank)
+def factorization_name(factorization: str | None) -> str:
+    """The canonical name of a spectral weight's form: ``None`` and ``"dense"`` are ``"dense"``."""
+    name = "dense" if factorization is None else factorization
+    if name not in FACTORIZATIONS:
+        raise ValueError(f"factorization={factorization!r} is not supported; allowed: "
+                         + ", ".join(repr(k) for k in FACTORIZATIONS) + " (None is 'dense')")
+    return name
+
+
+def factorized_weight(factorization: str | None, shape: Sequence[int], rank) -> FactorizedWeight | None:
+    """A factorised weight of kind ``"cp"``, ``"tucker"`` or ``"tt"``; ``None`` for a dense weight
+    (``factorization`` ``None`` or ``"dense"``). The one place that turns a name into a weight type."""
+    kinds = {"dense": None, "cp": CPWeight, "tucker": TuckerWeight, "tt": TTWeight}
+    kind = kinds[factorization_name(factorization)]
+    return None if kind is None else kind(shape, rank)

@@ -28,21 +28,26 @@ implementation), and the normalised result.
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import math
 import warnings
 from typing import Sequence
 
 import torch
 
-from . import products
+from . import products, tables
 from .products import HALF_DTYPES
 
 _GRID_LETTERS = "hijklmn"  # spatial dimensions in einsum equations (up to 7)
 
-# cuFFT's half-precision results are complex32, which PyTorch flags as experimental
-# on creation; we only ever view them as real pairs.
-warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
+
+@contextlib.contextmanager
+def _complex_half_quietly():
+    """cuFFT's half-precision results are complex32, which PyTorch flags as experimental on
+    creation; mpno only views them as real pairs. The filter lasts for the call only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
+        yield
 
 
 def kept_shape(n_modes: Sequence[int]) -> tuple[int, ...]:
@@ -65,7 +70,7 @@ def _twiddles(freqs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return cos, sin
 
 
-@functools.lru_cache(maxsize=256)
+@tables.cached(maxsize=256)
 def _dft_matrix(kind: str, n: int, m: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """Twiddle matrices of the truncated DFT, unnormalised.
 
@@ -172,7 +177,7 @@ def _dim_equation(ndim: int, dim: int) -> str:
     return f"bc{grid}r,{grid[dim]}rzs->bc{out}s"
 
 
-@functools.lru_cache(maxsize=256)
+@tables.cached(maxsize=256)
 def _hermitian_weights(kept_last: int, n_last: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """How often each coefficient of the last (half-spectrum) dimension counts: 1 at k = 0 and n/2, else 2.
 
@@ -187,13 +192,15 @@ def _forward_raw(x: torch.Tensor, n_modes: Sequence[int], backend: str) -> torch
     grid = x.shape[-len(n_modes):]
     if implementation(x.device, x.dtype, grid, backend, "forward") == "dft":
         return _forward_dft(x, n_modes)
-    return _forward_fft(x, n_modes)
+    with _complex_half_quietly():
+        return _forward_fft(x, n_modes)
 
 
 def _inverse_raw(coeffs: torch.Tensor, grid: Sequence[int], backend: str) -> torch.Tensor:
     if implementation(coeffs.device, coeffs.dtype, grid, backend, "inverse") == "dft":
         return _inverse_dft(coeffs, grid)
-    return _inverse_fft(coeffs, grid)
+    with _complex_half_quietly():
+        return _inverse_fft(coeffs, grid)
 
 
 class _Forward(torch.autograd.Function):

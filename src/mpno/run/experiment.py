@@ -13,15 +13,19 @@ from typing import Callable, Sequence
 
 import torch
 
-from . import checkpoint, distributed, losses
-from .checks import modes_per_dim
+from ..bounds import audit_data, audit_model, choose_precision
+from ..checks import modes_per_dim
+from ..data import DataError, OperatorDataset, coarse_path, generate, split_indices
+from ..nn import losses
+from ..nn.models import FNO, build_operator
+from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
+from ..precision import Precision, PrecisionSchedule
+from . import checkpoint, distributed
+from .batches import batches_for
 from .config import RunConfig
-from .bounds import audit_data, audit_model, choose_precision
-from .data import DataError, OperatorDataset, UnitGaussianNormalizer, coarse_path, generate, split_indices
-from .models import FNO, TFNO
+from .evaluation import evaluate
 from .reporting import MetricsLog, plot_curves, plot_samples
-from .precision import Precision
-from .training import NormalizedOperator, Trainer, batches_for, evaluate
+from .trainer import Trainer
 
 #: The default example: Darcy flow generated at 64², trained at 32², tested at 32² and 64².
 DEFAULT_DATA = {"n_train": 1000, "n_test": 100, "resolution": 64, "train_resolution": 32}
@@ -101,13 +105,43 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
     return train, tests
 
 
-def build_operator(config: RunConfig, in_channels: int, out_channels: int, n_modes) -> FNO:
-    kind = TFNO if config.model == "tfno" else FNO
-    kwargs = dict(hidden_channels=config.width, n_layers=config.layers, channel_mlp=config.channel_mlp,
-                  domain_padding=config.domain_padding, rank=config.rank)
-    if config.factorization is not None or config.model == "fno":
-        kwargs["factorization"] = config.factorization
-    return kind(in_channels, out_channels, n_modes, **kwargs)
+def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes) -> FNO:
+    """The operator ``config`` describes, for data of these channels and modes."""
+    return build_operator(config.model, in_channels, out_channels, n_modes, factorization=config.factorization,
+                          hidden_channels=config.width, n_layers=config.layers, channel_mlp=config.channel_mlp,
+                          domain_padding=config.domain_padding, rank=config.rank)
+
+
+def optimizer_for(config: RunConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, object]:
+    """The optimizer and learning-rate scheduler ``config`` asks for."""
+    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    optimizer = kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if config.scheduler == "cosine":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    elif config.scheduler == "step":
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, config.step_size, config.gamma)
+    else:
+        scheduler = None
+    return optimizer, scheduler
+
+
+def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: OperatorDataset,
+                tests: dict[str, OperatorDataset], device: torch.device, run_dir: Path | None,
+                log: Callable[[str], None]) -> Trainer:
+    """A :class:`Trainer` assembled from ``config``: optimizer, scheduler, batches, schedule and losses."""
+    context = distributed.current()
+
+    def batches(dataset, name):
+        return batches_for(dataset, config.batch_size, device, config.in_memory_limit_gb, name, context)
+
+    optimizer, scheduler = optimizer_for(config, model)
+    return Trainer(model, optimizer, batches(train_set, "train"), config.epochs, losses.build(config.loss, config.periodic),
+                   schedule=PrecisionSchedule.parse(config.precision, config.dtype), scheduler=scheduler,
+                   test_batches={name: batches(ds, name) for name, ds in tests.items()},
+                   eval_losses={name: losses.build(name, config.periodic) for name in config.eval_losses},
+                   grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
+                   run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
+                   log=log)
 
 
 def _choose_precision(config: RunConfig, train_set: OperatorDataset, device: torch.device) -> tuple[str, str, str]:
@@ -189,11 +223,11 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             config.save(run_dir / "config.json")
         torch.manual_seed(config.seed)
         x_shape, y_shape = train_set.shapes
-        operator = build_operator(config, x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1))
+        operator = operator_for(config, x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1))
         normalizers = (UnitGaussianNormalizer.fit(x for x, _ in train_set),
                        UnitGaussianNormalizer.fit(y for _, y in train_set))
         model = NormalizedOperator(operator, *normalizers).to(device)
-        trainer = Trainer(model, train_set, tests, config, device, run_dir, log)
+        trainer = trainer_for(config, model, train_set, tests, device, run_dir, log)
         if state is not None:
             trainer.load_state(state)
             log(f"resuming {run_dir} at epoch {trainer.epoch + 1} of {config.epochs}")
@@ -215,7 +249,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             _write_report(summary, model, trainer, run_dir)
         # Release DDP while the process group lives, and leave together: a process that
         # tears the group down while its peer is still busy can abort at exit.
-        trainer.parallel = model
+        trainer.close()
         distributed.barrier()
         return summary
     finally:
@@ -234,35 +268,21 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
         plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
 
 
-def load_model(path: str) -> tuple[NormalizedOperator, dict]:
-    """A trained model from a checkpoint, in the precision it was last trained in, and the checkpoint."""
-    state = checkpoint.load(path)
-    config = RunConfig.from_dict(state["config"])
-    shape = state["operator"]
-    operator = build_operator(config, shape["in_channels"], shape["out_channels"], tuple(shape["n_modes"]))
-    normalizers = UnitGaussianNormalizer(shape["in_channels"]), UnitGaussianNormalizer(shape["out_channels"])
-    model = NormalizedOperator(operator, *normalizers)
-    model.load_state_dict(state["model"])
-    if state["history"]:
-        model.set_precision(Precision(**state["history"][-1]["policy"]))
-    return model, state
-
-
 def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_size: int | None = None) -> dict:
-    """Test errors of a saved model on data files, in the precision it was last trained in:
-    ``{file: {loss: value}}``."""
-    model, state = load_model(path)
-    config = RunConfig.from_dict(state["config"])
-    shape = state["operator"]
+    """Test errors of a saved model on data files, in the precision it was saved in:
+    ``{file: {loss: value}}``. The data are read with the run's options (keys, time steps)."""
     device_ = resolve_device(device)
-    model.to(device_)
+    state = checkpoint.load(path)
+    model = checkpoint.model_from_state(state, path).to(device_)
+    config = RunConfig.from_dict(state.get("config", {}))
+    operator = model.operator
     batches = {}
     for file in data:
         test = _dataset(file, config)
         x_shape, _ = test.shapes
-        if x_shape[0] != shape["in_channels"] or len(x_shape) - 1 != len(shape["n_modes"]):
+        if x_shape[0] != operator.in_channels or len(x_shape) - 1 != len(operator.n_modes):
             raise DataError(f"{test.path}: samples of shape {x_shape} do not fit the model "
-                            f"({shape['in_channels']} input channels, {len(shape['n_modes'])} spatial dims)")
+                            f"({operator.in_channels} input channels, {len(operator.n_modes)} spatial dims)")
         batches[Path(file).name] = batches_for(test, batch_size or config.batch_size, device_,
                                                config.in_memory_limit_gb, Path(file).name)
     eval_losses = {name: losses.build(name, config.periodic) for name in config.eval_losses}
@@ -277,10 +297,10 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
     count = min(samples, len(dataset))
     pairs = [dataset[i] for i in range(count)]
     fields = torch.stack([x if field == "x" else y for x, y in pairs])
-    model = state = None
+    model = None
     if model_path:
-        model, state = load_model(model_path)
-        modes = modes or tuple(state["operator"]["n_modes"])
+        model = checkpoint.load_model(model_path)
+        modes = modes or model.operator.n_modes
     if modes:
         modes = modes_per_dim(modes, fields.ndim - 2)
     else:

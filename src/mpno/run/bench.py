@@ -9,9 +9,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from . import losses, profiling
-from .models import FNO, TFNO
-from .precision import Precision
+from ..nn import losses
+from ..nn.models import FNO, build_operator
+from ..precision import Precision
+from . import profiling
 
 
 @dataclass
@@ -30,10 +31,9 @@ class BenchConfig:
     fft_backend: str = "auto"
 
     def build(self) -> FNO:
-        kind = TFNO if self.model == "tfno" else FNO
-        kwargs = {"factorization": self.factorization} if self.factorization or self.model == "fno" else {}
-        return kind(self.channels, self.channels, tuple(self.modes), hidden_channels=self.width,
-                    n_layers=self.layers, rank=self.rank, **kwargs)
+        return build_operator(self.model, self.channels, self.channels, tuple(self.modes),
+                              factorization=self.factorization, hidden_channels=self.width,
+                              n_layers=self.layers, rank=self.rank)
 
 
 PRESETS = {
@@ -99,7 +99,7 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
 def measure_isolated(config: BenchConfig, policy: Precision, device: str, steps: int) -> dict:
     """:func:`measure` in a fresh interpreter, so that memory peaks do not leak between modes."""
     payload = json.dumps({"config": asdict(config), "policy": asdict(policy), "device": device, "steps": steps})
-    code = ("import json, sys, torch; from mpno import bench; from mpno.precision import Precision; "
+    code = ("import json, sys, torch; from mpno.run import bench; from mpno.precision import Precision; "
             "a = json.loads(sys.argv[1]); "
             "r = bench.measure(bench.BenchConfig(**a['config']), Precision(**a['policy']), "
             "torch.device(a['device']), a['steps']); print(json.dumps(r))")

@@ -1,7 +1,7 @@
 """Stabilizers: squash the input of a half-precision forward transform.
 
 A float16 transform overflows when a partial sum exceeds 65504 (see
-``mpno.transforms``). Each stabilizer bounds its output, so a transform of ``n``
+``mpno.ops.transforms``). Each stabilizer bounds its output, so a transform of ``n``
 points per dimension stays finite while ``n * bound < 65504``:
 
 * ``"tanh"``: ``tanh(x)``, bound 1 (the paper's choice);

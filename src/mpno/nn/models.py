@@ -8,10 +8,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import precision as precision_module
-from .checks import as_modes, check_field, positive_int
+from .. import precision as precision_module
+from ..checks import as_modes, check_field, positive_int
 from .layers import ChannelMLP, DomainPadding, SoftGating, grid_coordinates, skip_connection
-from .precision import Precision
+from ..precision import Precision
+from .factorized import factorization_name
 from .spectral import SpectralConv
 
 
@@ -58,6 +59,8 @@ class FNO(nn.Module):
 
     The same model runs on any grid with at least ``n_modes[i]`` points along
     dimension ``i``: train at 32², evaluate at 64². The output has the input's dtype.
+    :attr:`arguments` holds the constructor's arguments (all but ``precision``), so
+    that :func:`build_operator` can rebuild the model from a checkpoint.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (16, 16),
@@ -71,6 +74,14 @@ class FNO(nn.Module):
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = as_modes(n_modes)
+        self.arguments = {
+            "in_channels": in_channels, "out_channels": out_channels, "n_modes": list(self.n_modes),
+            "hidden_channels": hidden_channels, "n_layers": n_layers, "lifting_channels": lifting_channels,
+            "projection_channels": projection_channels, "skip": skip, "channel_mlp": channel_mlp,
+            "channel_mlp_expansion": channel_mlp_expansion, "positional_embedding": positional_embedding,
+            "domain_padding": domain_padding, "factorization": factorization_name(factorization),
+            "rank": rank if isinstance(rank, (int, float)) else list(rank), "implementation": implementation,
+        }
         hidden = positive_int("hidden_channels", hidden_channels)
         positive_int("n_layers", n_layers)
         lifting = lifting_channels or 2 * hidden
@@ -117,3 +128,29 @@ class TFNO(FNO):
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (16, 16),
                  factorization: str = "tucker", rank: float | int | Sequence[int] = 0.05, **kwargs):
         super().__init__(in_channels, out_channels, n_modes, factorization=factorization, rank=rank, **kwargs)
+
+
+#: Operators by the name ``mpno train --model`` and checkpoints use.
+MODELS = {"fno": FNO, "tfno": TFNO}
+
+
+def build_operator(kind: str, in_channels: int, out_channels: int, n_modes: int | Sequence[int],
+                   factorization: str | None = None, **arguments) -> FNO:
+    """An operator of ``kind`` (``"fno"`` or ``"tfno"``) with its constructor's ``arguments``.
+
+    ``factorization=None`` keeps the kind's default (dense for FNO, Tucker for TFNO);
+    ``"dense"``, ``"cp"``, ``"tucker"`` and ``"tt"`` are what they say for either kind.
+    """
+    if kind not in MODELS:
+        raise ValueError(f"model={kind!r} is not supported; allowed: {', '.join(map(repr, MODELS))}")
+    if factorization is not None:
+        arguments["factorization"] = factorization
+    return MODELS[kind](in_channels, out_channels, n_modes, **arguments)
+
+
+def model_kind(model: nn.Module) -> str:
+    """The name of ``model``'s class in :data:`MODELS`."""
+    for kind, cls in MODELS.items():
+        if type(model) is cls:
+            return kind
+    raise ValueError(f"{type(model).__name__} is not one of mpno's operators ({', '.join(MODELS)})")

@@ -8,9 +8,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .factorized import FACTORIZATIONS
-from .losses import LOSSES
-from .precision import DTYPES, PrecisionSchedule
+from ..nn.factorized import FACTORIZATIONS
+from ..nn.losses import LOSSES
+from ..nn.models import MODELS
+from ..precision import DTYPES, PrecisionSchedule
 
 
 @dataclass
@@ -32,7 +33,7 @@ class RunConfig:
     modes: list[int] = field(default_factory=lambda: [12])
     width: int = 32
     layers: int = 4
-    factorization: str | None = None  # default: dense for fno, tucker for tfno
+    factorization: str | None = None  # None: the model's default (dense for fno, tucker for tfno)
     rank: float = 0.05
     channel_mlp: bool = True
     domain_padding: float = 0.0
@@ -64,7 +65,7 @@ class RunConfig:
     def validate(self) -> "RunConfig":
         """Raise ``ValueError`` naming the option for values out of range."""
         choices = {
-            "model": ("fno", "tfno"), "dtype": tuple(DTYPES), "optimizer": ("adam", "adamw"),
+            "model": tuple(MODELS), "dtype": tuple(DTYPES), "optimizer": ("adam", "adamw"),
             "scheduler": ("cosine", "step", "none"), "loss": LOSSES,
             "factorization": (None, *FACTORIZATIONS),
         }

@@ -5,7 +5,7 @@ Complex tensors are real tensors with a trailing (re, im) axis of size 2.
 complex operands is one *real* contraction: the smaller operand is expanded to
 its 2×2 real block ``[[re, im], [-im, re]]`` and contracted together with the
 (re, im) axis of the other, so all four real products accumulate in float32 and
-round once (:mod:`mpno.products`).
+round once (:mod:`mpno.ops.products`).
 
 With more than two operands (factorised weights) the order matters: a one-shot
 contraction that keeps every operand's (re, im) axis alive carries ``2^k``
@@ -17,14 +17,12 @@ keeps the largest intermediate small (then the fewest FLOPs), caches the plan pe
 
 from __future__ import annotations
 
-import functools
-import itertools
 from dataclasses import dataclass
 
 import opt_einsum
 import torch
 
-from . import products
+from . import products, tables
 
 _RE_IM_IN, _RE_IM_OUT = "E", "F"  # letters of the (re, im) axes in real equations
 _SIZE_SLACK = 1.1  # accept paths whose largest intermediate is within 10% of the smallest
@@ -52,13 +50,13 @@ def _search_path(equation: str, shapes: tuple) -> Plan:
     return min(lean, key=lambda plan: (plan.flops, plan.largest_intermediate))
 
 
-@functools.lru_cache(maxsize=1024)
+@tables.cached(maxsize=1024)
 def plan(equation: str, shapes: tuple, dtype: torch.dtype) -> Plan:
     """The cached plan for ``equation`` on complex operands of ``shapes`` in ``dtype``."""
     return _search_path(equation, shapes)
 
 
-@functools.lru_cache(maxsize=32)
+@tables.cached(maxsize=32)
 def _block_basis(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """(2, 4): row 0 (re) → [[1, 0], [0, 1]], row 1 (im) → [[0, 1], [-1, 0]], flattened."""
     return torch.tensor([[1.0, 0.0, 0.0, 1.0], [0.0, 1.0, -1.0, 0.0]], dtype=dtype, device=device)
@@ -83,7 +81,7 @@ def complex_pair(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     return products.einsum(real, a, complex_block(b))
 
 
-def _run(steps, tensors, pair) -> torch.Tensor:
+def run_steps(steps, tensors, pair) -> torch.Tensor:
     """Contract ``tensors`` pairwise following opt_einsum-style ``steps`` with ``pair(eq, a, b)``."""
     remaining = list(tensors)
     for positions, pair_equation in steps:
@@ -96,34 +94,4 @@ def _run(steps, tensors, pair) -> torch.Tensor:
 def complex_einsum(equation: str, *operands: torch.Tensor) -> torch.Tensor:
     """Complex einsum of real-pair operands in their (shared) dtype, in the planned order."""
     shapes = tuple(tuple(t.shape[:-1]) for t in operands)
-    return _run(plan(equation, shapes, operands[0].dtype).steps, operands, complex_pair)
-
-
-def one_shot_equation(equation: str, count: int) -> tuple[str, torch.Tensor]:
-    """The naive real form of a complex einsum: every operand keeps its own (re, im) axis.
-
-    Returns the real equation (``count`` operands and a final sign tensor) and the
-    sign tensor ``S[a_1, …, a_k, c]`` that maps each of the ``2^k`` component
-    combinations to the real or imaginary part of the product.
-    """
-    inputs, output = equation.split("->")
-    letters = "GHIJKLMNQRSTUVW"[:count]
-    operands = [term + letter for term, letter in zip(inputs.split(","), letters)]
-    signs = torch.zeros((2,) * count + (2,))
-    for combo in itertools.product((0, 1), repeat=count):
-        imaginary = sum(combo)  # i^imaginary: real for even, imaginary for odd counts
-        signs[combo + (imaginary % 2,)] = (-1) ** (imaginary // 2)
-    return f"{','.join(operands)},{letters}Z->{output}Z", signs
-
-
-def one_shot_einsum(equation: str, *operands: torch.Tensor) -> torch.Tensor:
-    """Complex einsum as one real ``torch.einsum`` over all operands (a benchmark baseline).
-
-    Each operand keeps its own (re, im) axis until the final sign tensor, as a
-    user would write it; the order is opt_einsum's ``"auto"``, which is what
-    ``torch.einsum`` uses, and each pair runs through :mod:`mpno.products`.
-    """
-    real, signs = one_shot_equation(equation, len(operands))
-    tensors = (*operands, signs.to(operands[0]))
-    _, info = opt_einsum.contract_path(real, *[t.shape for t in tensors], shapes=True, optimize="auto")
-    return _run([(step[0], step[2]) for step in info.contraction_list], tensors, products.einsum)
+    return run_steps(plan(equation, shapes, operands[0].dtype).steps, operands, complex_pair)

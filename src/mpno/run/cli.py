@@ -7,7 +7,7 @@ import ast
 import os
 import sys
 
-from . import __version__
+from .. import __version__
 
 
 def _parse_setting(text: str) -> tuple[str, object]:
@@ -21,7 +21,7 @@ def _parse_setting(text: str) -> tuple[str, object]:
 
 
 def _add_generate(commands) -> None:
-    from .data import EQUATIONS
+    from ..data import EQUATIONS
 
     p = commands.add_parser("generate", help="solve a PDE for many random inputs and write a data set",
                             description="Generate an operator-learning data set with mpno's own solvers.")
@@ -44,7 +44,7 @@ def _add_generate(commands) -> None:
 
 
 def _run_generate(args) -> None:
-    from .data import generate
+    from ..data import generate
 
     params = {k: getattr(args, k) for k in ("viscosity", "time", "snapshots", "dt") if getattr(args, k) is not None}
     params.update(dict(args.set))
@@ -133,8 +133,6 @@ def _run_train(args) -> None:
             setattr(config, key, value)
         if args.device:
             config.device = args.device
-        if config.factorization == "dense":
-            config.factorization = None
     summary = train(config, resume=args.resume, overwrite=args.overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 reports
         print(summary_table(summary))
@@ -234,7 +232,7 @@ def _run_bench(args) -> None:
     import json
 
     from . import bench
-    from .checks import modes_per_dim
+    from ..checks import modes_per_dim
     from .experiment import resolve_device
 
     if args.preset not in bench.PRESETS:
@@ -270,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .training import TrainingError
+    from .trainer import TrainingError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import math
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import products
-from .precision import Precision
+from ..ops import products, tables
+from ..precision import Precision
 
 SKIPS = ("linear", "identity", "soft-gating")
 
@@ -24,7 +23,7 @@ class PointwiseLinear(nn.Module):
     """Mixes channels at every grid point (a 1×1 convolution) of (batch, channels, *grid).
 
     In modes other than ``full`` the product runs in the half dtype with float32
-    accumulation (see :mod:`mpno.products`); weights stay in the master dtype.
+    accumulation (see :mod:`mpno.ops.products`); weights stay in the master dtype.
     """
 
     def __init__(self, in_channels: int, out_channels: int, bias: bool = True,
@@ -85,7 +84,7 @@ class ChannelMLP(nn.Module):
         return self.fc2(F.gelu(self.fc1(x)))
 
 
-@functools.lru_cache(maxsize=32)
+@tables.cached(maxsize=32)
 def _coordinates(grid: tuple, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     axes = [torch.arange(n, device=device, dtype=dtype) / n for n in grid]
     return torch.stack(torch.meshgrid(*axes, indexing="ij"))

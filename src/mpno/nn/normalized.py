@@ -1,0 +1,92 @@
+"""Normalisation: per-channel standardisation, and an operator between normalised fields."""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from ..precision import Precision
+from .models import build_operator, model_kind
+
+
+class UnitGaussianNormalizer(nn.Module):
+    """Per-channel standardisation ``(x - mean) / std``, invertible.
+
+    Statistics are per channel over samples *and* grid points, so one normaliser
+    serves every resolution (zero-shot super-resolution). Fit it on the training
+    split only; it is saved with the model (its buffers are in ``state_dict``).
+    """
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(channels))
+        self.register_buffer("std", torch.ones(channels))
+
+    @classmethod
+    def fit(cls, fields: Iterable[torch.Tensor], eps: float = 1e-6) -> "UnitGaussianNormalizer":
+        """Fit on ``(channels, *grid)`` tensors, streaming (float64 sums)."""
+        total = squares = None
+        count = 0
+        for field in fields:
+            flat = field.reshape(field.shape[0], -1).double()
+            total = flat.sum(1) if total is None else total + flat.sum(1)
+            squares = flat.square().sum(1) if squares is None else squares + flat.square().sum(1)
+            count += flat.shape[1]
+        if total is None:
+            raise ValueError("cannot fit a normaliser on no samples")
+        normalizer = cls(len(total), eps)
+        mean = total / count
+        normalizer.mean.copy_(mean)
+        normalizer.std.copy_((squares / count - mean.square()).clamp(min=0).sqrt())
+        return normalizer
+
+    def _view(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+        return t.to(like.dtype).view(1, -1, *([1] * (like.ndim - 2)))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """(batch, channels, *grid) -> standardised."""
+        return (x - self._view(self.mean, x)) / (self._view(self.std, x) + self.eps)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        return x * (self._view(self.std, x) + self.eps) + self._view(self.mean, x)
+
+
+class NormalizedOperator(nn.Module):
+    """A neural operator between normalised fields: ``decode(operator(encode(x)))``.
+
+    Call it on raw inputs (batch, in_channels, *grid) at any resolution; it returns
+    raw outputs. The normalisers are fitted on the training split and saved with
+    the weights; :meth:`spec` and :meth:`from_spec` rebuild the architecture.
+    """
+
+    def __init__(self, operator: nn.Module, inputs: UnitGaussianNormalizer | None = None,
+                 outputs: UnitGaussianNormalizer | None = None):
+        super().__init__()
+        self.operator = operator
+        self.inputs = inputs if inputs is not None else UnitGaussianNormalizer(operator.in_channels)
+        self.outputs = outputs if outputs is not None else UnitGaussianNormalizer(operator.out_channels)
+
+    @property
+    def precision(self) -> Precision:
+        return self.operator.precision
+
+    def set_precision(self, precision) -> Precision:
+        return self.operator.set_precision(precision)
+
+    def spec(self) -> dict:
+        """The operator's kind and constructor arguments (plain values, safe to save)."""
+        return {"kind": model_kind(self.operator), "arguments": dict(self.operator.arguments)}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> "NormalizedOperator":
+        """A freshly initialised model of the architecture :meth:`spec` describes."""
+        arguments = dict(spec["arguments"])
+        operator = build_operator(spec["kind"], arguments.pop("in_channels"), arguments.pop("out_channels"),
+                                  arguments.pop("n_modes"), **arguments)
+        return cls(operator)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.outputs.decode(self.operator(self.inputs.encode(x)))

@@ -1,0 +1,76 @@
+"""The ``mpno`` command and run configurations: flags, config files, model choices."""
+
+import json
+
+import pytest
+import torch
+
+import mpno
+from mpno.nn.factorized import TuckerWeight
+from mpno.run import cli
+from mpno.run.bench import BenchConfig
+from mpno.run.config import RunConfig
+from mpno.run.experiment import operator_for
+
+
+def test_cli_train_and_evaluate_with_json(files, tmp_path, capsys):
+    out = tmp_path / "cli"
+    code = cli.main(["train", "--data-train", str(files / "train.pt"), "--data-test", str(files / "test16.pt"),
+                     "--data-test", str(files / "test32.pt"), "--modes", "4", "--width", "6", "--layers", "2",
+                     "--epochs", "2", "--precision", "mixed", "--dtype", "bfloat16", "--device", "cpu",
+                     "--out", str(out), "--json"])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(summary["test"]) == {"test16.pt", "test32.pt"} and summary["epochs"] == 2
+    assert summary["precision_history"][0]["precision"] == "mixed/bfloat16" and summary["seconds"] > 0
+    code = cli.main(["evaluate", str(out / "best.pt"), "--data", str(files / "test32.pt"), "--json"])
+    assert code == 0
+    results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(results["test"]["test32.pt"]) == {"l2", "h1"}
+
+
+
+def test_config_files_and_flags(files, tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text(f'data_train = "{files / "train.pt"}"\nmodes = [4]\nwidth = 6\nlayers = 1\nepochs = 1\n'
+                      'precision = "full"\nbogus = 3\n')
+    assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert "run.toml: unknown option(s) bogus" in err and "Traceback" not in err
+    config.write_text(config.read_text().replace("bogus = 3\n", ""))
+    yaml_config = tmp_path / "run.yaml"
+    yaml_config.write_text("epochs: 1\nwidth: 6\n")
+    assert RunConfig.from_file(yaml_config).width == 6
+    assert cli.main(["train", "--config", str(config), "--epochs", "2", "--out", str(tmp_path / "b"),
+                     "--device", "cpu", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
+
+
+
+@pytest.mark.parametrize("model, factorization, kind, weight", [
+    ("fno", None, mpno.FNO, None), ("fno", "dense", mpno.FNO, None), ("tfno", None, mpno.TFNO, TuckerWeight),
+    ("tfno", "dense", mpno.TFNO, None), ("fno", "tucker", mpno.FNO, TuckerWeight),
+])
+def test_factorization_names_build_the_same_weights_everywhere(model, factorization, kind, weight):
+    config = RunConfig(model=model, factorization=factorization, modes=[4], width=4, layers=1, rank=0.5)
+    built = [operator_for(config, 1, 1, (4, 4)),
+             BenchConfig(model, factorization, rank=0.5, width=4, modes=(4, 4), layers=1).build()]
+    for operator in built:
+        assert type(operator) is kind
+        factorized = operator.blocks[0].conv.factorized
+        assert (factorized is None) if weight is None else isinstance(factorized, weight)
+        assert operator.arguments["factorization"] == ("dense" if weight is None else "tucker")
+
+
+def test_tfno_with_dense_factorization_from_the_command_line(files, tmp_path, capsys):
+    out = tmp_path / "dense"
+    assert cli.main(["train", "--data-train", str(files / "train.pt"), "--model", "tfno", "--factorization",
+                     "dense", "--modes", "4", "--width", "4", "--layers", "1", "--epochs", "1", "--device", "cpu",
+                     "--out", str(out)]) == 0
+    capsys.readouterr()
+    model = mpno.load_model(out / "checkpoint.pt")
+    conv = model.operator.blocks[0].conv
+    assert conv.factorized is None and conv.weight.shape == (4, 4, 4, 3, 2)
+    assert cli.main(["train", "--data-train", str(files / "train.pt"), "--factorization", "svd",
+                     "--out", str(tmp_path / "bad")]) == 2
+    assert "factorization='svd' is not supported" in capsys.readouterr().err
