@@ -47,7 +47,7 @@ skip() { [[ " ${SKIP:-} " == *" $1 "* ]] && echo "gpu_suite: $1 skipped (SKIP)" 
 
 # the gpu-marked tests: pytest's summary line becomes tests.json
 start=$SECONDS
-timeout 180 "$PY" -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider > "$dir/.tests.out" 2>&1
+timeout 180 "$PY" -m pytest -q -m gpu tests -p no:cacheprovider > "$dir/.tests.out" 2>&1
 rc=$?
 cat "$dir/.tests.out" >> "$log"
 "$PY" -c "import json, sys; print(json.dumps({'exit_code': int(sys.argv[1]), 'summary': sys.argv[2]}))" \

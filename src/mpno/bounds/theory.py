@@ -24,7 +24,7 @@ def discretization_bound(grid: Sequence[int], k: Sequence[int], B: float, M: flo
     and on each cell the left-corner rule errs by at most that constant times the
     mean distance to the corner, which is at most the RMS distance
     ``√(Σ h_i²/3)`` (Jensen). Periodicity is not needed: ``v`` may jump at the
-    boundary of the cube (a sawtooth). This improves DESIGN.md's ``√d / n`` by ``√3``.
+    boundary of the cube (a sawtooth). This is ``√3`` tighter than the usual ``√d / n``.
     """
     spacing = math.sqrt(sum((1.0 / n) ** 2 for n in grid) / 3)
     return (M + 2 * math.pi * math.sqrt(sum(x * x for x in k)) * B) * spacing
