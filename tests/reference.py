@@ -97,3 +97,33 @@ def tiny_config(files, out, **overrides) -> RunConfig:
 
 def quiet(message):
     pass
+
+
+def kept_index(grid, n_modes) -> list[torch.Tensor]:
+    """Per dimension, the grid indices of the kept frequencies (mpno's / neuraloperator's convention)."""
+    index = [torch.arange(-(m // 2), m - m // 2) % n for n, m in zip(grid[:-1], n_modes[:-1])]
+    return index + [torch.arange(n_modes[-1] // 2 + 1)]
+
+
+def hermitian_field(coeffs: torch.Tensor, grid) -> torch.Tensor:
+    """The real field of kept complex coefficients (batch, channels, *kept), written from the definition.
+
+    The coefficients are placed on the full grid (``G``); the spectrum is the Hermitian
+    projection ``F = w (G + conj(G(-k)))`` with ``w = 1/2`` on the last dimension's 0 and
+    Nyquist planes and 1 elsewhere; the field is the complex inverse DFT of ``F``
+    (an unnormalised sum), whose imaginary part must vanish.
+    """
+    ndim = len(grid)
+    kept = coeffs.shape[2:]
+    modes = (*kept[:-1], 2 * (kept[-1] - 1))
+    full = torch.zeros(*coeffs.shape[:2], *grid, dtype=torch.complex128)
+    index = torch.meshgrid(*kept_index(grid, modes), indexing="ij")
+    full[(slice(None), slice(None), *index)] = coeffs.to(torch.complex128)
+    dims = tuple(range(2, 2 + ndim))
+    mirrored = torch.roll(torch.flip(full, dims), shifts=(1,) * ndim, dims=dims).conj()
+    last = torch.arange(grid[-1])
+    weight = torch.where((last == 0) | (2 * last == grid[-1]), 0.5, 1.0).double()
+    spectrum = (full + mirrored) * weight
+    field = torch.fft.ifftn(spectrum, dim=dims, norm="forward")
+    assert field.imag.abs().max() < 1e-10 * max(1.0, field.real.abs().max().item())
+    return field.real

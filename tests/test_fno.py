@@ -173,3 +173,36 @@ def test_fno_trains_on_cuda_in_every_mode(mode):
         h = torch.randn(4, 16, 64, 64, device=CUDA, dtype=torch.float16, requires_grad=True)
         assert saved_dtypes(lambda: conv(h)) == {torch.float16}
 
+
+
+def test_autocast_runs_a_full_model_as_amp_and_keeps_an_explicit_policy():
+    model, ref = model_and_reference((8, 8))
+    x = torch.randn(2, 2, 16, 16)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = model(x)
+        out.square().mean().backward()
+    assert model.precision == Precision("full")
+    assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        model.set_precision(Precision("amp", "bfloat16"))
+        assert torch.equal(out.detach(), model(x))
+        stages = len(model.blocks) * (spectral_conv_stages("amp", 2) + 6) + 4
+        assert relative_error(out, ref(x.double())) < last_layer_amplification(ref, x.double()) * tolerance(
+            torch.bfloat16, stages)
+        model.set_precision(Precision("mixed", "float16"))
+        mixed = model(x)
+        with torch.autocast("cpu", torch.bfloat16):
+            assert torch.equal(model(x), mixed)
+
+
+@pytest.mark.gpu
+def test_autocast_float16_on_cuda_runs_as_amp():
+    model = mpno.FNO(1, 1, (16, 16), hidden_channels=16, n_layers=2).to(CUDA)
+    x = torch.randn(4, 1, 64, 64, device=CUDA)
+    with torch.autocast("cuda", torch.float16):
+        out = model(x)
+        out.square().mean().backward()
+    assert torch.isfinite(out).all() and all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        model.set_precision(Precision("amp", "float16"))
+        assert relative_error(out, model(x)) < 1e-6

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from mpno.ops import transforms
-from reference import CUDA, bandlimited, forward_stages, inverse_stages, relative_error, tolerance
+from reference import (CUDA, bandlimited, forward_stages, hermitian_field, inverse_stages, relative_error,
+                       tolerance)
 
 CASES = [((32,), (8,)), ((48, 40), (12, 10)), ((9, 7), (9, 7)), ((16, 12, 10), (6, 6, 5))]
 
@@ -46,6 +47,59 @@ def test_inverse_evaluates_the_same_coefficients_on_a_finer_grid():
     fine = bandlimited(1, 1, (32, 32), kmax=3)
     coeffs = transforms.forward(coarse, (8, 8))
     assert relative_error(transforms.inverse(coeffs, (32, 32)), fine) < 1e-12
+
+
+# Even and odd sizes, with the last dimension's Nyquist plane kept ((8,), (8,)) and not.
+PROJECTION_CASES = [((16,), (8,)), ((8,), (8,)), ((9,), (8,)), ((12, 10), (6, 10)), ((11, 9), (7, 8)),
+                    ((10, 7), (10, 6)), ((8, 6, 7), (4, 6, 4)), ((6, 5, 8), (5, 4, 8))]
+
+
+@pytest.mark.parametrize("grid, modes", PROJECTION_CASES)
+@pytest.mark.parametrize("backend", ["torch", "dft"])
+def test_inverse_is_the_hermitian_projection_of_any_kept_spectrum(grid, modes, backend):
+    """Random coefficients: Im on the 0/Nyquist planes and unpaired ±k entries, as after the weights."""
+    coeffs = torch.randn(2, 3, *transforms.kept_shape(modes), 2, dtype=torch.float64)
+    field = transforms.inverse(coeffs, grid, backend=backend)
+    expected = hermitian_field(torch.view_as_complex(coeffs), grid)
+    assert relative_error(field, expected) < 1e-13
+
+
+def irfft_keeping_imaginary_planes(real_irfft):
+    """A C2R that, unlike pocketfft, lets Im of the 0 and Nyquist bins into its output (one convention
+    a C2R may follow for input that is not Hermitian-consistent)."""
+
+    def irfft(spectrum, n=None, dim=-1, norm=None):
+        assert dim == -1 and norm == "forward"
+        out = real_irfft(spectrum, n=n, dim=dim, norm=norm)
+        out = out + spectrum[..., :1].imag
+        if n % 2 == 0 and spectrum.shape[-1] > n // 2:
+            out = out + spectrum[..., n // 2 : n // 2 + 1].imag * (-1.0) ** torch.arange(n)
+        return out
+
+    return irfft
+
+
+def test_a_c2r_that_keeps_imaginary_dc_changes_neither_outputs_nor_gradients(monkeypatch):
+    import mpno
+
+    model = mpno.FNO(1, 1, (8, 8), hidden_channels=6, n_layers=2).double()
+    model.set_precision(mpno.Precision("full", fft_backend="torch"))
+    x = torch.randn(2, 1, 16, 16, dtype=torch.float64, requires_grad=True)
+
+    def output_and_gradient():
+        x.grad = None
+        out = model(x)
+        out.square().sum().backward()
+        return out.detach(), x.grad.clone()
+
+    before = output_and_gradient()
+    keeping = irfft_keeping_imaginary_planes(torch.fft.irfft)
+    bad = torch.randn(1, 1, 16, 9, dtype=torch.complex128)  # the emulation does differ on such input
+    assert relative_error(keeping(bad, n=16, norm="forward"), torch.fft.irfft(bad, n=16, norm="forward")) > 1e-2
+    monkeypatch.setattr(torch.fft, "irfft", keeping)
+    after = output_and_gradient()
+    assert relative_error(after[0], before[0]) < 1e-13
+    assert relative_error(after[1], before[1]) < 1e-13
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -93,13 +147,31 @@ def test_half_transforms_on_cuda(grid, modes, backend):
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("grid, modes", [((128, 128), (32, 32)), ((256, 256), (32, 32)), ((96, 96), (32, 32))])
-def test_float32_transforms_on_cuda_match_float64(grid, modes):
-    """cuFFT's float32 inverse was off by 2% here at 128² and 256² (batch 8×64): the DFT inverse is used."""
+@pytest.mark.parametrize("backend", ["torch", "dft"])
+def test_float32_transforms_on_cuda_match_float64(grid, modes, backend):
+    """The shapes where an unprojected spectrum made cuFFT's C2R differ from pocketfft's by 2%."""
     x = torch.randn(8, 64, *grid, dtype=torch.float64)
     exact = transforms.forward(x, modes)
-    assert relative_error(transforms.forward(x.float().to(CUDA), modes).cpu(), exact) < 1e-5
-    field = transforms.inverse(exact, grid)
-    assert relative_error(transforms.inverse(exact.float().to(CUDA), grid).cpu(), field) < 1e-5
+    assert relative_error(transforms.forward(x.float().to(CUDA), modes, backend=backend).cpu(), exact) < 1e-5
+    coeffs = torch.randn_like(exact)  # not Hermitian-consistent on the 0 plane, as after the weights
+    field = transforms.inverse(coeffs, grid)
+    assert relative_error(transforms.inverse(coeffs.float().to(CUDA), grid, backend=backend).cpu(), field) < 1e-5
+
+
+@pytest.mark.gpu
+def test_full_precision_transforms_ignore_tf32():
+    """With TF32 matmuls allowed, "auto" float32 transforms (cuFFT) keep float32 accuracy."""
+    matmul = torch.backends.cuda.matmul
+    saved = matmul.fp32_precision
+    matmul.fp32_precision = "tf32"
+    try:
+        x = torch.randn(8, 64, 128, 128, dtype=torch.float64)
+        exact = transforms.forward(x, (32, 32))
+        assert relative_error(transforms.forward(x.float().to(CUDA), (32, 32)).cpu(), exact) < 1e-5
+        field = transforms.inverse(exact, (128, 128))
+        assert relative_error(transforms.inverse(exact.float().to(CUDA), (128, 128)).cpu(), field) < 1e-5
+    finally:
+        matmul.fp32_precision = saved
 
 
 @pytest.mark.gpu

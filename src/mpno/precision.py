@@ -146,6 +146,21 @@ def set_precision(module: torch.nn.Module, precision) -> Precision:
     return policy
 
 
+def inside_autocast(policy: Precision, device_type: str) -> Precision:
+    """The policy a model runs in when called inside ``torch.autocast`` on ``device_type``.
+
+    The model's policy wins: autocast never reaches inside mpno's modules (it would
+    put transforms and contractions in whatever dtype each op lists). A model
+    whose policy is ``full`` runs as ``amp`` in autocast's dtype, which is what
+    autocast does to linear layers; ``amp``, ``mixed`` and ``half`` stay as set.
+    """
+    if policy.mode != "full" or not torch.is_autocast_enabled(device_type):
+        return policy
+    names = {dtype: name for name, dtype in DTYPES.items()}
+    name = names.get(torch.get_autocast_dtype(device_type))
+    return policy if name is None else policy.replace(mode="amp", dtype=name, stabilizer=policy.stabilizer)
+
+
 #: The authors' recipe: 25% half (tanh), 50% mixed, 25% full.
 DEFAULT_SCHEDULE = "half:0.25,mixed:0.5,full:0.25"
 

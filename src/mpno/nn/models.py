@@ -60,7 +60,9 @@ class FNO(nn.Module):
     The same model runs on any grid with at least ``n_modes[i]`` points along
     dimension ``i``: train at 32², evaluate at 64². The output has the input's dtype.
     :attr:`arguments` holds the constructor's arguments (all but ``precision``), so
-    that :func:`build_operator` can rebuild the model from a checkpoint.
+    that :func:`build_operator` can rebuild the model from a checkpoint. Inside
+    ``torch.autocast`` the model keeps its own policy, and a ``full`` model runs
+    as ``amp`` in autocast's dtype (:func:`mpno.precision.inside_autocast`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (16, 16),
@@ -105,6 +107,18 @@ class FNO(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
+        policy = precision_module.inside_autocast(self.precision, x.device.type)
+        with torch.autocast(x.device.type, enabled=False):
+            if policy is self.precision:
+                return self._forward(x)
+            own = self.precision
+            self.set_precision(policy)
+            try:
+                return self._forward(x)
+            finally:
+                self.set_precision(own)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype, grid = x.dtype, x.shape[2:]
         if self.positional_embedding:
             x = torch.cat([x, grid_coordinates(x)], dim=1)

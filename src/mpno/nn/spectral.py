@@ -96,6 +96,10 @@ class SpectralConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
+        with torch.autocast(x.device.type, enabled=False):  # the policy decides, not autocast
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor) -> torch.Tensor:
         policy = self.precision
         grid = x.shape[2:]
         x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)

@@ -11,6 +11,23 @@ in ascending order; on the last (real-FFT) dimension ``0, ..., m // 2``. This is
 the convention of ``neuraloperator``, so the same ``n_modes`` give the same
 weight shape.
 
+The inverse is the real field
+
+    x_j = Σ_k w_k Re(c_k e^{+2πik·j/n}),   w_k = 1 on the last dimension's 0 and
+                                           Nyquist (n/2) planes, 2 elsewhere,
+
+summed over the kept ``k``. Equivalently, it is the inverse DFT of the Hermitian
+projection of the kept spectrum: interior coefficients of the last dimension
+stand for themselves and their conjugates, and on its 0 and Nyquist planes,
+which must be Hermitian over the other dimensions, a coefficient becomes
+``(c_k + conj(c_-k)) / 2`` (with ``c = 0`` where not kept). So the unpaired
+frequency ``-m/2`` of an even ``m`` on those planes contributes
+``Re(c e^{-iπ m j / n})``: half of it sits at ``-m/2`` and its conjugate at
+``+m/2``. After the spectral weights multiply the kept modes, those planes are
+not Hermitian, and a library's C2R transform would be implementation-defined on
+them; both implementations apply the projection explicitly, so no backend's
+convention matters, in the forward pass and in the adjoint used by backward.
+
 Two implementations compute the same thing:
 
 * ``"torch"``: ``torch.fft`` one dimension at a time (cuFFT on CUDA). In half
@@ -101,19 +118,15 @@ def _dft_matrix(kind: str, n: int, m: int, dtype: torch.dtype, device: torch.dev
     return matrix.to(dtype=dtype, device=device)
 
 
-def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int], backend: str = "auto",
-                   direction: str = "forward") -> str:
+def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int], backend: str = "auto") -> str:
     """Which implementation computes a transform: ``"fft"`` (torch.fft, cuFFT on CUDA) or ``"dft"``.
 
-    ``"auto"``: the forward transform uses torch.fft, except in half precision
-    where cuFFT cannot (the CPU, bfloat16, sizes that are not powers of two);
-    the inverse uses the DFT on CUDA in every dtype (it starts from the few kept
-    modes, so its products are small) — on an H100 with torch 2.11 / CUDA 13,
-    cuFFT's float32 inverse was off by 2% at 128² and 256² for a batch of 8×64
-    fields (``docs/precision.md``) — and torch.fft on the CPU.
+    ``"auto"``: torch.fft wherever it can run, in both directions; the DFT in half
+    precision where cuFFT cannot (the CPU, bfloat16, sizes that are not powers of
+    two). Both compute the same operator (the module docstring).
     """
     device_type = torch.device(device).type
-    if backend == "dft" or (backend == "auto" and direction == "inverse" and device_type == "cuda"):
+    if backend == "dft":
         return "dft"
     cufft_half = device_type == "cuda" and dtype == torch.float16 and all(n > 0 and n & (n - 1) == 0 for n in grid)
     if dtype not in HALF_DTYPES or cufft_half:
@@ -167,6 +180,12 @@ def _inverse_fft(coeffs: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
         shape[dim] = n - m
         padded = [spectrum.narrow(dim, m // 2, m - m // 2), spectrum.new_zeros(shape), spectrum.narrow(dim, 0, m // 2)]
         spectrum = torch.fft.ifft(torch.cat(padded, dim), dim=dim, norm="forward")
+    # The Hermitian projection: after the other dimensions' inverse, the last dimension's
+    # 0 (and Nyquist) plane must be real. Im there is what a C2R handles differently
+    # from backend to backend, so it is removed here and the call is well posed.
+    real_planes = _hermitian_weights(kept[-1], grid[-1], coeffs.dtype, coeffs.device) == 1
+    mask = torch.cat([torch.ones_like(real_planes), ~real_planes], dim=-1).to(coeffs.dtype)
+    spectrum = torch.view_as_complex(torch.view_as_real(spectrum) * mask)
     return torch.fft.irfft(spectrum, n=grid[-1], dim=-1, norm="forward")
 
 
@@ -190,14 +209,14 @@ def _hermitian_weights(kept_last: int, n_last: int, dtype: torch.dtype, device: 
 
 def _forward_raw(x: torch.Tensor, n_modes: Sequence[int], backend: str) -> torch.Tensor:
     grid = x.shape[-len(n_modes):]
-    if implementation(x.device, x.dtype, grid, backend, "forward") == "dft":
+    if implementation(x.device, x.dtype, grid, backend) == "dft":
         return _forward_dft(x, n_modes)
     with _complex_half_quietly():
         return _forward_fft(x, n_modes)
 
 
 def _inverse_raw(coeffs: torch.Tensor, grid: Sequence[int], backend: str) -> torch.Tensor:
-    if implementation(coeffs.device, coeffs.dtype, grid, backend, "inverse") == "dft":
+    if implementation(coeffs.device, coeffs.dtype, grid, backend) == "dft":
         return _inverse_dft(coeffs, grid)
     with _complex_half_quietly():
         return _inverse_fft(coeffs, grid)
