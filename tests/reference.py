@@ -89,7 +89,7 @@ def smooth_pairs(n, resolution, seed):
 
 def tiny_config(files, out, **overrides) -> RunConfig:
     values = dict(data_train=str(files / "train.pt"), data_test=[str(files / "test16.pt"), str(files / "test32.pt")],
-                  modes=[4], width=6, layers=2, epochs=4, batch_size=8, lr=5e-3, device="cpu", out=str(out),
+                  n_modes=[4], hidden_channels=6, n_layers=2, epochs=4, batch_size=8, lr=5e-3, device="cpu", out=str(out),
                   tensorboard=False)
     values.update(overrides)
     return RunConfig(**values)

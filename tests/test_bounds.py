@@ -148,11 +148,16 @@ def rough_fields(count, n, scale=1.0):
                     .roll((n // 16 + 1, n // 16 + 1), (-2, -1)))
 
 
-def test_choose_precision_follows_the_data():
-    policy, reason = choose_precision(rough_fields(8, 64), (16, 16))
-    assert policy == Precision("half", "float16") and "discretisation error" in reason
-    overflowing = rough_fields(8, 64, scale=1e4)  # 64 × 1.2e5 overflows float16
-    assert choose_precision(overflowing, (16, 16))[0] == Precision("half", "bfloat16")
+def test_choose_precision_follows_the_data_and_the_model():
+    rough = rough_fields(8, 64)
+    policy, reason = choose_precision(rough, (16, 16))
+    assert policy == Precision("mixed", "float16") and "discretisation error" in reason
+    model = mpno.NormalizedOperator(mpno.FNO(1, 1, (16, 16), hidden_channels=8, n_layers=2),
+                                    mpno.UnitGaussianNormalizer.fit(rough.float()))
+    policy, reason = choose_precision(rough, (16, 16), model=model)
+    assert policy == Precision("mixed", "float16") and "the model's output error" in reason
+    overflowing = rough_fields(8, 64, scale=1e4)  # coefficients up to 1.2e5 overflow float16
+    assert choose_precision(overflowing, (16, 16))[0] == Precision("mixed", "bfloat16")
     # Band-limited data: coarsening loses nothing, so only their float32 storage rounding
     # is carried, and any half rounding of generic coefficients would dominate.
     smooth = bandlimited(2, 1, (64, 64), kmax=4)

@@ -36,11 +36,11 @@ def test_config_files_and_flags(files, tmp_path, capsys):
                       'precision = "full"\nbogus = 3\n')
     assert cli.main(["train", "--config", str(config), "--out", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
-    assert "run.toml: unknown option(s) bogus" in err and "Traceback" not in err
+    assert "run.toml: unknown option 'bogus'" in err and "Traceback" not in err
     config.write_text(config.read_text().replace("bogus = 3\n", ""))
     yaml_config = tmp_path / "run.yaml"
     yaml_config.write_text("epochs: 1\nwidth: 6\n")
-    assert RunConfig.from_file(yaml_config).width == 6
+    assert RunConfig.from_file(yaml_config).hidden_channels == 6  # an alias of the old name
     assert cli.main(["train", "--config", str(config), "--epochs", "2", "--out", str(tmp_path / "b"),
                      "--device", "cpu", "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["epochs"] == 2
@@ -52,7 +52,7 @@ def test_config_files_and_flags(files, tmp_path, capsys):
     ("tfno", "dense", mpno.TFNO, None), ("fno", "tucker", mpno.FNO, TuckerWeight),
 ])
 def test_factorization_names_build_the_same_weights_everywhere(model, factorization, kind, weight):
-    config = RunConfig(model=model, factorization=factorization, modes=[4], width=4, layers=1, rank=0.5)
+    config = RunConfig(model=model, factorization=factorization, n_modes=[4], hidden_channels=4, n_layers=1, rank=0.5)
     built = [operator_for(config, 1, 1, (4, 4)),
              BenchConfig(model, factorization, rank=0.5, width=4, modes=(4, 4), layers=1).build()]
     for operator in built:
@@ -74,3 +74,61 @@ def test_tfno_with_dense_factorization_from_the_command_line(files, tmp_path, ca
     assert cli.main(["train", "--data-train", str(files / "train.pt"), "--factorization", "svd",
                      "--out", str(tmp_path / "bad")]) == 2
     assert "factorization='svd' is not supported" in capsys.readouterr().err
+
+
+def test_predict_writes_predictions_with_and_without_targets(files, tmp_path, capsys):
+    import h5py
+
+    from mpno.run.experiment import train
+    from reference import quiet, tiny_config
+
+    train(tiny_config(files, tmp_path / "run", epochs=1), log=quiet)
+    best = str(tmp_path / "run" / "best.pt")
+    assert cli.main(["predict", best, str(files / "test32.pt"), "--out", str(tmp_path / "p.h5"), "--json",
+                     "-q"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    data = torch.load(files / "test32.pt")
+    model = mpno.load_model(best)
+    with h5py.File(tmp_path / "p.h5") as f, torch.no_grad():
+        assert torch.allclose(torch.from_numpy(f["prediction"][:]), model(data["x"]), atol=1e-6)
+        assert torch.allclose(torch.from_numpy(f["error"][:]), model(data["x"]) - data["y"], atol=1e-6)
+        assert report["relative_l2"] == pytest.approx(float(f["relative_l2"][:].mean()), rel=1e-6)
+    assert report["samples"] == 8 and report["grid"] == [32, 32] and report["samples_per_second"] > 0
+    torch.save({"x": data["x"][:3]}, tmp_path / "inputs.pt")
+    assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "q.h5"),
+                     "--precision", "full", "-q"]) == 0
+    assert "3 predictions at 32×32 in full" in capsys.readouterr().out
+    with h5py.File(tmp_path / "q.h5") as f:
+        assert set(f) == {"prediction"} and f.attrs["precision"] == "full"
+    assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "q.txt")]) == 2
+    assert "give a .h5 path" in capsys.readouterr().err
+
+
+def test_flags_and_config_agree(capsys):
+    import dataclasses
+
+    parser = cli.build_parser()
+    train = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("train"))
+    options = {option: action for action in train._actions for option in action.option_strings}
+    for spec in dataclasses.fields(RunConfig):
+        flag = "--" + spec.name.replace("_", "-")
+        assert flag in options, flag
+        default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
+        assert f"(default: {shown})" in options[flag].help, flag
+    for alias in ("--modes", "--width", "--layers"):
+        assert alias in options
+
+
+def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):
+    for rank, expected in (("8", 8), ("0.05", 0.05)):
+        assert cli.main(["train", "--model", "tfno", "--factorization", "cp", "--rank", rank, "--width", "6",
+                         "--n-modes", "4", "--print-config"]) == 0
+        config = tmp_path / "printed.yaml"
+        config.write_text(capsys.readouterr().out)
+        loaded = RunConfig.from_file(config)
+        assert loaded.rank == expected and type(loaded.rank) is type(expected) and loaded.hidden_channels == 6
+        built = operator_for(loaded, 1, 1, (4, 4)).blocks[0].conv.factorized
+        direct = mpno.TFNO(1, 1, (4, 4), hidden_channels=6, factorization="cp", rank=expected).blocks[0].conv.factorized
+        assert built.ranks == direct.ranks
+    assert built.ranks != (8,)  # the fraction and the int give different ranks

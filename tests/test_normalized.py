@@ -46,7 +46,7 @@ def test_load_model_gives_the_numbers_evaluate_gives(files, tmp_path):
     data = torch.load(files / "test32.pt")
     with torch.no_grad():
         prediction = model(data["x"])
-    expected = evaluate_checkpoint(str(path), [str(files / "test32.pt")], device="cpu")["test32.pt"]
+    expected = evaluate_checkpoint(str(path), [str(files / "test32.pt")], device="cpu")["test"]["test32.pt"]
     for name, value in expected.items():
         assert losses.build(name)(prediction, data["y"]).item() == pytest.approx(value, rel=1e-6)
 

@@ -12,14 +12,15 @@ from mpno.precision import Precision, PrecisionSchedule
 from mpno.run import checkpoint, cli
 from mpno.run.config import RunConfig
 from mpno.run.experiment import evaluate_checkpoint, open_data, operator_for, train, trainer_for
-from mpno.run.trainer import Trainer
+from mpno.precision import UNIT_ROUNDOFF
+from mpno.run.trainer import SWITCH_WARNING, Trainer
 from reference import CUDA, quiet, smooth_pairs, tiny_config
 
 
 def test_schedule_switches_at_the_right_epochs(files, tmp_path):
-    summary = train(tiny_config(files, tmp_path / "run"), log=quiet)
+    summary = train(tiny_config(files, tmp_path / "run", precision="schedule"), log=quiet)
     modes = [(h["epoch"], h["policy"]["mode"]) for h in summary["precision_history"]]
-    assert modes == [(0, "half"), (1, "mixed"), (3, "full")]  # 25% / 50% / 25% of 4 epochs
+    assert modes == [(1, "half"), (2, "mixed"), (4, "full")]  # 25% / 50% / 25% of 4 epochs
     rows = (tmp_path / "run" / "metrics.csv").read_text().splitlines()
     assert [r.split(",")[1].split("/")[0] for r in rows[1:]] == ["half", "mixed", "mixed", "full"]
     assert PrecisionSchedule.parse("schedule").starts(8) == [0, 2, 6]
@@ -92,7 +93,7 @@ def test_full_precision_failure_stops_with_advice(files, tmp_path):
 
 
 def test_resume_reaches_the_same_weights(files, tmp_path, monkeypatch):
-    whole = train(tiny_config(files, tmp_path / "whole"), log=quiet)
+    whole = train(tiny_config(files, tmp_path / "whole", precision="schedule"), log=quiet)
     original = Trainer.train_epoch
 
     def killed_after_two(self, epoch):
@@ -102,7 +103,7 @@ def test_resume_reaches_the_same_weights(files, tmp_path, monkeypatch):
 
     monkeypatch.setattr(Trainer, "train_epoch", killed_after_two)
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(files, tmp_path / "parts"), log=quiet)
+        train(tiny_config(files, tmp_path / "parts", precision="schedule"), log=quiet)
     monkeypatch.setattr(Trainer, "train_epoch", original)
     assert checkpoint.load(tmp_path / "parts" / "checkpoint.pt")["epoch"] == 2
     resumed = train(RunConfig(device="cpu"), resume=str(tmp_path / "parts"), log=quiet)
@@ -117,10 +118,11 @@ def test_resume_reaches_the_same_weights(files, tmp_path, monkeypatch):
 
 def test_evaluate_reproduces_the_final_evaluation(files, tmp_path):
     summary = train(tiny_config(files, tmp_path / "run", epochs=2), log=quiet)
-    results = evaluate_checkpoint(str(tmp_path / "run" / "checkpoint.pt"),
-                                  [str(files / "test16.pt"), str(files / "test32.pt")], device="cpu")
-    for name in results:
-        for loss, value in results[name].items():
+    report = evaluate_checkpoint(str(tmp_path / "run" / "checkpoint.pt"),
+                                 [str(files / "test16.pt"), str(files / "test32.pt")], device="cpu")
+    assert report["grids"] == summary["grids"] and report["precision"] == summary["precision_history"][-1]["precision"]
+    for name in report["test"]:
+        for loss, value in report["test"][name].items():
             assert value == pytest.approx(summary["test"][name][loss], rel=1e-6)
 
 
@@ -148,8 +150,8 @@ def test_bad_input_gets_a_clear_error_and_nothing_is_overwritten(files, tmp_path
     (run / "checkpoint.pt").write_bytes(before[: len(before) // 2])
     assert cli.main(["train", "--resume", str(run)]) == 2
     assert "corrupt or truncated checkpoint" in capsys.readouterr().err
-    assert cli.main(["train", "--resume", str(run), "--epochs", "3"]) == 2
-    assert "drop --epochs" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(run), "--hidden-channels", "8"]) == 2
+    assert "drop --hidden-channels" in capsys.readouterr().err
 
 
 def test_weights_with_nan_are_never_saved(files, tmp_path):
@@ -176,9 +178,66 @@ def test_auto_precision_picks_from_the_data_audit_and_logs_why(files, tmp_path):
 def test_trainer_runs_the_schedule_on_cuda(tmp_path):
     x, y = smooth_pairs(16, 32, seed=1)
     torch.save({"x": x, "y": y}, tmp_path / "train.pt")
-    config = RunConfig(data_train=str(tmp_path / "train.pt"), modes=[8], width=16, layers=2, epochs=4,
+    config = RunConfig(data_train=str(tmp_path / "train.pt"), n_modes=[8], hidden_channels=16, n_layers=2, epochs=4, precision="schedule",
                        batch_size=4, device="cuda", out=str(tmp_path / "run"), tensorboard=False)
     summary = train(config, log=lambda message: None)
     assert [h["policy"]["mode"] for h in summary["precision_history"]] == ["half", "mixed", "full"]
     assert all(math.isfinite(v) for values in summary["test"].values() for v in values.values())
     assert summary["memory_kind"] == "CUDA peak allocated"
+
+
+def test_a_schedule_whose_phases_share_a_stabilizer_has_no_jump_at_the_switch(files, tmp_path):
+    messages = []
+    trainer = _trainer(files, tmp_path, precision="half/tanh:0.5,mixed/tanh:0.5", epochs=2)
+    trainer.log = messages.append
+    rows = [trainer.train_epoch(0), trainer.train_epoch(1)]
+    assert trainer.history[1]["precision"] == "mixed/float16/tanh" and "switch_change" not in rows[0]
+    # Same function: only the forward transform's rounding differs (a few float16 stages).
+    assert rows[1]["switch_change"] == trainer.history[1]["switch_change"] < 10 * UNIT_ROUNDOFF[torch.float16]
+    assert not messages
+    with torch.no_grad():  # activations of order 10, where tanh is far from the identity
+        trainer.model.operator.lifting.fc2.weight.mul_(20)
+    same = trainer.switch_change(Precision.from_string("half/tanh"), Precision.from_string("mixed/tanh"))
+    tanh_off = trainer.switch_change(Precision.from_string("half/tanh"), Precision("mixed"))
+    assert same < 10 * UNIT_ROUNDOFF[torch.float16] and tanh_off > max(100 * same, SWITCH_WARNING)
+    assert len(messages) == 1 and "expect the loss to jump" in messages[0]
+
+
+def test_resume_extends_a_finished_run_as_if_it_had_been_longer(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    train(tiny_config(files, run, epochs=2, precision="half:0.5,mixed:0.5"), log=quiet)
+    assert cli.main(["train", "--resume", str(run)]) == 2
+    assert "has finished its 2 epochs; pass --epochs N" in capsys.readouterr().err
+    assert cli.main(["train", "--resume", str(run), "--epochs", "2"]) == 2
+    assert "already trained 2 epochs" in capsys.readouterr().err
+    summary = train(RunConfig(device="cpu"), resume=str(run), epochs=4, log=quiet)
+    assert summary["epochs"] == 4 and checkpoint.load(run / "checkpoint.pt")["epoch"] == 4
+    assert json.loads((run / "config.json").read_text())["epochs"] == 4
+    rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
+    header = rows[0]
+    epochs = [int(r[header.index("epoch")]) for r in rows[1:]]
+    lrs = [float(r[header.index("lr")]) for r in rows[1:]]
+    assert epochs == [1, 2, 3, 4]
+    # The cosine rate of a 4-epoch run from epoch 3 on: lr·(1 + cos(π·2/4))/2, then lr·(1 + cos(3π/4))/2.
+    assert lrs[2:] == pytest.approx([5e-3 / 2, 5e-3 * (1 + math.cos(3 * math.pi / 4)) / 2])
+    # The precision phases of the 4-epoch schedule: epochs 3 and 4 are the mixed half.
+    assert [r[header.index("precision")] for r in rows[1:]] == ["half/float16/tanh", "mixed/float16",
+                                                                "mixed/float16", "mixed/float16"]
+
+
+def test_every_epoch_prints_a_line_when_output_is_not_a_terminal(files, tmp_path):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "mpno", "train", "--data-train", str(files / "train.pt"), "--n-modes", "4",
+               "--hidden-channels", "4", "--n-layers", "1", "--epochs", "2", "--device", "cpu",
+               "--out", str(tmp_path / "run")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[1] for line in lines] == ["1/2", "2/2"]
+    assert all("mixed/float16" in line and "train " in line and "l2 " in line and "lr " in line for line in lines)
+    assert "\r" not in done.stderr  # no progress bars in a log
+    quiet_run = subprocess.run(command[:-1] + [str(tmp_path / "quiet"), "-q"], capture_output=True, text=True,
+                               timeout=300)
+    assert quiet_run.returncode == 0 and "epoch 1/2" not in quiet_run.stderr

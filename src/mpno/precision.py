@@ -21,6 +21,7 @@ table, per device.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 
 import torch
@@ -90,7 +91,7 @@ class Precision:
         if isinstance(value, Precision):
             return value
         if isinstance(value, str):
-            return cls(mode=value)
+            return cls.from_string(value)
         if isinstance(value, dict):
             unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
             if unknown:
@@ -100,6 +101,22 @@ class Precision:
             f"precision={value!r} is not supported; give a Precision, a mode name "
             f"({', '.join(MODES)}) or a dict of Precision fields"
         )
+
+    @classmethod
+    def from_string(cls, text: str, dtype: str = "float16") -> "Precision":
+        """A policy from its printed form: ``"full"``, ``"mixed/bfloat16"``, ``"half/float16/tanh"``,
+        ``"mixed/float16/tanh"``, ``"half/no-stabilizer"``; ``dtype`` where the text names none."""
+        mode, *rest = text.strip().split("/")
+        fields = {"mode": mode, "dtype": dtype}
+        if rest and rest[0] in DTYPES:
+            fields["dtype"] = rest.pop(0)
+        if rest:
+            name = rest.pop(0)
+            fields["stabilizer"] = None if name in ("no-stabilizer", "none") else name
+        if rest:
+            raise ValueError(f"precision={text!r} is not a policy; write mode[/dtype][/stabilizer], "
+                             "e.g. 'mixed/bfloat16' or 'half/float16/tanh'")
+        return cls(**fields)
 
     def replace(self, **changes) -> "Precision":
         """A copy with some fields changed (``stabilizer`` re-defaults with the mode)."""
@@ -183,8 +200,10 @@ class PrecisionSchedule:
 
     @classmethod
     def parse(cls, value, dtype: str = "float16") -> "PrecisionSchedule":
-        """From a schedule, a policy, a mode name, ``"schedule"`` (the default recipe) or
-        a string such as ``"half:0.25,mixed:0.5,full:0.25"``; ``dtype`` applies to every phase."""
+        """From a schedule, a policy, a mode name, ``"schedule"`` (the paper's recipe) or a string
+        such as ``"half:0.25,mixed:0.5,full:0.25"`` or ``"half/tanh:0.5,mixed/tanh:0.5"``
+        (each phase a policy as :meth:`Precision.from_string` reads it); ``dtype`` applies to
+        every phase that names none."""
         if isinstance(value, PrecisionSchedule):
             return value
         if isinstance(value, Precision):
@@ -201,7 +220,9 @@ class PrecisionSchedule:
                 share = float(fraction) if fraction else 1.0
             except ValueError:
                 raise ValueError(f"precision={value!r}: {fraction!r} is not a fraction of epochs") from None
-            phases.append((share, Precision(mode=mode, dtype=dtype)))
+            if not math.isfinite(share) or share <= 0:
+                raise ValueError(f"precision={value!r}: {fraction!r} is not a positive fraction of epochs")
+            phases.append((share, Precision.from_string(mode, dtype)))
         return cls(tuple(phases))
 
     def starts(self, epochs: int) -> list[int]:

@@ -21,9 +21,10 @@ from . import measure, theory
 
 SAFE_RATIO = 1.0
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-#: Candidates of ``precision="auto"``, least precise first.
-CANDIDATES = (Precision("half", "float16"), Precision("half", "bfloat16"),
-              Precision("mixed", "float16"), Precision("mixed", "bfloat16"))
+#: Candidates of ``precision="auto"``, cheapest first. ``half`` is not one: its stabilizer changes the
+#: function the model computes and costs accuracy (docs/training.md, the accuracy matrix), while it
+#: saves no more memory than ``mixed``.
+CANDIDATES = (Precision("mixed", "float16"), Precision("mixed", "bfloat16"))
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -82,19 +83,34 @@ def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch
 
 
 def choose_precision(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch.device = "cpu",
-                     threshold: float = SAFE_RATIO) -> tuple[Precision, str]:
-    """The least precise policy whose transform of ``fields`` is safe, and why (``precision="auto"``)."""
+                     threshold: float = SAFE_RATIO, model: torch.nn.Module | None = None) -> tuple[Precision, str]:
+    """The cheapest policy that the data audit (and, given ``model``, the model audit) call safe, and why.
+
+    ``precision="auto"``: candidates are :data:`CANDIDATES` in order, then ``full``.
+    The model audit runs on up to 8 of ``fields`` when their grid allows it (even,
+    with n/2 ≥ the model's modes).
+    """
     fields = fields.double()
     _, disc = carried_error(fields, n_modes)
     on_device = fields.to(device)
+    operator = getattr(model, "operator", model)
+    audit_inputs = fields[:8] if model is not None and all(
+        n % 2 == 0 and n // 2 >= m for n, m in zip(fields.shape[2:], operator.n_modes)) else None
     for policy in CANDIDATES:
         error = measure.precision_error(on_device, n_modes, policy.half_dtype, mode=policy.mode)
         ratio = _ratio(error, disc)
-        if ratio <= threshold:
-            return policy, (f"{policy}: its transform error {error:.2e} is {ratio:.2g}× the data's "
-                            f"discretisation error {disc:.2e} (safe at ≤ {threshold:g}×)")
-    return Precision("full"), (f"full: even rounding the coefficients to half exceeds {threshold:g}× the data's "
-                               f"discretisation error {disc:.2e}")
+        if ratio > threshold:
+            continue
+        reason = (f"{policy}: its transform error {error:.2e} is {ratio:.2g}× the data's "
+                  f"discretisation error {disc:.2e} (safe at ≤ {threshold:g}×)")
+        if audit_inputs is None:
+            return policy, reason
+        audit = audit_model(model, audit_inputs.float(), policy, threshold)
+        if audit["safe"]:
+            return policy, reason + (f", and the model's output error {audit['precision_error']:.2e} is "
+                                     f"{audit['ratio']:.2g}× its discretisation error")
+    return Precision("full"), (f"full: no half policy keeps its rounding error within {threshold:g}× the "
+                               f"data's discretisation error {disc:.2e} (and the model's)")
 
 
 def _capture(model: torch.nn.Module, x: torch.Tensor) -> tuple[list[tuple[str, torch.Tensor]], torch.Tensor]:

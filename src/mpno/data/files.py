@@ -195,6 +195,17 @@ def _load_torch(path: Path):
                         f"({str(err).splitlines()[0]}); save a plain dict of tensors instead") from None
 
 
+def available_keys(path: str | os.PathLike) -> list[str]:
+    """The names of the arrays in a data file (``DataError`` if it cannot be read)."""
+    path = Path(path)
+    kind = file_kind(path)
+    if kind == "HDF5":
+        with h5py.File(path, "r") as f:
+            return list(f.keys())
+    data = _load_torch(path) if kind == "torch" else np.load(path, allow_pickle=False)
+    return list(data.keys()) if hasattr(data, "keys") else []
+
+
 def open_pairs(path: str | os.PathLike, x_key: str | None = None, y_key: str | None = None,
                spatial_dims: int = 2, time_in: int = 0, time_out: int = -1) -> FieldPairs:
     """The (input, output) pairs of a data file; raises ``DataError`` naming the file and the fix."""

@@ -1,9 +1,15 @@
-"""Run configuration: every option of ``mpno train``, from defaults, a TOML/YAML file and flags."""
+"""Run configuration: every option of ``mpno train``, declared once.
+
+Each field of :class:`RunConfig` declares its kind, range, help and aliases;
+``mpno train``'s flags, the checks of config files and their type coercion are
+all generated from these declarations, so they cannot drift apart.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,80 +19,100 @@ from ..nn.losses import LOSSES
 from ..nn.models import MODELS
 from ..precision import DTYPES, PrecisionSchedule
 
+#: Option kinds: how a value is read from a flag or a config file.
+KINDS = ("str", "int", "float", "number", "bool", "int_list", "str_list")
+
+
+def option(default, kind: str, help: str, *, choices=None, low=None, high=None, open_low: bool = False,
+           aliases: tuple = (), optional: bool = False, group: str = ""):
+    """A :class:`RunConfig` field with what the CLI and the file readers need to know about it.
+
+    ``kind`` is one of :data:`KINDS` (``number``: an int or a float); ``low``/``high``
+    bound numbers (``open_low``: strictly above ``low``); ``optional``: ``None`` is allowed.
+    """
+    metadata = {"kind": kind, "help": help, "choices": choices, "low": low, "high": high, "open_low": open_low,
+                "aliases": aliases, "optional": optional, "group": group}
+    if isinstance(default, list):
+        return field(default_factory=lambda: list(default), metadata=metadata)
+    return field(default=default, metadata=metadata)
+
 
 @dataclass
 class RunConfig:
     """Options of a training run. Field names are the CLI flags with ``_`` for ``-``."""
 
     # data (no data_train: the default example, a Darcy data set generated into the cache)
-    data_train: str | None = None
-    data_test: list[str] = field(default_factory=list)
-    test_fraction: float = 0.2  # held out of data_train when no data_test is given
-    n_train: int | None = None  # use only the first n training samples
-    x_key: str | None = None
-    y_key: str | None = None
-    spatial_dims: int = 2
-    time_in: int = 0
-    time_out: int = -1
+    data_train: str | None = option(None, "str", "training data file (.pt, .h5, .npz); default: the Darcy example",
+                                    optional=True, group="data")
+    data_test: list[str] = option([], "str_list", "test data files, repeatable (e.g. one per resolution); default: "
+                                  "test_fraction of the training file", group="data")
+    test_fraction: float = option(0.2, "float", "held out of data_train when no data_test is given",
+                                  low=0.0, high=1.0, open_low=True, group="data")
+    n_train: int | None = option(None, "int", "use only the first N training samples", low=1, optional=True,
+                                 group="data")
+    x_key: str | None = option(None, "str", "input key in the data files", optional=True, group="data")
+    y_key: str | None = option(None, "str", "output key in the data files", optional=True, group="data")
+    spatial_dims: int = option(2, "int", "spatial dimensions of (N, C, *grid) arrays that do not say",
+                               low=1, high=3, group="data")
+    time_in: int = option(0, "int", "time series (PDEBench): the input snapshot", group="data")
+    time_out: int = option(-1, "int", "time series (PDEBench): the output snapshot", group="data")
     # model
-    model: str = "fno"
-    modes: list[int] = field(default_factory=lambda: [12])
-    width: int = 32
-    layers: int = 4
-    factorization: str | None = None  # None: the model's default (dense for fno, tucker for tfno)
-    rank: float = 0.05
-    channel_mlp: bool = True
-    domain_padding: float = 0.0
+    model: str = option("fno", "str", "the operator", choices=tuple(MODELS), group="model")
+    n_modes: list[int] = option([12], "int_list", "kept modes: one value, or one per spatial dimension",
+                                low=1, aliases=("modes",), group="model")
+    hidden_channels: int = option(32, "int", "width of the Fourier layers", low=1, aliases=("width",), group="model")
+    n_layers: int = option(4, "int", "Fourier layers", low=1, aliases=("layers",), group="model")
+    factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno)",
+                                       choices=FACTORIZATIONS, optional=True, group="model")
+    rank: float | int = option(0.05, "number", "factorised weights: a fraction of the dense parameters in (0, 1], "
+                               "or an int rank", low=0.0, open_low=True, group="model")
+    channel_mlp: bool = option(True, "bool", "a channel MLP in each Fourier layer", group="model")
+    domain_padding: float = option(0.0, "float", "zero-pad this fraction of each dimension (non-periodic problems)",
+                                   low=0.0, high=1.0, group="model")
     # precision
-    precision: str = "schedule"
-    dtype: str = "float16"
-    nonfinite_patience: int = 5
+    precision: str = option("mixed", "str", "full, amp, mixed (default), half, schedule (the paper's "
+                            "half:0.25,mixed:0.5,full:0.25), auto (the cheapest mode the data and model audits "
+                            "call safe) or a schedule such as 'half/tanh:0.5,mixed/tanh:0.5'", group="precision")
+    dtype: str = option("float16", "str", "the half dtype", choices=tuple(DTYPES), group="precision")
+    nonfinite_patience: int = option(5, "int", "consecutive non-finite steps before the precision is raised",
+                                     low=1, group="precision")
     # optimisation
-    epochs: int = 30
-    batch_size: int = 32
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    optimizer: str = "adamw"
-    scheduler: str = "cosine"
-    step_size: int = 10
-    gamma: float = 0.5
-    grad_clip: float | None = None
-    loss: str = "l2"
-    eval_losses: list[str] = field(default_factory=lambda: ["l2", "h1"])
-    periodic: bool = True
+    epochs: int = option(30, "int", "epochs", low=1, group="optimisation")
+    batch_size: int = option(32, "int", "batch size (per process under torchrun)", low=1, group="optimisation")
+    lr: float = option(2e-3, "float", "learning rate", low=0.0, open_low=True, group="optimisation")
+    weight_decay: float = option(1e-4, "float", "weight decay", low=0.0, group="optimisation")
+    optimizer: str = option("adamw", "str", "optimizer", choices=("adam", "adamw"), group="optimisation")
+    scheduler: str = option("cosine", "str", "learning-rate schedule", choices=("cosine", "step", "none"),
+                            group="optimisation")
+    step_size: int = option(10, "int", "step scheduler: epochs between decays", low=1, group="optimisation")
+    gamma: float = option(0.5, "float", "step scheduler: decay factor", low=0.0, high=1.0, open_low=True,
+                          group="optimisation")
+    grad_clip: float | None = option(None, "float", "clip the gradient norm to this value", low=0.0, open_low=True,
+                                     optional=True, group="optimisation")
+    loss: str = option("l2", "str", "training loss: relative L2, relative H1 or MSE", choices=LOSSES,
+                       group="optimisation")
+    eval_losses: list[str] = option(["l2", "h1"], "str_list", "evaluation losses", choices=LOSSES,
+                                    group="optimisation")
+    periodic: bool = option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation")
     # run
-    device: str = "auto"
-    dist_backend: str = "auto"  # under torchrun: nccl on CUDA, gloo on the CPU
-    seed: int = 0
-    out: str | None = None
-    tensorboard: bool = True
-    in_memory_limit_gb: float = 2.0
+    device: str = option("auto", "str", "auto, cpu, cuda or cuda:N", group="run")
+    dist_backend: str = option("auto", "str", "under torchrun: nccl on CUDA, gloo on the CPU",
+                               choices=("auto", "nccl", "gloo"), group="run")
+    seed: int = option(0, "int", "random seed", low=0, group="run")
+    out: str | None = option(None, "str", "run directory (default: runs/<date-time>)", optional=True, group="run")
+    tensorboard: bool = option(True, "bool", "also log to TensorBoard when it is installed", group="run")
+    in_memory_limit_gb: float = option(2.0, "float", "data sets up to this size are loaded into memory; larger "
+                                       "ones are read lazily", low=0.0, group="run")
 
     def validate(self) -> "RunConfig":
-        """Raise ``ValueError`` naming the option for values out of range."""
-        choices = {
-            "model": tuple(MODELS), "dtype": tuple(DTYPES), "optimizer": ("adam", "adamw"),
-            "scheduler": ("cosine", "step", "none"), "loss": LOSSES,
-            "factorization": (None, *FACTORIZATIONS),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ValueError(f"{name}={getattr(self, name)!r} is not supported; allowed: "
-                                 + ", ".join(repr(a) for a in allowed))
+        """Raise ``ValueError`` naming the option for values of the wrong kind or out of range."""
+        for spec in dataclasses.fields(self):
+            setattr(self, spec.name, coerce(spec, getattr(self, spec.name)))
         if self.precision not in ("auto", "schedule"):
             PrecisionSchedule.parse(self.precision, self.dtype)  # raises naming the bad part
-        for name in self.eval_losses:
-            if name not in LOSSES:
-                raise ValueError(f"eval_losses: {name!r} is not supported; allowed: {', '.join(LOSSES)}")
-        for name in ("epochs", "batch_size", "width", "layers", "nonfinite_patience"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)!r} must be a positive int")
-        if not self.modes or any(not isinstance(m, int) or m < 1 for m in self.modes):
-            raise ValueError(f"modes={self.modes!r} must be positive ints (one, or one per spatial dim)")
-        if not 0.0 < self.test_fraction < 1.0:
-            raise ValueError(f"test_fraction={self.test_fraction!r} must lie in (0, 1)")
-        if self.lr <= 0:
-            raise ValueError(f"lr={self.lr!r} must be positive")
+        if isinstance(self.rank, float) and self.rank > 1:
+            raise ValueError(f"rank={self.rank!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
+                             "give an int for an explicit rank")
         return self
 
     def to_dict(self) -> dict:
@@ -97,12 +123,19 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        clean = {key.replace("-", "_"): value for key, value in values.items()}
-        unknown = sorted(set(clean) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown option(s) {', '.join(unknown)}; "
-                             f"known options: {', '.join(sorted(known))}")
+        """Options from a dict (a config file, a checkpoint): names or aliases, ``-`` or ``_``,
+        values coerced to each option's kind."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        names = {alias: f.name for f in fields.values() for alias in f.metadata["aliases"]}
+        clean = {}
+        for key, value in values.items():
+            name = names.get(key.replace("-", "_"), key.replace("-", "_"))
+            if name not in fields:
+                raise ValueError(f"{source}: unknown option {key!r}; known options: {', '.join(sorted(fields))}")
+            try:
+                clean[name] = coerce(fields[name], value)
+            except ValueError as err:
+                raise ValueError(f"{source}: {err}") from None
         return cls(**clean)
 
     @classmethod
@@ -132,3 +165,84 @@ class RunConfig:
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a table of options at the top level")
         return cls.from_dict(values, source=str(path))
+
+    def to_yaml(self) -> str:
+        """The options as YAML that :meth:`from_file` reads back (``--print-config``)."""
+        import yaml
+
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+def _scalar(spec: dataclasses.Field, value, kind: str):
+    """``value`` as one item of ``kind`` (``int``, ``float``, ``number``, ``str``, ``bool``), or ``ValueError``."""
+    name = spec.name
+    if kind == "bool":
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise ValueError(f"{name}={value!r} is not supported; give true or false")
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ValueError(f"{name}={value!r} is not supported; give a string")
+        return value
+    if isinstance(value, bool):
+        raise ValueError(f"{name}={value!r} is not supported; give a number")
+    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; a flag is always a string
+        try:
+            value = float(value) if kind == "float" or any(c in value for c in ".eE") or "inf" in value.lower() \
+                or "nan" in value.lower() else int(value)
+        except ValueError:
+            raise ValueError(f"{name}={value!r} is not a number") from None
+    if kind == "int":
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise ValueError(f"{name}={value!r} is not supported; give an int")
+    elif kind == "float":
+        if not isinstance(value, (int, float)):
+            raise ValueError(f"{name}={value!r} is not supported; give a number")
+        value = float(value)
+    elif not isinstance(value, (int, float)):
+        raise ValueError(f"{name}={value!r} is not supported; give a number")
+    return value
+
+
+def _check_range(spec: dataclasses.Field, value) -> None:
+    meta = spec.metadata
+    if isinstance(value, str):
+        if meta["choices"] and value not in meta["choices"]:
+            raise ValueError(f"{spec.name}={value!r} is not supported; allowed: "
+                             + ", ".join(repr(c) for c in meta["choices"]))
+        return
+    if isinstance(value, bool):
+        return
+    if not math.isfinite(value):
+        raise ValueError(f"{spec.name}={value!r} must be a finite number")
+    low, high = meta["low"], meta["high"]
+    too_low = low is not None and (value <= low if meta["open_low"] else value < low)
+    if too_low or (high is not None and value > high):
+        lower = "" if low is None else f"{'>' if meta['open_low'] else '≥'} {low:g}"
+        upper = "" if high is None else f"≤ {high:g}"
+        raise ValueError(f"{spec.name}={value!r} is out of range; it must be {' and '.join(filter(None, (lower, upper)))}")
+
+
+def coerce(spec: dataclasses.Field, value):
+    """``value`` converted to the kind ``spec`` declares and checked against its range and choices."""
+    meta = spec.metadata
+    if value is None:
+        if meta["optional"]:
+            return None
+        raise ValueError(f"{spec.name} needs a value")
+    kind = meta["kind"]
+    if kind.endswith("_list"):
+        items = value if isinstance(value, (list, tuple)) else [value]  # TOML modes = 8, data_test = "file"
+        if not items and spec.name != "data_test":
+            raise ValueError(f"{spec.name} needs at least one value")
+        items = [_scalar(spec, item, kind.removesuffix("_list")) for item in items]
+        for item in items:
+            _check_range(spec, item)
+        return items
+    value = _scalar(spec, value, kind)
+    _check_range(spec, value)
+    return value

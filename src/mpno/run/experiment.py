@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import torch
+from tqdm.auto import tqdm
 
 from ..bounds import audit_data, audit_model, choose_precision
 from ..checks import modes_per_dim
@@ -69,7 +70,7 @@ def _dataset(path: str, config: RunConfig) -> OperatorDataset:
 
 
 def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
-    return modes_per_dim(config.modes, spatial_dims)
+    return modes_per_dim(config.n_modes, spatial_dims)
 
 
 def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
@@ -108,7 +109,7 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
 def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes) -> FNO:
     """The operator ``config`` describes, for data of these channels and modes."""
     return build_operator(config.model, in_channels, out_channels, n_modes, factorization=config.factorization,
-                          hidden_channels=config.width, n_layers=config.layers, channel_mlp=config.channel_mlp,
+                          hidden_channels=config.hidden_channels, n_layers=config.n_layers, channel_mlp=config.channel_mlp,
                           domain_padding=config.domain_padding, rank=config.rank)
 
 
@@ -127,7 +128,7 @@ def optimizer_for(config: RunConfig, model: torch.nn.Module) -> tuple[torch.opti
 
 def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: OperatorDataset,
                 tests: dict[str, OperatorDataset], device: torch.device, run_dir: Path | None,
-                log: Callable[[str], None]) -> Trainer:
+                log: Callable[[str], None], progress: bool = True) -> Trainer:
     """A :class:`Trainer` assembled from ``config``: optimizer, scheduler, batches, schedule and losses."""
     context = distributed.current()
 
@@ -141,13 +142,14 @@ def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: Operato
                    eval_losses={name: losses.build(name, config.periodic) for name in config.eval_losses},
                    grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
                    run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
-                   log=log)
+                   log=log, progress=progress)
 
 
-def _choose_precision(config: RunConfig, train_set: OperatorDataset, device: torch.device) -> tuple[str, str, str]:
-    """``precision="auto"``: audit (up to 64) training inputs; the least precise safe mode and dtype."""
+def _choose_precision(config: RunConfig, train_set: OperatorDataset, model: NormalizedOperator,
+                      device: torch.device) -> tuple[str, str, str]:
+    """``precision="auto"``: audit (up to 64) training inputs and the model; the cheapest safe mode and dtype."""
     fields = torch.stack([train_set[i][0] for i in range(min(64, len(train_set)))])
-    policy, reason = choose_precision(fields, modes_for(config, fields.ndim - 2), device)
+    policy, reason = choose_precision(fields, modes_for(config, fields.ndim - 2), device, model=model)
     return policy.mode, policy.dtype, reason
 
 
@@ -163,7 +165,7 @@ def make_run_dir(out: str | None, overwrite: bool) -> Path:
 
 
 def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    tqdm.write(message, file=sys.stderr)  # above any progress bar on a terminal
 
 
 def _on_main(context: distributed.Context, fn: Callable):
@@ -181,8 +183,15 @@ def _on_main(context: distributed.Context, fn: Callable):
 
 
 def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
-          log: Callable[[str], None] = _log) -> dict:
+          log: Callable[[str], None] = _log, epochs: int | None = None, progress: bool = True) -> dict:
     """Run (or resume) a training run; returns the summary (also written to ``summary.json``).
+
+    ``resume``: a run directory to continue from its last checkpoint (``config``
+    then gives only the device); ``epochs`` extends it to that many epochs, as if
+    the run had been configured with the new total from the start, from the
+    current epoch on (the precision schedule's phases and the learning-rate
+    schedule are recomputed for the new total). ``progress``: a line per epoch
+    through ``log`` and progress bars on a terminal.
 
     Under ``torchrun`` every process calls this: process 0 creates the run
     directory, generates missing default data, logs and writes files.
@@ -195,6 +204,13 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         state = checkpoint.load(run_dir / "checkpoint.pt")
         config = dataclasses.replace(RunConfig.from_dict(state["config"]), device=config.device,
                                      dist_backend=config.dist_backend)
+        done = state["epoch"]
+        if epochs is not None and epochs <= done:
+            raise ValueError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; give more to extend it")
+        if epochs is None and done >= config.epochs:
+            raise ValueError(f"{run_dir} has finished its {config.epochs} epochs; pass --epochs N (> {done}) to "
+                             "train it further, or test it with mpno evaluate")
+        config.epochs = epochs or config.epochs
     else:
         config.validate()
     device = resolve_device(config.device)
@@ -214,28 +230,30 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
 
         _on_main(context, check_and_generate)
         train_set, tests = open_data(config, log)
-        auto_reason = None
-        if config.precision == "auto":
-            config.precision, config.dtype, auto_reason = _on_main(
-                context, lambda: _choose_precision(config, train_set, device))
-            log(f"precision=auto chose {auto_reason}")
-        if state is None and context.main:
-            config.save(run_dir / "config.json")
         torch.manual_seed(config.seed)
         x_shape, y_shape = train_set.shapes
         operator = operator_for(config, x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1))
         normalizers = (UnitGaussianNormalizer.fit(x for x, _ in train_set),
                        UnitGaussianNormalizer.fit(y for _, y in train_set))
         model = NormalizedOperator(operator, *normalizers).to(device)
-        trainer = trainer_for(config, model, train_set, tests, device, run_dir, log)
+        auto_reason = None
+        if config.precision == "auto":
+            config.precision, config.dtype, auto_reason = _on_main(
+                context, lambda: _choose_precision(config, train_set, model, device))
+            log(f"precision=auto chose {auto_reason}")
+        if state is None and context.main:
+            config.save(run_dir / "config.json")
+        trainer = trainer_for(config, model, train_set, tests, device, run_dir, log, progress)
         if state is not None:
             trainer.load_state(state)
+            if epochs is not None:
+                trainer.extend(epochs)
+                if context.main:
+                    config.save(run_dir / "config.json")
             log(f"resuming {run_dir} at epoch {trainer.epoch + 1} of {config.epochs}")
         start = time.perf_counter()
         results = trainer.fit()
         seconds = time.perf_counter() - start
-        if not results:  # resumed a finished run
-            results = trainer.evaluate()
         summary = {
             "test": results, "grids": {name: list(test.shapes[0][1:]) for name, test in tests.items()},
             "epochs": config.epochs, "seconds": seconds,
@@ -268,25 +286,43 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
         plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
 
 
-def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_size: int | None = None) -> dict:
-    """Test errors of a saved model on data files, in the precision it was saved in:
-    ``{file: {loss: value}}``. The data are read with the run's options (keys, time steps)."""
-    device_ = resolve_device(device)
+def checkpoint_model(path: str, device: torch.device, precision: str | None) -> tuple[NormalizedOperator, RunConfig]:
+    """A saved model on ``device`` in ``precision`` (default: as saved), and its run's options."""
     state = checkpoint.load(path)
-    model = checkpoint.model_from_state(state, path).to(device_)
-    config = RunConfig.from_dict(state.get("config", {}))
+    model = checkpoint.model_from_state(state, path).to(device)
+    if precision:
+        model.set_precision(Precision.parse(precision))
+    return model, RunConfig.from_dict(state.get("config", {}))
+
+
+def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator) -> OperatorDataset:
+    """``file`` read with the run's options, checked against the model's channels and dimensions."""
+    dataset = _dataset(file, config)
+    x_shape, _ = dataset.shapes
     operator = model.operator
-    batches = {}
+    if x_shape[0] != operator.in_channels or len(x_shape) - 1 != len(operator.n_modes):
+        raise DataError(f"{dataset.path}: samples of shape {x_shape} do not fit the model "
+                        f"({operator.in_channels} input channels, {len(operator.n_modes)} spatial dims); "
+                        "check --x-key and the file")
+    return dataset
+
+
+def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_size: int | None = None,
+                        precision: str | None = None, x_key: str | None = None, y_key: str | None = None) -> dict:
+    """Test errors of a saved model on data files: ``{"test": {file: {loss: value}}, "grids": ...,
+    "precision": ...}``, in the precision it was saved in (or ``precision``). The files are read
+    with the run's options (keys, time steps), or ``x_key``/``y_key``."""
+    device_ = resolve_device(device)
+    model, config = checkpoint_model(path, device_, precision)
+    config.x_key, config.y_key = x_key or config.x_key, y_key or config.y_key
+    batches, grids = {}, {}
     for file in data:
-        test = _dataset(file, config)
-        x_shape, _ = test.shapes
-        if x_shape[0] != operator.in_channels or len(x_shape) - 1 != len(operator.n_modes):
-            raise DataError(f"{test.path}: samples of shape {x_shape} do not fit the model "
-                            f"({operator.in_channels} input channels, {len(operator.n_modes)} spatial dims)")
+        test = checked_dataset(file, config, model)
         batches[Path(file).name] = batches_for(test, batch_size or config.batch_size, device_,
                                                config.in_memory_limit_gb, Path(file).name)
+        grids[Path(file).name] = list(test.shapes[0][1:])
     eval_losses = {name: losses.build(name, config.periodic) for name in config.eval_losses}
-    return evaluate(model, batches, eval_losses)
+    return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision)}
 
 
 def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int] | None = None,

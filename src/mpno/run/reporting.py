@@ -120,18 +120,35 @@ def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path:
     _save(fig, path, dpi=100)
 
 
+def epoch_line(row: dict, epochs: int) -> str:
+    """One line per epoch: precision, train loss, each test metric, learning rate, seconds, skipped steps."""
+    tests = "  ".join(f"{key} {value:.4f}" for key, value in row.items() if "/" in key)
+    line = (f"epoch {row['epoch']}/{epochs}  {row['precision']}  train {row['train_loss']:.4f}  {tests}  "
+            f"lr {row['lr']:.2e}  {row['seconds']:.1f} s")
+    if row["skipped_steps"]:
+        line += f"  skipped {row['skipped_steps']} steps"
+    if "switch_change" in row:
+        line += f"  (switch changed the output by {row['switch_change']:.1e})"
+    return line
+
+
+def results_table(test: dict[str, dict[str, float]], grids: dict[str, list[int]]) -> str:
+    """Test errors per data set and loss, with each set's grid."""
+    losses = sorted({name for values in test.values() for name in values})
+    width = max([len("test set")] + [len(name) for name in test])
+    lines = [f"{'test set':<{width}}  {'grid':>9}  " + "  ".join(f"{name:>8}" for name in losses)]
+    for name, values in test.items():
+        grid = "×".join(str(n) for n in grids.get(name, []))
+        lines.append(f"{name:<{width}}  {grid:>9}  " + "  ".join(f"{values.get(loss, math.nan):>8.4f}" for loss in losses))
+    return "\n".join(lines)
+
+
 def summary_table(summary: dict) -> str:
     """The final table: test errors per data set, time, peak memory, precision history."""
-    losses = sorted({name for values in summary["test"].values() for name in values})
-    width = max([len("test set")] + [len(name) for name in summary["test"]])
-    lines = [f"{'test set':<{width}}  {'grid':>9}  " + "  ".join(f"{name:>8}" for name in losses)]
-    for name, values in summary["test"].items():
-        grid = "×".join(str(n) for n in summary.get("grids", {}).get(name, []))
-        lines.append(f"{name:<{width}}  {grid:>9}  " + "  ".join(f"{values.get(loss, math.nan):>8.4f}" for loss in losses))
-    lines.append("")
+    lines = [results_table(summary["test"], summary.get("grids", {})), ""]
     lines.append(f"epochs {summary['epochs']}, {summary['seconds']:.1f} s, "
                  f"peak memory {summary['peak_memory_bytes'] / 2**20:.0f} MiB ({summary['memory_kind']})")
-    lines.append("precision: " + " → ".join(f"{h['precision']} (epoch {h['epoch'] + 1}"
+    lines.append("precision: " + " → ".join(f"{h['precision']} (epoch {h['epoch']}"
                                              + (f", {h['reason']})" if h["reason"] != "schedule" else ")")
                                              for h in summary["precision_history"]))
     if summary.get("run_dir"):

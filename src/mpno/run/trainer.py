@@ -15,7 +15,11 @@ from ..nn.normalized import NormalizedOperator
 from ..precision import SAFER, Precision, PrecisionSchedule, at_least
 from . import checkpoint, distributed, profiling
 from .evaluation import evaluate
-from .reporting import MetricsLog
+from .reporting import MetricsLog, epoch_line
+
+
+#: A switch between precision phases that changes the output by more than this (relative) is warned about.
+SWITCH_WARNING = 1e-2
 
 
 class TrainingError(RuntimeError):
@@ -51,7 +55,8 @@ class Trainer:
         run_dir: where checkpoints and metrics go (``None``: nothing is written).
         extra_state: saved in every checkpoint beside the trainer's own state.
         tensorboard: also write TensorBoard scalars (when it is installed).
-        log: receives one line per notable event.
+        log: receives one line per epoch (with ``progress``) and per notable event.
+        progress: a line per epoch through ``log``, and progress bars on a terminal.
 
     Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``; call
     :meth:`close` before leaving the process group.
@@ -61,14 +66,15 @@ class Trainer:
                  loss: Callable, schedule: PrecisionSchedule | Precision | str = "full", scheduler=None,
                  test_batches: dict | None = None, eval_losses: dict | None = None, grad_clip: float | None = None,
                  nonfinite_patience: int = 5, seed: int = 0, run_dir: Path | None = None,
-                 extra_state: dict | None = None, tensorboard: bool = False, log: Callable[[str], None] = print):
+                 extra_state: dict | None = None, tensorboard: bool = False, log: Callable[[str], None] = print,
+                 progress: bool = True):
         self.model, self.optimizer, self.train_batches, self.epochs, self.loss = \
             model, optimizer, train_batches, epochs, loss
         self.schedule = PrecisionSchedule.parse(schedule)
         self.scheduler = scheduler or torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
         self.test_batches, self.eval_losses = test_batches or {}, eval_losses or {}
         self.grad_clip, self.nonfinite_patience, self.seed = grad_clip, nonfinite_patience, seed
-        self.run_dir, self.extra_state = run_dir, extra_state or {}
+        self.run_dir, self.extra_state, self.progress = run_dir, extra_state or {}, progress
         self.device = next(model.parameters()).device
         self.context = distributed.current()
         self.log = log if self.context.main else (lambda message: None)
@@ -84,6 +90,20 @@ class Trainer:
         self.history: list[dict] = []
         self.best = {"value": math.inf, "epoch": -1}
         self.metrics = MetricsLog(run_dir, tensorboard) if run_dir is not None and self.context.main else None
+
+    def extend(self, epochs: int) -> None:
+        """Train to ``epochs`` instead, as if configured so from the start, from the current epoch on.
+
+        The precision schedule's phases follow the new total; a cosine learning rate
+        moves to its value at this epoch of the longer schedule and decays to zero at
+        the new end.
+        """
+        self.epochs = epochs
+        if isinstance(self.scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+            self.scheduler.T_max = epochs
+            eta_min = self.scheduler.eta_min
+            for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+                group["lr"] = eta_min + (base - eta_min) * (1 + math.cos(math.pi * self.epoch / epochs)) / 2
 
     def close(self) -> None:
         """Release the ``DistributedDataParallel`` wrapper (before the process group is destroyed)."""
@@ -123,9 +143,9 @@ class Trainer:
             self.optimizer.step()
         return local.item()
 
-    def _record(self, epoch: int, step: int, policy: Precision, reason: str) -> None:
-        self.history.append({"epoch": epoch, "step": step, "precision": str(policy),
-                             "policy": dataclasses.asdict(policy), "reason": reason})
+    def _record(self, epoch: int, step: int, policy: Precision, reason: str, change: float | None = None) -> None:
+        self.history.append({"epoch": epoch + 1, "step": step, "precision": str(policy),
+                             "policy": dataclasses.asdict(policy), "reason": reason, "switch_change": change})
 
     def _escalate(self, epoch: int, step: int, policy: Precision) -> Precision:
         safer = SAFER[policy.mode]
@@ -145,16 +165,39 @@ class Trainer:
     def policy_for(self, epoch: int) -> Precision:
         return at_least(self.schedule.at(epoch, self.epochs), self.floor)
 
+    @torch.no_grad()
+    def switch_change(self, before: Precision, after: Precision) -> float:
+        """Relative change of the model's output on the first training batch from ``before`` to ``after``.
+
+        Rounding alone changes it by about the unit roundoff; a switch that turns a
+        stabilizer on or off changes the function, and the loss jumps (a warning is logged).
+        """
+        x, _, _ = next(iter(self.train_batches.iterate()))
+        self.model.eval()
+        outputs = []
+        for policy in (before, after):
+            self.model.set_precision(policy)
+            outputs.append(self.model(x).double())
+        change = ((outputs[1] - outputs[0]).norm() / outputs[0].norm()).item()
+        if change > SWITCH_WARNING:
+            self.log(f"switching from {before} to {after} changes the model's output by {change:.1%} on a training "
+                     "batch, more than rounding does (a stabilizer is turned on or off): expect the loss to jump; "
+                     "a schedule whose phases share a stabilizer, or precision 'mixed', avoids it")
+        return change
+
     def train_epoch(self, epoch: int) -> dict:
         policy = self.policy_for(epoch)
-        self.model.set_precision(policy)
+        change = None
         if not self.history or self.history[-1]["precision"] != str(policy):
-            self._record(epoch, 0, policy, "schedule")
+            if self.history:
+                change = self.switch_change(Precision(**self.history[-1]["policy"]), policy)
+            self._record(epoch, 0, policy, "schedule", change)
+        self.model.set_precision(policy)
         self.model.train()
         total, count, skipped = 0.0, 0, 0
         bar = tqdm(self.train_batches.iterate(seed=self.seed * 100_003 + epoch), total=len(self.train_batches),
                    desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
-                   disable=None if self.context.main else True)
+                   disable=self._bars_disabled())
         for step, (x, y, global_batch) in enumerate(bar):
             value = self.step(x, y, policy, global_batch)
             if value is None:
@@ -168,7 +211,10 @@ class Trainer:
             count += len(x)
             bar.set_postfix(loss=f"{value:.4f}", precision=str(policy))
         self.scheduler.step()
-        return {"precision": str(policy), "train_loss": total / count if count else math.nan, "skipped_steps": skipped}
+        row = {"precision": str(policy), "train_loss": total / count if count else math.nan, "skipped_steps": skipped}
+        if change is not None:
+            row["switch_change"] = change
+        return row
 
     def evaluate(self) -> dict[str, dict[str, float]]:
         """``{test set: {loss name: mean over samples}}`` in the model's current precision."""
@@ -178,11 +224,11 @@ class Trainer:
         """Train from :attr:`epoch` to :attr:`epochs`; returns the last epoch's evaluation."""
         results = {}
         epochs = range(self.epoch, self.epochs)
-        for epoch in tqdm(epochs, desc="training", unit="epoch", disable=None if self.context.main else True,
+        for epoch in tqdm(epochs, desc="training", unit="epoch", disable=self._bars_disabled(),
                           initial=self.epoch, total=self.epochs):
             start = time.perf_counter()
-            row = {"epoch": epoch + 1, **self.train_epoch(epoch)}
-            row["lr"] = self.optimizer.param_groups[0]["lr"]
+            lr = self.optimizer.param_groups[0]["lr"]
+            row = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": lr}
             results = self.evaluate()
             row["seconds"] = time.perf_counter() - start
             for name, values in results.items():
@@ -195,10 +241,19 @@ class Trainer:
                 if value < self.best["value"]:
                     self.best = {"value": value, "epoch": epoch + 1}
                     self.save("best.pt")
-            self.save("checkpoint.pt")
-            if self.metrics is not None:
+            if self.metrics is not None:  # before the checkpoint: a resume truncates it to the checkpoint's epoch
                 self.metrics.append(row)
+            self.save("checkpoint.pt")
+            if self.progress:
+                self.log(epoch_line(row, self.epochs))
+        if self.test_batches and not math.isfinite(self.best["value"]):
+            raise TrainingError(f"no epoch gave a finite test error (last: {results}); check the data for NaN or "
+                                "huge values, lower the learning rate, or train in higher precision")
         return results
+
+    def _bars_disabled(self) -> bool | None:
+        """Progress bars on a terminal only (``None``: tqdm decides), and only in process 0."""
+        return None if self.progress and self.context.main else True
 
     # -- checkpoints ----------------------------------------------------------------------
     def state(self) -> dict:
