@@ -14,7 +14,7 @@ from mpno.run.config import RunConfig
 from mpno.run.experiment import evaluate_checkpoint, open_data, operator_for, train, trainer_for
 from mpno.precision import UNIT_ROUNDOFF
 from mpno.run.trainer import SWITCH_WARNING, Trainer
-from reference import CUDA, quiet, smooth_pairs, tiny_config
+from reference import quiet, smooth_pairs, tiny_config
 
 
 def test_schedule_switches_at_the_right_epochs(files, tmp_path):

@@ -91,7 +91,11 @@ class FieldPairs:
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         fields = []
-        for key, raw in zip((self.x_key, self.y_key), self._raw(index)):
+        try:
+            raws = self._raw(index)
+        except UNREADABLE as err:  # a lazily read file that is damaged past its header
+            raise unreadable(self.path, err) from None
+        for key, raw in zip((self.x_key, self.y_key), raws):
             field = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw)
             field = field.to(torch.float32)
             if field.ndim == self.spatial_dims:
@@ -198,18 +202,41 @@ def _load_torch(path: Path):
 def available_keys(path: str | os.PathLike) -> list[str]:
     """The names of the arrays in a data file (``DataError`` if it cannot be read)."""
     path = Path(path)
-    kind = file_kind(path)
-    if kind == "HDF5":
-        with h5py.File(path, "r") as f:
-            return list(f.keys())
-    data = _load_torch(path) if kind == "torch" else np.load(path, allow_pickle=False)
+    try:
+        kind = file_kind(path)
+        if kind == "HDF5":
+            with h5py.File(path, "r") as f:
+                return list(f.keys())
+        data = _load_torch(path) if kind == "torch" else np.load(path, allow_pickle=False)
+    except DataError:
+        raise
+    except UNREADABLE as err:
+        raise unreadable(path, err) from None
     return list(data.keys()) if hasattr(data, "keys") else []
+
+
+#: What h5py, zipfile, numpy and torch raise on a truncated or corrupt file.
+UNREADABLE = (OSError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError)
+
+
+def unreadable(path: Path, err: Exception) -> DataError:
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return DataError(f"{path}: cannot be read ({reason}); the file is truncated or corrupt: regenerate, "
+                     "re-download or restore it")
 
 
 def open_pairs(path: str | os.PathLike, x_key: str | None = None, y_key: str | None = None,
                spatial_dims: int = 2, time_in: int = 0, time_out: int = -1) -> FieldPairs:
     """The (input, output) pairs of a data file; raises ``DataError`` naming the file and the fix."""
-    path = Path(path)
+    try:
+        return _open_pairs(Path(path), x_key, y_key, spatial_dims, time_in, time_out)
+    except DataError:
+        raise
+    except UNREADABLE as err:
+        raise unreadable(Path(path), err) from None
+
+
+def _open_pairs(path: Path, x_key, y_key, spatial_dims, time_in, time_out) -> FieldPairs:
     kind = file_kind(path)
     if kind == "HDF5":
         return _open_hdf5(path, x_key, y_key, spatial_dims, time_in, time_out)

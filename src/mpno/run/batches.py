@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from tqdm.auto import tqdm
 
-from ..data import OperatorDataset
+from ..data import DataError, OperatorDataset
 from . import distributed
 
 
@@ -47,8 +48,17 @@ class LazyBatches:
         shares = distributed.rank_batches(len(self.dataset), self.batch_size, seed, self.context)
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=[i.tolist() for i, _ in shares],
                                              num_workers=self.workers)
-        for (x, y), (_, total) in zip(loader, shares):
-            yield x.to(self.device), y.to(self.device), total
+        try:
+            for (x, y), (_, total) in zip(loader, shares):
+                yield x.to(self.device), y.to(self.device), total
+        except DataError as err:  # raised in a worker: keep its message, not the worker's traceback
+            last = str(err).strip().splitlines()[-1]
+            raise DataError(re.sub(r"^[\w.]*DataError: ", "", last)) from None
+
+    def check(self) -> None:
+        """Read every sample once, so that a bad one is reported before training starts."""
+        for _ in self.iterate():
+            pass
 
 
 def batches_for(dataset: OperatorDataset, batch_size: int, device: torch.device, limit_gb: float, desc: str,

@@ -10,6 +10,15 @@ import sys
 from .. import __version__
 
 
+def _print_json(value) -> None:
+    """``value`` as one line of valid JSON (non-finite numbers become null), the last line of stdout."""
+    import json
+
+    from .reporting import json_safe
+
+    print(json.dumps(json_safe(value), allow_nan=False))
+
+
 def _parse_setting(text: str) -> tuple[str, object]:
     key, sep, value = text.partition("=")
     if not sep:
@@ -112,8 +121,6 @@ def _add_train(commands) -> None:
 
 
 def _run_train(args) -> None:
-    import json
-
     from .config import RunConfig
     from .experiment import train
     from .reporting import summary_table
@@ -138,7 +145,7 @@ def _run_train(args) -> None:
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 reports
         print(summary_table(summary))
         if args.json:
-            print(json.dumps(summary))
+            _print_json(summary)
 
 
 def _add_evaluate(commands) -> None:
@@ -158,8 +165,6 @@ def _add_evaluate(commands) -> None:
 
 
 def _run_evaluate(args) -> None:
-    import json
-
     from .experiment import evaluate_checkpoint
     from .reporting import results_table
 
@@ -168,7 +173,7 @@ def _run_evaluate(args) -> None:
     print(results_table(report["test"], report["grids"]))
     print(f"precision: {report['precision']}")
     if args.json:
-        print(json.dumps(report))
+        _print_json(report)
 
 
 def _add_predict(commands) -> None:
@@ -190,12 +195,8 @@ def _add_predict(commands) -> None:
 
 
 def _run_predict(args) -> None:
-    import json
-
     from .predict import predict
 
-    if args.batch_size is not None and args.batch_size < 1:
-        raise ValueError(f"--batch-size {args.batch_size}: give a positive int")
     report = predict(args.checkpoint, args.data, args.out, args.precision, args.batch_size, args.device,
                      args.x_key, args.y_key, progress=not args.quiet)
     grid = "×".join(map(str, report["grid"]))
@@ -205,7 +206,7 @@ def _run_predict(args) -> None:
     print(f"{report['samples_per_second']:.1f} samples/s, peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB "
           f"({report['memory_kind']})")
     if args.json:
-        print(json.dumps(report))
+        _print_json(report)
 
 
 def _add_bounds(commands) -> None:
@@ -231,8 +232,6 @@ def _add_bounds(commands) -> None:
 
 
 def _run_bounds(args) -> None:
-    import json
-
     from .experiment import bounds_report
     from .reporting import bounds_table, plot_bounds
 
@@ -245,7 +244,7 @@ def _run_bounds(args) -> None:
         plot_bounds(report, Path(args.plot), title=f"{Path(args.data).name} ({args.field})")
         print(f"plot: {args.plot}")
     if args.json:
-        print(json.dumps(report))
+        _print_json(report)
 
 
 def _add_bench(commands) -> None:
@@ -273,7 +272,6 @@ def _add_bench(commands) -> None:
 
 def _run_bench(args) -> None:
     import dataclasses
-    import json
 
     from . import bench
     from ..checks import modes_per_dim
@@ -296,7 +294,7 @@ def _run_bench(args) -> None:
                        progress=lambda row: print(f"  {row['precision']}: done", file=sys.stderr, flush=True))
     print(bench.table(report))
     if args.json:
-        print(json.dumps(report))
+        _print_json(report)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError, TrainingError) as err:
+    except (ValueError, OSError, FloatingPointError, TrainingError) as err:  # OSError: unreadable, unwritable
         print(f"mpno {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -21,11 +20,11 @@ from ..nn import losses
 from ..nn.models import FNO, build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ..precision import Precision, PrecisionSchedule
-from . import checkpoint, distributed
-from .batches import batches_for
+from . import checkpoint, distributed, rundir
+from .batches import LazyBatches, batches_for
 from .config import RunConfig
 from .evaluation import evaluate
-from .reporting import MetricsLog, plot_curves, plot_samples
+from .reporting import MetricsLog, json_safe, plot_curves, plot_samples
 from .trainer import Trainer
 
 #: The default example: Darcy flow generated at 64², trained at 32², tested at 32² and 64².
@@ -95,15 +94,20 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
         if len(x_shape) != len(x_train) or x_shape[0] != x_train[0] or y_shape[0] != y_train[0]:
             raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
                             f"data's {x_train} → {y_train} (channels and spatial dims must agree)")
-        for i, (n, m) in enumerate(zip(x_shape[1:], modes)):
-            if n < m:
-                raise DataError(f"{test.path}: grid {x_shape[1:]} has {n} points along dim {i}, fewer than "
-                                f"the model's modes ({m}); test on a finer grid or lower --modes")
-    for i, (n, m) in enumerate(zip(x_train[1:], modes)):
-        if n < m:
-            raise DataError(f"{train.path}: grid {x_train[1:]} has {n} points along dim {i}, fewer than "
-                            f"--modes {m}; lower --modes")
+        _check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes")
+    _check_grid(train.path, x_train[1:], modes, "lower --n-modes")
     return train, tests
+
+
+def _check_grid(path, grid, modes, fix: str) -> None:
+    for i, (n, m) in enumerate(zip(grid, modes)):
+        if n < m:
+            hint = ""
+            if n <= 3:  # a channel axis read as a grid axis
+                hint = (f"; if the arrays are (N, C, *grid) with {len(grid) - 1} spatial dims, pass "
+                        f"--spatial-dims {len(grid) - 1}")
+            raise DataError(f"{path}: grid {tuple(grid)} has {n} points along dim {i}, fewer than the model's "
+                            f"modes ({m}); {fix}{hint}")
 
 
 def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes) -> FNO:
@@ -151,17 +155,6 @@ def _choose_precision(config: RunConfig, train_set: OperatorDataset, model: Norm
     fields = torch.stack([train_set[i][0] for i in range(min(64, len(train_set)))])
     policy, reason = choose_precision(fields, modes_for(config, fields.ndim - 2), device, model=model)
     return policy.mode, policy.dtype, reason
-
-
-def make_run_dir(out: str | None, overwrite: bool) -> Path:
-    run_dir = Path(out) if out else Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{run_dir} exists and is not empty; choose another --out, "
-                                  "resume it with --resume, or pass --overwrite to replace it")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
 
 
 def _log(message: str) -> None:
@@ -221,10 +214,19 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         torch.cuda.set_device(device)
     if not context.main:
         log = lambda message: None  # noqa: E731
+    lock = None
+
+    def open_run_directory() -> str:  # process 0 owns the directory and its lock
+        nonlocal lock
+        if resume:
+            lock = rundir.reopen(run_dir)
+            return str(run_dir)
+        path, lock = rundir.create(config.out, overwrite)
+        return str(path)
+
     try:
-        if not resume:
-            run_dir = Path(_on_main(context, lambda: str(make_run_dir(config.out, overwrite))))
-            config.out = str(run_dir)
+        run_dir = Path(_on_main(context, open_run_directory))
+        config.out = str(run_dir)
         def check_and_generate() -> None:  # process 0 first: it generates missing default data
             open_data(config, log)
 
@@ -244,6 +246,9 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         if state is None and context.main:
             config.save(run_dir / "config.json")
         trainer = trainer_for(config, model, train_set, tests, device, run_dir, log, progress)
+        for batches in trainer.test_batches.values():
+            if isinstance(batches, LazyBatches):  # read lazily: find bad samples now, not after an epoch
+                batches.check()
         if state is not None:
             trainer.load_state(state)
             if epochs is not None:
@@ -271,13 +276,15 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         distributed.barrier()
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         if owns_group:
             distributed.teardown()
 
 
 def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path) -> None:
     """``summary.json``, the loss curves and a few test samples of every test set."""
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     rows = MetricsLog(run_dir, tensorboard=False).rows()
     if rows:
         plot_curves(rows, run_dir / "curves.png")
@@ -286,13 +293,19 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
         plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
 
 
-def checkpoint_model(path: str, device: torch.device, precision: str | None) -> tuple[NormalizedOperator, RunConfig]:
-    """A saved model on ``device`` in ``precision`` (default: as saved), and its run's options."""
+def checkpoint_model(path: str, device: torch.device, precision: str | None,
+                     batch_size: int | None = None) -> tuple[NormalizedOperator, RunConfig]:
+    """A saved model on ``device`` in ``precision`` (default: as saved), and its run's options
+    (with ``batch_size`` if given)."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"--batch-size {batch_size}: give a positive int")
     state = checkpoint.load(path)
     model = checkpoint.model_from_state(state, path).to(device)
     if precision:
         model.set_precision(Precision.parse(precision))
-    return model, RunConfig.from_dict(state.get("config", {}))
+    config = RunConfig.from_dict(state.get("config", {}))
+    config.batch_size = batch_size or config.batch_size
+    return model, config
 
 
 def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator) -> OperatorDataset:
@@ -313,12 +326,12 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
     "precision": ...}``, in the precision it was saved in (or ``precision``). The files are read
     with the run's options (keys, time steps), or ``x_key``/``y_key``."""
     device_ = resolve_device(device)
-    model, config = checkpoint_model(path, device_, precision)
+    model, config = checkpoint_model(path, device_, precision, batch_size)
     config.x_key, config.y_key = x_key or config.x_key, y_key or config.y_key
     batches, grids = {}, {}
     for file in data:
         test = checked_dataset(file, config, model)
-        batches[Path(file).name] = batches_for(test, batch_size or config.batch_size, device_,
+        batches[Path(file).name] = batches_for(test, config.batch_size, device_,
                                                config.in_memory_limit_gb, Path(file).name)
         grids[Path(file).name] = list(test.shapes[0][1:])
     eval_losses = {name: losses.build(name, config.periodic) for name in config.eval_losses}
@@ -329,7 +342,14 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
                   samples: int = 64, field: str = "x", precision: str | None = None, device: str = "auto",
                   **open_kwargs) -> dict:
     """The data audit (and, with a model, the model audit) behind ``mpno bounds``."""
+    if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
+        raise ValueError(f"--samples {samples}: give a positive int")
+    if modes is not None and not all(isinstance(m, int) and m > 0 for m in modes):
+        raise ValueError(f"--modes {' '.join(map(str, modes))}: give positive ints")
     dataset = OperatorDataset(data, **{k: v for k, v in open_kwargs.items() if v is not None})
+    grid = dataset.shapes[0][1:]
+    if min(grid) < 4:
+        raise DataError(f"{data}: grid {tuple(grid)} is too coarse to audit; give at least 4 points per dimension")
     count = min(samples, len(dataset))
     pairs = [dataset[i] for i in range(count)]
     fields = torch.stack([x if field == "x" else y for x, y in pairs])

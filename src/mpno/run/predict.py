@@ -37,7 +37,7 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
     relative L2 error.
     """
     device_ = resolve_device(device)
-    model, config = checkpoint_model(checkpoint, device_, precision)
+    model, config = checkpoint_model(checkpoint, device_, precision, batch_size)
     config = dataclasses.replace(config, x_key=x_key or config.x_key, y_key=y_key or config.y_key)
     targets = _has_targets(data, config.x_key, config.y_key)
     if not targets:  # read the inputs as their own pair
@@ -46,7 +46,7 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5"):
         raise ValueError(f"--out {out}: predictions are written as HDF5; give a .h5 path")
-    batch = batch_size or config.batch_size
+    batch = config.batch_size
     count = len(dataset)
     loss = LpLoss(2)
     temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")

@@ -120,6 +120,17 @@ def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path:
     _save(fig, path, dpi=100)
 
 
+def json_safe(value):
+    """``value`` with every non-finite float replaced by ``None``: valid JSON (``json.dumps(..., allow_nan=False)``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
 def epoch_line(row: dict, epochs: int) -> str:
     """One line per epoch: precision, train loss, each test metric, learning rate, seconds, skipped steps."""
     tests = "  ".join(f"{key} {value:.4f}" for key, value in row.items() if "/" in key)

@@ -280,7 +280,8 @@ class Trainer:
             return
         state = self.state()
         if not checkpoint.all_finite(state["model"]):
-            raise TrainingError("the weights hold NaN or inf; refusing to save them")
+            raise TrainingError("the weights hold NaN or inf; refusing to save them: lower the learning rate, "
+                                "check the data, or train in higher precision")
         checkpoint.save(state, self.run_dir / name)
 
     def load_state(self, state: dict) -> None:

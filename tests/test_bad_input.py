@@ -1,0 +1,206 @@
+"""Bad input, tried as a user would: every case ends in one clear message (exit 2, or an exception
+naming the problem), never a traceback, and no file outside the run's own directory changes."""
+
+import hashlib
+import os
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import mpno
+from mpno.data import DataError
+from mpno.run import checkpoint, cli
+from mpno.run.experiment import train
+from reference import quiet, smooth_pairs, tiny_config
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory):
+    """A folder of good and broken files: data, checkpoints, configs."""
+    root = tmp_path_factory.mktemp("bad")
+    x, y = smooth_pairs(16, 16, seed=1)
+    torch.save({"x": x, "y": y}, root / "train.pt")
+    torch.save({"x": x, "y": y}, root / "legacy.pt", _use_new_zipfile_serialization=False)
+    np.savez(root / "train.npz", x=x.numpy(), y=y.numpy())
+    mpno.data.generate("darcy", root / "darcy.h5", n=4, resolution=16, progress=False)
+    for name in ("train.pt", "legacy.pt", "train.npz", "darcy.h5"):
+        data = (root / name).read_bytes()
+        (root / f"truncated_{name}").write_bytes(data[: len(data) // 3])
+    nan = x.clone()
+    nan[2, 0, 3, 3] = float("nan")
+    torch.save({"x": nan, "y": y}, root / "nan.pt")
+    torch.save({"x": x[:, :, 0, :].clone(), "y": y[:, :, 0, :].clone()}, root / "one_d.pt")
+    torch.save({"x": x[..., :2, :2].clone(), "y": y[..., :2, :2].clone()}, root / "tiny_grid.pt")
+    torch.save({"x": x.repeat(1, 2, 1, 1), "y": y}, root / "two_channels.pt")
+    torch.save({"weights": torch.zeros(3)}, root / "not_a_checkpoint.pt")
+    (root / "a_file").write_text("not a directory")
+    (root / "bad_lr.yaml").write_text("lr: abc\n")
+    (root / "bogus.toml").write_text("bogus = 3\n")
+    (root / "modes_text.toml").write_text('n_modes = "many"\n')
+    train(tiny_config(root, root / "run", data_test=[], epochs=1), log=quiet)
+    state = checkpoint.load(root / "run" / "checkpoint.pt")
+    state["operator"]["arguments"]["hidden_channels"] = 9
+    torch.save(state, root / "edited.pt")
+    data = (root / "run" / "checkpoint.pt").read_bytes()
+    (root / "truncated_checkpoint.pt").write_bytes(data[: len(data) // 2])
+    precious = root / "precious"
+    precious.mkdir()
+    torch.save({"x": x, "y": y}, precious / "data.pt")
+    return root
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root`` and its content hash, but the runs the cases create (under ``out/``) and
+    run locks (which record the pid of the last process that held them)."""
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and "out" not in p.relative_to(root).parts and p.name != ".lock"}
+
+
+# (command line, with {d} for the folder of files; text the message must contain)
+COMMANDS = [
+    # generate
+    ("generate heat --resolution 16 --n 2 --out {d}/out/g.h5", "invalid choice: 'heat'"),
+    ("generate darcy --resolution 16 --n 0 --out {d}/out/g.h5", "n=0"),
+    ("generate darcy --resolution 2 --n 2 --out {d}/out/g.h5", "resolution=2"),
+    ("generate darcy --resolution 16 --n 2 --coarsen 5 --out {d}/out/g.h5", "coarsen=5"),
+    ("generate darcy --resolution 16 --n 2 --out {d}/out/g.txt", "give a .h5 path"),
+    ("generate darcy --resolution 16 --n 2 --out {d}/darcy.h5", "--overwrite"),
+    ("generate darcy --resolution 16 --n 2 --out {d}/a_file/g.h5", "a_file"),
+    ("generate darcy --resolution 16 --n 2 --set porosity=1 --out {d}/out/g.h5", "porosity"),
+    # train: options out of range or of the wrong kind
+    ("train --data-train {d}/train.pt --epochs 0 --out {d}/out/r", "epochs=0"),
+    ("train --data-train {d}/train.pt --batch-size -3 --out {d}/out/r", "batch_size=-3"),
+    ("train --data-train {d}/train.pt --lr -1 --out {d}/out/r", "lr=-1"),
+    ("train --data-train {d}/train.pt --grad-clip -1 --out {d}/out/r", "grad_clip=-1"),
+    ("train --data-train {d}/train.pt --n-modes 0 --out {d}/out/r", "n_modes=0"),
+    ("train --data-train {d}/train.pt --hidden-channels 0 --out {d}/out/r", "hidden_channels=0"),
+    ("train --data-train {d}/train.pt --epochs ten --out {d}/out/r", "epochs='ten' is not a number"),
+    ("train --data-train {d}/train.pt --precision quarter --out {d}/out/r", "mode='quarter'"),
+    ("train --data-train {d}/train.pt --precision half:nan,full:1 --out {d}/out/r", "'nan' is not a positive"),
+    ("train --data-train {d}/train.pt --precision half:-0.5,full:1.5 --out {d}/out/r", "'-0.5' is not a positive"),
+    ("train --data-train {d}/train.pt --dtype float8 --out {d}/out/r", "dtype='float8'"),
+    ("train --data-train {d}/train.pt --model unet --out {d}/out/r", "model='unet'"),
+    ("train --data-train {d}/train.pt --factorization svd --out {d}/out/r", "factorization='svd'"),
+    ("train --data-train {d}/train.pt --model tfno --rank 1.5 --out {d}/out/r", "rank=1.5"),
+    ("train --data-train {d}/train.pt --test-fraction 1.5 --out {d}/out/r", "test_fraction=1.5"),
+    ("train --data-train {d}/train.pt --spatial-dims 5 --out {d}/out/r", "spatial_dims=5"),
+    ("train --data-train {d}/train.pt --domain-padding 2 --out {d}/out/r", "domain_padding=2"),
+    ("train --data-train {d}/train.pt --seed -1 --out {d}/out/r", "seed=-1"),
+    ("train --data-train {d}/train.pt --device cuda:7 --out {d}/out/r", "device='cuda:7'"),
+    # train: data files
+    ("train --data-train {d}/missing.h5 --out {d}/out/r", "missing.h5: no such file"),
+    ("train --data-train {d}/truncated_darcy.h5 --out {d}/out/r", "truncated_darcy.h5: cannot be read"),
+    ("train --data-train {d}/truncated_train.pt --out {d}/out/r", "truncated_train.pt: cannot be read"),
+    ("train --data-train {d}/truncated_legacy.pt --out {d}/out/r", "truncated_legacy.pt: cannot be read"),
+    ("train --data-train {d}/truncated_train.npz --out {d}/out/r", "truncated_train.npz: cannot be read"),
+    ("train --data-train {d}/nan.pt --out {d}/out/r", "nan.pt: 'x' sample 2 holds NaN"),
+    ("train --data-train {d}/train.pt --data-test {d}/nan.pt --n-modes 4 --out {d}/out/r", "nan.pt: 'x' sample 2"),
+    ("train --data-train {d}/one_d.pt --out {d}/out/r", "--spatial-dims 1"),
+    ("train --data-train {d}/train.pt --data-test {d}/two_channels.pt --n-modes 4 --out {d}/out/r",
+     "two_channels.pt: samples of shape"),
+    # train: run directories and config files
+    ("train --data-train {d}/train.pt --out {d}/a_file", "a_file is a file"),
+    ("train --data-train {d}/train.pt --out {d} --overwrite", "is not an mpno run directory"),
+    ("train --data-train {d}/precious/data.pt --out {d}/precious --overwrite", "is not an mpno run directory"),
+    ("train --data-train {d}/train.pt --out {d}/run", "--resume"),
+    ("train --config {d}/bad_lr.yaml --out {d}/out/r", "bad_lr.yaml: lr='abc' is not a number"),
+    ("train --config {d}/bogus.toml --out {d}/out/r", "bogus.toml: unknown option 'bogus'"),
+    ("train --config {d}/modes_text.toml --out {d}/out/r", "n_modes='many' is not a number"),
+    ("train --config {d}/missing.toml", "missing.toml: no such config file"),
+    ("train --resume {d}/nowhere", "--resume {d}/nowhere: no such run directory"),
+    ("train --resume {d}/precious", "precious/checkpoint.pt: no checkpoint there"),
+    ("train --resume {d}/run --hidden-channels 8", "drop --hidden-channels"),
+    ("train --resume {d}/run", "has finished its 1 epochs"),
+    # evaluate
+    ("evaluate {d}/missing.pt --data-test {d}/train.pt", "missing.pt: no checkpoint there"),
+    ("evaluate {d}/edited.pt --data-test {d}/train.pt", "edited.pt: the weights do not fit"),
+    ("evaluate {d}/truncated_checkpoint.pt --data-test {d}/train.pt", "corrupt or truncated checkpoint"),
+    ("evaluate {d}/not_a_checkpoint.pt --data-test {d}/train.pt", "not an mpno checkpoint"),
+    ("evaluate {d}/run/best.pt --data-test {d}/train.pt --batch-size -3", "--batch-size -3"),
+    ("evaluate {d}/run/best.pt --data-test {d}/two_channels.pt", "two_channels.pt: samples of shape"),
+    ("evaluate {d}/run/best.pt --data-test {d}/train.pt --x-key u", "no key 'u'"),
+    # predict
+    ("predict {d}/run/best.pt {d}/train.pt --out {d}/out/p.txt", "give a .h5 path"),
+    ("predict {d}/not_a_checkpoint.pt {d}/train.pt --out {d}/out/p.h5", "not an mpno checkpoint"),
+    ("predict {d}/run/best.pt {d}/train.pt --out {d}/out/p.h5 --batch-size 0", "--batch-size 0"),
+    ("predict {d}/run/best.pt {d}/truncated_train.pt --out {d}/out/p.h5", "cannot be read"),
+    # bounds
+    ("bounds {d}/train.pt --samples 0", "--samples 0"),
+    ("bounds {d}/train.pt --modes 0", "--modes"),
+    ("bounds {d}/tiny_grid.pt", "tiny_grid.pt: grid (2, 2)"),
+    ("bounds {d}/missing.h5", "missing.h5: no such file"),
+    # bench
+    ("bench --preset huge", "--preset 'huge'"),
+    ("bench --preset tiny --steps 0", "--steps"),
+    ("bench --preset tiny --grid 32 32 32", "--grid=[32, 32, 32]"),
+]
+
+
+@pytest.mark.parametrize("command, message", COMMANDS, ids=[c[0].split(" --out")[0][:60] for c in COMMANDS])
+def test_a_bad_command_gets_one_clear_line(bad, command, message, capsys):
+    before = snapshot(bad)
+    argv = command.format(d=bad).split()
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:  # argparse's own errors
+        code = exit.code
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert message.format(d=bad) in err
+    assert "Traceback" not in err
+    assert snapshot(bad) == before
+
+
+API = [
+    (lambda: mpno.FNO(0, 1, (4, 4)), ValueError, "in_channels=0"),
+    (lambda: mpno.FNO(1, 1, (4, 4))(torch.randn(2, 3, 8, 8)), ValueError, "expects 1 input channels"),
+    (lambda: mpno.FNO(1, 1, (8, 8))(torch.randn(2, 1, 4, 8)), ValueError, "fewer than n_modes[0]=8"),
+    (lambda: mpno.SpectralConv(2, 2, (4, 4), factorization="svd"), ValueError, "factorization='svd'"),
+    (lambda: mpno.Precision(mode="quarter"), ValueError, "mode='quarter'"),
+    (lambda: mpno.PrecisionSchedule.parse("half:abc"), ValueError, "'abc' is not a fraction"),
+    (lambda: mpno.load_model("missing_checkpoint.pt"), checkpoint.CheckpointError, "no checkpoint there"),
+    (lambda: mpno.UnitGaussianNormalizer.fit([]), ValueError, "no samples"),
+    (lambda: mpno.data.OperatorDataset("missing_data.h5"), DataError, "no such file"),
+]
+
+
+@pytest.mark.parametrize("call, kind, message", API, ids=[m for _, _, m in API])
+def test_bad_python_calls_raise_a_clear_error(call, kind, message):
+    with pytest.raises(kind, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        call()
+
+
+def test_a_run_that_failed_before_it_started_can_be_rerun_without_overwrite(bad, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert cli.main(["train", "--data-train", str(bad / "nan.pt"), "--out", str(out)]) == 2
+    capsys.readouterr()
+    assert cli.main(["train", "--data-train", str(bad / "train.pt"), "--n-modes", "4", "--hidden-channels", "4",
+                     "--n-layers", "1", "--epochs", "1", "--device", "cpu", "--out", str(out), "-q"]) == 0
+    assert (out / "checkpoint.pt").exists()
+
+
+def test_overwrite_removes_only_what_mpno_wrote(bad, tmp_path, capsys):
+    out = tmp_path / "r"
+    args = ["train", "--data-train", str(bad / "train.pt"), "--n-modes", "4", "--hidden-channels", "4",
+            "--n-layers", "1", "--epochs", "1", "--device", "cpu", "--out", str(out), "-q"]
+    assert cli.main(args) == 0
+    (out / "notes.txt").write_text("mine")
+    assert cli.main(args + ["--overwrite"]) == 0
+    capsys.readouterr()
+    assert (out / "notes.txt").read_text() == "mine" and (out / "checkpoint.pt").exists()
+
+
+def test_a_run_that_never_gets_a_finite_error_fails_with_advice(bad, tmp_path, capsys):
+    out = tmp_path / "r"
+    code = cli.main(["train", "--data-train", str(bad / "train.pt"), "--n-modes", "4", "--hidden-channels", "4",
+                     "--n-layers", "1", "--epochs", "2", "--device", "cpu", "--precision", "half",
+                     "--dtype", "bfloat16", "--lr", "1e6", "--nonfinite-patience", "1", "--out", str(out), "-q",
+                     "--json"])
+    captured = capsys.readouterr()
+    assert code == 2 and "lower the learning rate" in captured.err and "Traceback" not in captured.err
+    assert not (out / "best.pt").exists() and "Infinity" not in captured.out
