@@ -2,8 +2,6 @@
 naming the problem), never a traceback, and no file outside the run's own directory changes."""
 
 import hashlib
-import os
-import zipfile
 from pathlib import Path
 
 import numpy as np

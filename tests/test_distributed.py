@@ -90,7 +90,7 @@ def test_a_nonfinite_loss_on_one_process_escalates_every_process(files, tmp_path
     histories = [json.loads((out / f"history_{r}.json").read_text()) for r in range(2)]
     assert histories[0] == histories[1]
     escalation = histories[0][1]
-    assert escalation["policy"]["mode"] == "mixed" and (escalation["epoch"], escalation["step"]) == (0, 1)
+    assert escalation["policy"]["mode"] == "mixed" and (escalation["epoch"], escalation["step"]) == (1, 1)
     state = checkpoint.load(out / "checkpoint.pt")
     assert checkpoint.all_finite(state["model"]) and state["floor"] == "mixed"
 

@@ -1,11 +1,15 @@
 """mpno: mixed-precision neural operators with tested numerics and error budgets."""
 
 from .nn.models import FNO, TFNO
+from .nn.gno import GINO, GNOBlock
 from .nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from .nn.spectral import SpectralConv
+from .nn.spherical import SFNO, SphericalConv
+from .ops.sht import InverseRealSHT, RealSHT
 from .precision import Precision, PrecisionSchedule
 from .run.checkpoint import load_model
 
-__all__ = ["FNO", "TFNO", "NormalizedOperator", "Precision", "PrecisionSchedule", "SpectralConv",
-           "UnitGaussianNormalizer", "load_model"]
+__all__ = ["FNO", "GINO", "GNOBlock", "TFNO", "InverseRealSHT", "NormalizedOperator", "Precision",
+           "PrecisionSchedule", "RealSHT", "SFNO", "SpectralConv", "SphericalConv", "UnitGaussianNormalizer",
+           "load_model"]
 __version__ = "0.1.0"

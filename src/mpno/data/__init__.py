@@ -1,7 +1,9 @@
 """PDE data: generators with verified solvers, loaders for common formats, datasets and splits."""
 
 from .dataset import OperatorDataset, split_indices
-from .files import DataError, open_pairs
+from .files import DataError, available_keys, open_pairs
 from .generate import EQUATIONS, coarse_path, generate
+from .pointclouds import PointCloudBatches, PointCloudDataset, PointClouds, PointValues
 
-__all__ = ["DataError", "EQUATIONS", "OperatorDataset", "coarse_path", "generate", "open_pairs", "split_indices"]
+__all__ = ["DataError", "EQUATIONS", "available_keys", "OperatorDataset", "PointCloudBatches", "PointCloudDataset", "PointClouds",
+           "PointValues", "coarse_path", "generate", "open_pairs", "split_indices"]

@@ -9,13 +9,15 @@ from typing import Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import burgers, darcy, navier_stokes
+from . import burgers, darcy, navier_stokes, potential_flow, shallow_water
 from .files import PairWriter
 
 EQUATIONS = {
     "darcy": (darcy, 2, 16),  # module, spatial dims, default batch size
     "navier-stokes": (navier_stokes, 2, 32),
     "burgers": (burgers, 1, 64),
+    "potential-flow": (potential_flow, 3, 1),  # point clouds: the module's write() makes the file
+    "shallow-water": (shallow_water, 2, 8),  # on the sphere: resolution = nlat; the module describes its grid
 }
 
 
@@ -24,17 +26,20 @@ def coarse_path(out: Path, resolution: int) -> Path:
     return out.with_name(f"{out.stem}_{resolution}{out.suffix}")
 
 
-def generate(equation: str, out: str | Path, n: int, resolution: int, seed: int = 0,
+def generate(equation: str, out: str | Path, n: int, resolution: int | None = None, seed: int = 0,
              coarsen: Sequence[int] = (), batch_size: int | None = None, progress: bool | None = None,
              overwrite: bool = False, **params) -> list[Path]:
     """Solve ``n`` samples of ``equation`` at ``resolution`` and write them (plus coarser copies).
 
     Args:
-        equation: ``"darcy"``, ``"navier-stokes"`` or ``"burgers"``.
+        equation: ``"darcy"``, ``"navier-stokes"``, ``"burgers"``, ``"shallow-water"`` (on the
+            sphere: ``resolution`` latitudes, no coarsening) or ``"potential-flow"``
+            (point clouds: no resolution or coarsening; ``points=`` per sample).
         out: an ``.h5`` path; copies subsampled to each resolution in ``coarsen``
             go beside it (:func:`coarse_path`).
-        n, resolution, seed: sample count, grid points per dimension, and seed
-            (sample ``i`` depends only on ``seed`` and ``i``, not on the batch size).
+        n, resolution, seed: sample count, grid points per dimension (grid
+            equations only), and seed (sample ``i`` depends only on ``seed`` and
+            ``i``, not on the batch size).
         progress: show a progress bar (default: when writing to a terminal).
         overwrite: replace existing files (otherwise refuse).
         **params: the equation's parameters (see each module's ``DEFAULTS``).
@@ -48,12 +53,21 @@ def generate(equation: str, out: str | Path, n: int, resolution: int, seed: int 
     unknown = set(params) - set(module.DEFAULTS)
     if unknown:
         raise ValueError(f"unknown {equation} parameters {sorted(unknown)}; allowed: {sorted(module.DEFAULTS)}")
+    if hasattr(module, "write"):  # not grid pairs: the module writes its own layout (no resolution, no coarsening)
+        if coarsen or resolution is not None:
+            raise ValueError(f"{equation} data are point clouds; resolution and coarsen apply to grid data only")
+        return [module.write(out, n, seed=seed, overwrite=overwrite, progress=progress, **params)]
     params = {**module.DEFAULTS, **params}
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5"):
         raise ValueError(f"out={str(out)!r}: generated data are HDF5; give a .h5 path")
+    if resolution is None:
+        raise ValueError(f"{equation} data live on a grid: give resolution (--resolution)")
     if n < 1 or resolution < 4:
         raise ValueError(f"n={n} and resolution={resolution} must be at least 1 and 4")
+    if coarsen and hasattr(module, "grid_description"):
+        raise ValueError(f"coarsen: {equation} grids do not nest; generate each resolution with the same seed "
+                         "(sample i is the same flow on every grid)")
     for r in coarsen:
         if not 0 < r < resolution or resolution % r:
             raise ValueError(f"coarsen={r} must divide resolution={resolution} and be smaller")
@@ -75,9 +89,10 @@ def generate(equation: str, out: str | Path, n: int, resolution: int, seed: int 
         writers = {}
         for r, path in targets.items():
             stride = (slice(None), slice(None), *[slice(None, None, resolution // r)] * ndim)
-            coords = [np.arange(r) / r] * ndim
+            coords, described = ([np.arange(r) / r] * ndim, {}) if not hasattr(module, "grid_description") \
+                else module.grid_description(r, **params)
             attributes = {"equation": equation, "params": params, "seed": seed, "resolution": r,
-                          "generated_resolution": resolution}
+                          "generated_resolution": resolution, **described}
             writer = PairWriter(path, n, first[0][stride].shape[1:], first[1][stride].shape[1:], attributes, coords)
             writers[r] = (stack.enter_context(writer), stride)
         bar = stack.enter_context(tqdm(total=n, unit="sample", desc=f"{equation} {resolution}",

@@ -14,6 +14,7 @@ from .layers import ChannelMLP, DomainPadding, SoftGating, grid_coordinates, ski
 from ..precision import Precision
 from .factorized import factorization_name
 from .spectral import SpectralConv
+from .spherical import SFNO
 
 
 class FNOBlock(nn.Module):
@@ -144,8 +145,10 @@ class TFNO(FNO):
         super().__init__(in_channels, out_channels, n_modes, factorization=factorization, rank=rank, **kwargs)
 
 
+from .gno import GINO  # noqa: E402  (GINO builds on FNO, defined above)
+
 #: Operators by the name ``mpno train --model`` and checkpoints use.
-MODELS = {"fno": FNO, "tfno": TFNO}
+MODELS = {"fno": FNO, "tfno": TFNO, "gino": GINO, "sfno": SFNO}
 
 
 def build_operator(kind: str, in_channels: int, out_channels: int, n_modes: int | Sequence[int],

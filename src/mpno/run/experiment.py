@@ -16,7 +16,10 @@ from tqdm.auto import tqdm
 from ..bounds import audit_data, audit_model, choose_precision
 from ..checks import modes_per_dim
 from ..data import DataError, OperatorDataset, coarse_path, generate, split_indices
+from ..data.pointclouds import PointCloudBatches, PointCloudDataset
 from ..nn import losses
+from ..nn.point_losses import PointL2Loss
+from ..nn.spherical import SphericalL2Loss
 from ..nn.models import FNO, build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ..precision import Precision, PrecisionSchedule
@@ -63,7 +66,9 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def _dataset(path: str, config: RunConfig) -> OperatorDataset:
+def _dataset(path: str, config: RunConfig) -> OperatorDataset | PointCloudDataset:
+    if config.model == "gino":
+        return PointCloudDataset(path, inputs=config.inputs or None, outputs=config.outputs or None)
     return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key,
                            spatial_dims=config.spatial_dims, time_in=config.time_in, time_out=config.time_out)
 
@@ -86,6 +91,12 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
         train = train.subset(train_idx)
     if config.n_train is not None:
         train = train.subset(range(min(config.n_train, len(train))))
+    if isinstance(train, PointCloudDataset):
+        for name, test in tests.items():
+            if test.channels != train.channels:
+                raise DataError(f"{name}: {test.channels} (input, output) channels per point, but the training "
+                                f"data have {train.channels}")
+        return train, tests
     (x_train, y_train) = train.shapes
     spatial_dims = len(x_train) - 1
     modes = modes_for(config, spatial_dims)
@@ -112,9 +123,30 @@ def _check_grid(path, grid, modes, fix: str) -> None:
 
 def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes) -> FNO:
     """The operator ``config`` describes, for data of these channels and modes."""
+    if config.model == "gino":
+        extra = {"latent_grid": config.latent_grid, "radius": config.radius, "kernel": config.kernel,
+                 "chunk_size": config.chunk_size, "domain_padding": config.domain_padding}
+    elif config.model == "sfno":
+        extra = {"grid": config.grid}
+    else:
+        extra = {"domain_padding": config.domain_padding}
     return build_operator(config.model, in_channels, out_channels, n_modes, factorization=config.factorization,
-                          hidden_channels=config.hidden_channels, n_layers=config.n_layers, channel_mlp=config.channel_mlp,
-                          domain_padding=config.domain_padding, rank=config.rank)
+                          hidden_channels=config.hidden_channels, n_layers=config.n_layers,
+                          channel_mlp=config.channel_mlp, rank=config.rank, **extra)
+
+
+def model_for(config: RunConfig, train_set) -> NormalizedOperator:
+    """The operator ``config`` describes for ``train_set``, with normalisers fitted on it."""
+    if isinstance(train_set, PointCloudDataset):
+        (cin, cout), modes = train_set.channels, modes_per_dim(config.n_modes, 3)
+        samples = [train_set[i] for i in range(len(train_set))]
+        inputs, outputs = (x.features.T for x, _ in samples), (y.values.T for _, y in samples)
+    else:
+        (x_shape, y_shape), samples = train_set.shapes, None
+        cin, cout, modes = x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1)
+        inputs, outputs = (x for x, _ in train_set), (y for _, y in train_set)
+    operator = operator_for(config, cin, cout, modes)
+    return NormalizedOperator(operator, UnitGaussianNormalizer.fit(inputs), UnitGaussianNormalizer.fit(outputs))
 
 
 def optimizer_for(config: RunConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, object]:
@@ -130,20 +162,35 @@ def optimizer_for(config: RunConfig, model: torch.nn.Module) -> tuple[torch.opti
     return optimizer, scheduler
 
 
+def batches_of(dataset, config: RunConfig, device: torch.device, model: NormalizedOperator, name: str):
+    """Mini-batches of ``dataset`` for ``model``: fields in memory or read lazily, or point clouds
+    whose neighbourhoods are searched once, here."""
+    if isinstance(dataset, PointCloudDataset):
+        return PointCloudBatches(dataset, config.batch_size, device, neighborhoods=model.operator.neighborhoods)
+    return batches_for(dataset, config.batch_size, device, config.in_memory_limit_gb, name, distributed.current())
+
+
+def losses_for(config: RunConfig, dataset) -> tuple[Callable, dict[str, Callable]]:
+    """The training loss and the evaluation losses ``config`` asks for (point clouds: relative L2 over the
+    points; the sphere: relative L2 by the grid's quadrature)."""
+    if isinstance(dataset, PointCloudDataset):
+        return PointL2Loss(), {"l2": PointL2Loss()}
+    if config.model == "sfno":  # norms on the sphere, by its quadrature
+        return SphericalL2Loss(config.grid), {"l2": SphericalL2Loss(config.grid)}
+    return (losses.build(config.loss, config.periodic),
+            {name: losses.build(name, config.periodic) for name in config.eval_losses})
+
+
 def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: OperatorDataset,
                 tests: dict[str, OperatorDataset], device: torch.device, run_dir: Path | None,
                 log: Callable[[str], None], progress: bool = True) -> Trainer:
     """A :class:`Trainer` assembled from ``config``: optimizer, scheduler, batches, schedule and losses."""
-    context = distributed.current()
-
-    def batches(dataset, name):
-        return batches_for(dataset, config.batch_size, device, config.in_memory_limit_gb, name, context)
-
     optimizer, scheduler = optimizer_for(config, model)
-    return Trainer(model, optimizer, batches(train_set, "train"), config.epochs, losses.build(config.loss, config.periodic),
+    train_loss, eval_losses = losses_for(config, train_set)
+    return Trainer(model, optimizer, batches_of(train_set, config, device, model, "train"), config.epochs, train_loss,
                    schedule=PrecisionSchedule.parse(config.precision, config.dtype), scheduler=scheduler,
-                   test_batches={name: batches(ds, name) for name, ds in tests.items()},
-                   eval_losses={name: losses.build(name, config.periodic) for name in config.eval_losses},
+                   test_batches={name: batches_of(ds, config, device, model, name) for name, ds in tests.items()},
+                   eval_losses=eval_losses,
                    grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
                    run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
                    log=log, progress=progress)
@@ -233,12 +280,14 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         _on_main(context, check_and_generate)
         train_set, tests = open_data(config, log)
         torch.manual_seed(config.seed)
-        x_shape, y_shape = train_set.shapes
-        operator = operator_for(config, x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1))
-        normalizers = (UnitGaussianNormalizer.fit(x for x, _ in train_set),
-                       UnitGaussianNormalizer.fit(y for _, y in train_set))
-        model = NormalizedOperator(operator, *normalizers).to(device)
+        model = model_for(config, train_set).to(device)
         auto_reason = None
+        if config.model == "gino" and (config.precision == "auto" or context.world > 1):
+            raise ValueError("--model gino: precision 'auto' (which audits grid data) and torchrun are not "
+                             "supported; give a precision mode and train in one process")
+        if config.model == "sfno" and config.precision == "auto":
+            raise ValueError("--model sfno: precision 'auto' audits Fourier coefficients on the cube; give a "
+                             "precision mode (mpno bounds audits spherical data: docs/sphere.md)")
         if config.precision == "auto":
             config.precision, config.dtype, auto_reason = _on_main(
                 context, lambda: _choose_precision(config, train_set, model, device))
@@ -260,7 +309,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         results = trainer.fit()
         seconds = time.perf_counter() - start
         summary = {
-            "test": results, "grids": {name: list(test.shapes[0][1:]) for name, test in tests.items()},
+            "test": results, "grids": {name: _grid(test) for name, test in tests.items()},
             "epochs": config.epochs, "seconds": seconds,
             "precision_history": trainer.history, "best": trainer.best,
             "peak_memory_bytes": trainer.peak_memory_bytes(),
@@ -282,6 +331,11 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             distributed.teardown()
 
 
+def _grid(dataset) -> list[int]:
+    """The grid of a data set's fields (empty for point clouds)."""
+    return [] if isinstance(dataset, PointCloudDataset) else list(dataset.shapes[0][1:])
+
+
 def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path) -> None:
     """``summary.json``, the loss curves and a few test samples of every test set."""
     (run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
@@ -289,6 +343,8 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
     if rows:
         plot_curves(rows, run_dir / "curves.png")
     for name, batches in trainer.test_batches.items():
+        if isinstance(batches, PointCloudBatches):  # no grid to draw (benchmarks/geometry_train.py plots clouds)
+            continue
         x, y, _ = next(batches.iterate())
         plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
 
@@ -311,6 +367,10 @@ def checkpoint_model(path: str, device: torch.device, precision: str | None,
 def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator) -> OperatorDataset:
     """``file`` read with the run's options, checked against the model's channels and dimensions."""
     dataset = _dataset(file, config)
+    if isinstance(dataset, PointCloudDataset):
+        if dataset.channels != (model.operator.in_channels, model.operator.out_channels):
+            raise DataError(f"{file}: {dataset.channels} (input, output) channels per point do not fit the model")
+        return dataset
     x_shape, _ = dataset.shapes
     operator = model.operator
     if x_shape[0] != operator.in_channels or len(x_shape) - 1 != len(operator.n_modes):
@@ -331,10 +391,9 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
     batches, grids = {}, {}
     for file in data:
         test = checked_dataset(file, config, model)
-        batches[Path(file).name] = batches_for(test, config.batch_size, device_,
-                                               config.in_memory_limit_gb, Path(file).name)
-        grids[Path(file).name] = list(test.shapes[0][1:])
-    eval_losses = {name: losses.build(name, config.periodic) for name in config.eval_losses}
+        batches[Path(file).name] = batches_of(test, config, device_, model, Path(file).name)
+        grids[Path(file).name] = _grid(test)
+    _, eval_losses = losses_for(config, test)
     return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision)}
 
 

@@ -1,0 +1,78 @@
+"""Error budget on the sphere: the precision error of half-precision SHTs and the discretisation error
+of the coefficients, estimated from the same fields on successively coarser grids (``docs/sphere.md``).
+
+Errors are maxima over samples, channels and kept coefficients ``|ĉ_lm − c_lm|``, like
+:mod:`mpno.bounds.measure` on the torus.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+
+from ..ops import sht
+from .measure import Discretization, fit_rate
+
+
+def coefficients(fields: torch.Tensor, lmax: int, mmax: int, grid: str) -> torch.Tensor:
+    """The coefficients (N, C, lmax, mmax) of fields (N, C, nlat, nlon) in float64, as complex."""
+    return torch.view_as_complex(sht.forward(fields.double(), lmax, mmax, grid).contiguous())
+
+
+def precision_error(fields: torch.Tensor, lmax: int, mmax: int, grid: str, dtype: torch.dtype,
+                    mode: str = "half", backend: str = "auto") -> float:
+    """Max error of the coefficients as a spherical layer computes them in ``dtype``, against float64.
+
+    ``mode="half"``: the whole forward SHT in ``dtype``; ``"mixed"``: in float32,
+    then rounded to ``dtype``. Non-finite results (overflow) give ``inf``.
+    """
+    if mode not in ("half", "mixed"):
+        raise ValueError(f"mode={mode!r} is not supported; allowed: 'half', 'mixed'")
+    exact = coefficients(fields, lmax, mmax, grid)
+    if mode == "mixed":
+        computed = sht.forward(fields.float(), lmax, mmax, grid).to(dtype)
+    else:
+        computed = sht.forward(fields, lmax, mmax, grid, dtype=dtype, backend=backend)
+    computed = torch.view_as_complex(computed.double().contiguous())
+    if not torch.isfinite(computed).all():
+        return math.inf
+    return (computed - exact).abs().max().item()
+
+
+def coarsenings(fields: torch.Tensor, lmax: int, mmax: int) -> list[torch.Tensor]:
+    """Equiangular fields with odd ``nlat`` and even ``nlon`` and their nested coarsenings: every other
+    latitude (poles kept) and longitude, finest first, while the grid still resolves ``(lmax, mmax)``."""
+    levels = [fields]
+    while True:
+        nlat, nlon = levels[-1].shape[-2:]
+        if nlat % 2 == 0 or nlon % 2 or sht.max_degree((nlat + 1) // 2, "equiangular") < lmax \
+                or nlon // 4 + 1 < mmax:
+            break
+        levels.append(levels[-1][..., ::2, ::2])
+    if len(levels) < 2:
+        raise ValueError(f"an equiangular grid {tuple(fields.shape[-2:])} nests only with odd nlat and even nlon, "
+                         f"coarsened still resolving lmax={lmax}, mmax={mmax}; give fields generated on each grid")
+    return levels
+
+
+def discretization(levels: Sequence[torch.Tensor], lmax: int, mmax: int, grid: str) -> Discretization:
+    """Discretisation error of the coefficients from the same fields on grids from finest to coarsest.
+
+    ``levels[i]``: (N, C, nlat_i, nlon_i) samples of the same functions (by
+    :func:`coarsenings`, or generated on each grid with one seed, as
+    ``mpno.data.shallow_water`` does). The rate is fitted against ``nlat`` and the
+    finest level's error extrapolated (Richardson), as :func:`mpno.bounds.measure.discretization`.
+    """
+    if len(levels) < 2:
+        raise ValueError("levels: give the fields on at least two grids, finest first")
+    coeffs = [coefficients(f, lmax, mmax, grid) for f in levels]
+    differences = [(coarse - fine).abs().max().item() for fine, coarse in zip(coeffs, coeffs[1:])]
+    sizes = [f.shape[-2] for f in levels]
+    floor = 1e-13 * max(c.abs().max().item() for c in coeffs)
+    usable = [(sizes[i + 1], d) for i, d in enumerate(differences) if d > floor]
+    rate = fit_rate(*zip(*usable)) if len(usable) >= 2 else None
+    ratio = sizes[0] / sizes[1]
+    p = rate if rate is not None and rate < -0.05 else -1.0
+    return Discretization(sizes, differences, rate, differences[0] / (ratio ** (-p) - 1))
