@@ -1,23 +1,39 @@
-"""Memory and throughput of training steps in every precision (``mpno bench``, ``docs/benchmarks.md``)."""
+"""Memory, throughput and accuracy of training steps in every precision, and the regression guard
+against a saved baseline (``mpno bench``, ``docs/benchmarks.md``)."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
+import platform
 import subprocess
 import sys
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 
 from ..nn import losses
-from ..nn.models import FNO, build_operator
-from ..precision import Precision
+from ..nn.models import build_operator
+from ..precision import DTYPES, UNIT_ROUNDOFF, Precision
 from . import profiling
+from .reporting import json_safe
+
+#: The GINO bench's data: potential flow past ellipsoids, this many surface points per cloud.
+GINO_POINTS = 2048
+#: The GINO bench's neighbourhood radius (both GNOs).
+GINO_RADIUS = 0.2
 
 
 @dataclass
 class BenchConfig:
-    """A model and a batch to time: 2D or 3D or 1D follows ``len(modes)``."""
+    """A model and a batch to time: 2D or 3D or 1D follows ``len(modes)``.
+
+    ``model="gino"``: a GINO on ``batch`` clouds of potential flow past ellipsoids
+    (2048 points, 6 input features: normal and stream direction; 1 output: the
+    pressure coefficient); ``grid`` is then its latent grid and ``channels`` unused.
+    """
 
     model: str = "fno"
     factorization: str | None = None
@@ -30,39 +46,75 @@ class BenchConfig:
     channels: int = 1
     fft_backend: str = "auto"
 
-    def build(self) -> FNO:
-        return build_operator(self.model, self.channels, self.channels, tuple(self.modes),
-                              factorization=self.factorization, hidden_channels=self.width,
-                              n_layers=self.layers, rank=self.rank)
+    def build(self) -> torch.nn.Module:
+        channels, extra = (self.channels, self.channels), {}
+        if self.model == "gino":
+            channels, extra = (6, 1), {"latent_grid": tuple(self.grid), "radius": GINO_RADIUS}
+        return build_operator(self.model, *channels, tuple(self.modes), factorization=self.factorization,
+                              hidden_channels=self.width, n_layers=self.layers, rank=self.rank, **extra)
+
+    def data(self, model: torch.nn.Module, device: torch.device) -> tuple:
+        """One training batch and its loss: ``(input, target, loss function)``."""
+        if self.model == "gino":  # imported here: the grid benchmarks need none of it (nor scipy)
+            from ..data import potential_flow
+            from ..data.pointclouds import PointCloudBatches
+            from ..nn.point_losses import PointL2Loss
+
+            clouds = potential_flow.dataset(self.batch, points=GINO_POINTS)
+            batches = PointCloudBatches(clouds, self.batch, device, neighborhoods=model.neighborhoods)
+            return (*batches.batch(range(self.batch)), PointL2Loss())
+        x = torch.randn(self.batch, self.channels, *self.grid, device=device)
+        y = torch.randn(self.batch, self.channels, *self.grid, device=device)
+        return x, y, losses.LpLoss(2)
 
 
 PRESETS = {
     "ns128": BenchConfig("tfno", "cp", 0.05, 64, (32, 32), 4, (128, 128), 8),  # the paper's Navier–Stokes setting
     "darcy64": BenchConfig("fno", None, 0.05, 32, (16, 16), 4, (64, 64), 16),
     "tiny": BenchConfig("fno", None, 0.05, 8, (8, 8), 2, (32, 32), 2),
+    "gino": BenchConfig("gino", None, 0.05, 16, (8, 8, 8), 3, (16, 16, 16), 4),
 }
 #: Every precision measured, full first (the baseline of the ratios).
 POLICIES = [Precision("full")] + [Precision(mode, dtype) for mode in ("amp", "mixed", "half")
                                   for dtype in ("float16", "bfloat16")]
 
 
+def _float64(x):
+    """``x`` (a tensor, or a batch of point clouds) in float64."""
+    if isinstance(x, torch.Tensor):
+        return x.double()
+    return dataclasses.replace(x, points=x.points.double(), features=x.features.double(),
+                               weights=None if x.weights is None else x.weights.double())
+
+
+def _relative_difference(output: torch.Tensor, reference: torch.Tensor) -> float:
+    return ((output.double() - reference.double()).norm() / reference.double().norm()).item()
+
+
 def measure(config: BenchConfig, policy: Precision, device: torch.device, steps: int = 10, warmup: int = 3) -> dict:
     """Time and memory of training steps (forward, loss, backward, AdamW step) in ``policy``.
 
     Also the relative difference of the output from the same model and input in
-    full precision (with the same stabilizer, so that only rounding differs).
+    full precision (with the same stabilizer, so that only rounding differs), in
+    float32 (``output_relative_difference``) and in float64 (``output_difference_float64``).
     """
     torch.manual_seed(0)
     model = config.build().to(device)
     policy = policy.replace(fft_backend=config.fft_backend, stabilizer=policy.stabilizer)
-    x = torch.randn(config.batch, config.channels, *config.grid, device=device)
-    y = torch.randn(config.batch, config.channels, *config.grid, device=device)
-    with torch.no_grad():  # the same function in full precision (same stabilizer) as the reference
-        model.set_precision(Precision("full", stabilizer=policy.stabilizer, fft_backend=config.fft_backend))
+    x, y, loss_fn = config.data(model, device)
+    full = Precision("full", stabilizer=policy.stabilizer, fft_backend=config.fft_backend)
+    exact = copy.deepcopy(model).double()
+    exact.set_precision(full)
+    with torch.no_grad():  # the same function in full precision (same stabilizer), float64 and float32
+        exact_output = exact(_float64(x))
+        model.set_precision(full)
         reference = model(x)
         model.set_precision(policy)
         output = model(x)
-    loss_fn = losses.LpLoss(2)
+    result = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype,
+              "output_relative_difference": _relative_difference(output, reference),
+              "output_difference_float64": _relative_difference(output, exact_output)}
+    del exact, exact_output, reference, output
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=policy.mode != "full" and policy.dtype == "float16")
 
@@ -72,9 +124,6 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
         scaler.step(optimizer)
         scaler.update()
 
-    result = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype,
-              "output_relative_difference": ((output.double() - reference.double()).norm()
-                                             / reference.double().norm()).item()}
     if device.type == "cpu":  # the first step allocates everything a step needs
         result["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(lambda: loss_fn(model(x), y))
         base = profiling.current_rss_bytes()
@@ -91,8 +140,10 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
         out = model(x)
         result["activation_bytes"] = torch.cuda.memory_allocated(device) - before
         del out
-    seconds = profiling.median_seconds(step, steps, warmup=0, device=device)
-    result.update(step_seconds=seconds, samples_per_second=config.batch / seconds)
+    times = sorted(profiling.timings(step, steps, warmup=0, device=device))
+    seconds = times[len(times) // 2]
+    result.update(step_seconds=seconds, step_seconds_quartiles=[times[len(times) // 4], times[3 * len(times) // 4]],
+                  samples_per_second=config.batch / seconds)
     return result
 
 
@@ -114,8 +165,22 @@ MEMORY_KEYS = ("peak_allocated_bytes", "activation_bytes", "saved_for_backward_b
                "peak_rss_increase_bytes")
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU's model name."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def run(config: BenchConfig, device: str = "cpu", steps: int = 10, isolate: bool | None = None,
-        policies=POLICIES, progress=None) -> dict:
+        policies=POLICIES, progress=None, preset: str | None = None) -> dict:
     """Measure every policy; ratios of each figure to ``full``. CPU runs each mode in a fresh process."""
     torch_device = torch.device(device)
     isolate = torch_device.type == "cpu" if isolate is None else isolate
@@ -139,9 +204,9 @@ def run(config: BenchConfig, device: str = "cpu", steps: int = 10, isolate: bool
             continue
         row["ratios_to_full"] = {key: row[key] / full[key] for key in ("step_seconds", "samples_per_second",
                                                                          *MEMORY_KEYS) if key in row and full.get(key)}
-    gpu = torch.cuda.get_device_name(torch_device) if torch_device.type == "cuda" else None
-    return {"config": asdict(config), "device": device, "gpu": gpu, "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "steps": steps, "modes": rows}
+    return {"preset": preset, "config": asdict(config), "device": device, "device_name": device_name(torch_device),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
+            "steps": steps, "isolated": isolate, "modes": rows}
 
 
 def table(report: dict) -> str:
@@ -151,7 +216,7 @@ def table(report: dict) -> str:
              "saved_for_backward_bytes": "saved MiB", "peak_rss_bytes": "RSS MiB",
              "peak_rss_increase_bytes": "step RSS MiB"}
     header = f"{'precision':<22} {'step ms':>9} {'samples/s':>10} " + " ".join(f"{short[k]:>11}" for k in memory)
-    header += f" {'× full time':>11} {'× full mem':>10} {'out diff':>9}"
+    header += f" {'× full time':>11} {'× full mem':>10} {'out diff':>9} {'f64 diff':>9}"
     lines = [header]
     for row in report["modes"]:
         if "error" in row:
@@ -161,5 +226,177 @@ def table(report: dict) -> str:
         lines.append(f"{row['precision']:<22} {row['step_seconds'] * 1e3:>9.2f} {row['samples_per_second']:>10.1f} "
                      + " ".join(f"{row[k] / 2**20:>11.1f}" for k in memory)
                      + f" {ratios.get('step_seconds', float('nan')):>11.3f}"
-                     + f" {ratios.get(memory[0], float('nan')):>10.3f} {row['output_relative_difference']:>9.1e}")
+                     + f" {ratios.get(memory[0], float('nan')):>10.3f} {row['output_relative_difference']:>9.1e}"
+                     + f" {row['output_difference_float64']:>9.1e}")
+    return "\n".join(lines)
+
+
+# The regression guard: a saved report (the baseline) against a new one.
+
+#: What :func:`compare` can judge.
+JUDGED = ("time", "memory", "accuracy")
+#: Step time × full may exceed the baseline's by this fraction (plus the spread of the timings) by default.
+TIME_TOLERANCE = 0.10
+#: Memory may grow this fraction above the baseline.
+MEMORY_TOLERANCE = 0.02
+#: The output's difference from float64 may grow to this multiple of the baseline's (or the unit roundoff).
+ACCURACY_FACTOR = 2.0
+#: What a baseline records of the environment, and a comparison reports when it changed.
+ENVIRONMENT_KEYS = ("torch", "cuda", "device_name", "threads")
+
+
+def _memory_key(report: dict) -> str:
+    """The memory figure judged: the CUDA peak allocated, or the bytes saved for backward on the CPU."""
+    return "peak_allocated_bytes" if str(report["device"]).startswith("cuda") else "saved_for_backward_bytes"
+
+
+def save_baseline(report: dict, path: str | Path) -> None:
+    """Write ``report`` (from :func:`run`, with its ``preset``) as a baseline for :func:`compare`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def load_baseline(path: str | Path, preset: str, config: BenchConfig, device: str) -> dict:
+    """The baseline in ``path``, checked to be comparable with a run of ``preset`` (``config``) on ``device``.
+
+    Raises ValueError, naming the problem and the fix, for an unreadable, non-JSON or
+    incomplete file, or one measured with another preset, configuration or device type.
+    """
+    fix = f"write one with: mpno bench --preset {preset} --device {device} --save-baseline {path}"
+    try:
+        baseline = json.loads(Path(path).read_text())
+    except OSError as err:
+        raise ValueError(f"--baseline {path}: cannot read it ({err.strerror or err}); {fix}") from None
+    except ValueError as err:  # not JSON, or not UTF-8
+        raise ValueError(f"--baseline {path} is not JSON ({err}); {fix}") from None
+    where = f"--baseline {path} is not a baseline of mpno bench"
+    if not isinstance(baseline, dict):
+        raise ValueError(f"{where} (a JSON {type(baseline).__name__}, not an object); {fix}")
+    missing = [key for key in ("preset", "config", "device", "torch", "modes") if key not in baseline]
+    if missing or not isinstance(baseline["modes"], list) or not baseline["modes"] \
+            or not isinstance(baseline["config"], dict):
+        raise ValueError(f"{where} (missing or malformed: {', '.join(missing) or 'modes, config'}); {fix}")
+    other = "or save a baseline of this run with --save-baseline OTHER.json"
+    if baseline["preset"] != preset:
+        raise ValueError(f"--baseline {path} was measured with --preset {baseline['preset']} and this run is "
+                         f"--preset {preset}; compare like with like (--preset {baseline['preset']}), {other}")
+    now = json.loads(json.dumps(asdict(config)))
+    changed = [f"{key} {baseline['config'].get(key)!r} there, {value!r} here" for key, value in now.items()
+               if baseline["config"].get(key) != value]
+    if changed:
+        raise ValueError(f"--baseline {path} was measured with other options ({'; '.join(changed)}); give the "
+                         f"same options, {other}")
+    kind, there = device.split(":")[0], str(baseline["device"]).split(":")[0]
+    if kind != there:
+        raise ValueError(f"--baseline {path} was measured on {there} and this run is on {kind}; memory is "
+                         f"measured differently there: use --device {there}, {other}")
+    memory = _memory_key(baseline)
+    for i, row in enumerate(baseline["modes"]):
+        if not isinstance(row, dict) or not isinstance(row.get("precision"), str):
+            raise ValueError(f"{where} (modes[{i}] has no precision); {fix}")
+        if "error" in row:
+            continue
+        quartiles = row.get("step_seconds_quartiles")
+        bad = [key for key in ("step_seconds", memory, "output_difference_float64") if not _is_number(row.get(key))]
+        if not (isinstance(quartiles, list) and len(quartiles) == 2 and all(map(_is_number, quartiles))):
+            bad.append("step_seconds_quartiles")
+        if bad:
+            raise ValueError(f"{where} (mode {row['precision']} lacks {', '.join(bad)}, or they are not numbers); "
+                             f"{fix}")
+    return baseline
+
+
+def _spread(row: dict) -> float:
+    """The interquartile range of a mode's step times, relative to their median."""
+    low, high = row["step_seconds_quartiles"]
+    return (high - low) / row["step_seconds"]
+
+
+def compare(current: dict, baseline: dict, judge=JUDGED,
+            time_tolerance: float = TIME_TOLERANCE) -> tuple[list[dict], list[str]]:
+    """Each mode of ``current`` against ``baseline`` (two :func:`run` reports of the same configuration).
+
+    Returns the rows of the table (``precision``, ``metric``, ``current``, ``baseline``,
+    ``limit``: ``None`` where the metric is shown but not judged, ``ok``) and one
+    sentence per regression. Judged where named in ``judge``:
+
+    * ``time``: the median step time as a ratio to ``full`` in the same run (so a
+      slower or faster machine does not count) may exceed the baseline's ratio by
+      ``time_tolerance`` plus the spread of the timings (the relative interquartile
+      ranges of the mode and of ``full``, the larger of the two runs'). Absolute
+      times are shown, never judged.
+    * ``memory``: the CUDA peak allocated, or the bytes saved for backward on the
+      CPU, may exceed the baseline's by 2%.
+    * ``accuracy``: the output's relative difference from the float64 model may
+      reach the larger of 2× the baseline's and the unit roundoff of the mode's
+      dtype (float32 for ``full``).
+    """
+    rows, failures = [], []
+
+    def add(precision, metric, now, then, limit=None, message=None):
+        ok = None if limit is None else bool(now <= limit)  # a NaN fails
+        rows.append({"precision": precision, "metric": metric, "current": now, "baseline": then, "limit": limit,
+                     "ok": ok})
+        if ok is False:
+            failures.append(f"{precision}: {message()}")
+
+    before = {row["precision"]: row for row in baseline["modes"]}
+    full_now, full_then = current["modes"][0], baseline["modes"][0]
+    ratios = "error" not in full_now and "error" not in full_then
+    memory = _memory_key(current)
+    label = "peak MiB" if memory == "peak_allocated_bytes" else "saved for backward MiB"
+    for row in current["modes"]:
+        precision, then = row["precision"], before.pop(row["precision"], None)
+        if then is None or "error" in row or "error" in then:
+            add(precision, "not in the baseline" if then is None else "error now" if "error" in row
+                else "error in the baseline", None, None)
+            if then is not None and "error" in row and "error" not in then:
+                failures.append(f"{precision}: failed now ({row['error']}); it ran in the baseline")
+            continue
+        add(precision, "step ms", row["step_seconds"] * 1e3, then["step_seconds"] * 1e3)
+        if ratios and precision != full_now["precision"]:
+            ratio, ratio_then = (r["step_seconds"] / f["step_seconds"] for r, f in ((row, full_now), (then, full_then)))
+            spread = max(_spread(row) + _spread(full_now), _spread(then) + _spread(full_then))
+            limit = ratio_then * (1 + time_tolerance + spread) if "time" in judge else None
+            add(precision, "step time × full", ratio, ratio_then, limit,
+                lambda: f"a step takes {ratio:.3f}× full's time, the baseline {ratio_then:.3f}×; limit {limit:.3f} "
+                        f"= baseline × (1 + {time_tolerance:.0%} tolerance + {spread:.1%} spread of the timings)")
+        used, used_then = row[memory], then[memory]
+        limit = used_then * (1 + MEMORY_TOLERANCE) if "memory" in judge else None
+        add(precision, label, used / 2**20, used_then / 2**20, None if limit is None else limit / 2**20,
+            lambda: f"{label} {used / 2**20:.3f}, the baseline {used_then / 2**20:.3f}; limit {limit / 2**20:.3f} "
+                    f"(+{MEMORY_TOLERANCE:.0%})")
+        error, error_then = row["output_difference_float64"], then["output_difference_float64"]
+        dtype = row.get("dtype") or "float32"
+        u = UNIT_ROUNDOFF[DTYPES.get(dtype, torch.float32)]
+        limit = max(ACCURACY_FACTOR * error_then, u) if "accuracy" in judge else None
+        add(precision, "output diff vs float64", error, error_then, limit,
+            lambda: f"the output differs from the float64 model's by {error:.3e}, the baseline by {error_then:.3e}; "
+                    f"limit {limit:.3e}, the larger of {ACCURACY_FACTOR:g}× the baseline and the unit roundoff "
+                    f"of {dtype} ({u:.3e})")
+    for precision in before:
+        failures.append(f"{precision}: in the baseline but not measured now")
+    return rows, failures
+
+
+def environment_changes(current: dict, baseline: dict) -> list[str]:
+    """What differs between the environments of two reports, e.g. ``"torch 2.12.0 → 2.13.0"``."""
+    return [f"{key} {baseline.get(key)} → {current.get(key)}" for key in ENVIRONMENT_KEYS
+            if baseline.get(key) != current.get(key)]
+
+
+def comparison_table(rows: list[dict]) -> str:
+    """The table of :func:`compare`: current and baseline per mode and metric, the limit and the verdict."""
+    lines = [f"{'precision':<20} {'metric':<24} {'current':>10} {'baseline':>10} {'limit':>10}  verdict"]
+    for row in rows:
+        fmt = ".2e" if row["metric"].startswith("output") else ".4g"
+        shown = [format(row[k], fmt) if row[k] is not None else "—" for k in ("current", "baseline", "limit")]
+        verdict = {None: "shown", True: "ok", False: "REGRESSED"}[row["ok"]]
+        lines.append(f"{row['precision']:<20} {row['metric']:<24} {shown[0]:>10} {shown[1]:>10} {shown[2]:>10}  "
+                     f"{verdict}")
     return "\n".join(lines)

@@ -35,7 +35,8 @@ def _add_generate(commands) -> None:
     p = commands.add_parser("generate", help="solve a PDE for many random inputs and write a data set",
                             description="Generate an operator-learning data set with mpno's own solvers.")
     p.add_argument("equation", choices=list(EQUATIONS))
-    p.add_argument("--resolution", type=int, required=True, help="grid points per dimension")
+    p.add_argument("--resolution", type=int, help="grid points per dimension (shallow-water: latitudes); "
+                                                  "not for potential-flow")
     p.add_argument("--n", type=int, required=True, help="number of samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output .h5 file")
@@ -46,6 +47,8 @@ def _add_generate(commands) -> None:
     p.add_argument("--time", type=float, help="final time T (navier-stokes, burgers)")
     p.add_argument("--snapshots", type=int, help="navier-stokes: outputs at this many times in (0, T]")
     p.add_argument("--dt", type=float, help="time step (default: from the resolution)")
+    p.add_argument("--points", type=int, help="potential-flow: surface points per sample")
+    p.add_argument("--nlon", type=int, help="shallow-water: longitudes (default: 2 × latitudes)")
     p.add_argument("--set", type=_parse_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="any other parameter of the equation, e.g. --set tau=5")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
@@ -55,7 +58,8 @@ def _add_generate(commands) -> None:
 def _run_generate(args) -> None:
     from ..data import generate
 
-    params = {k: getattr(args, k) for k in ("viscosity", "time", "snapshots", "dt") if getattr(args, k) is not None}
+    params = {k: getattr(args, k) for k in ("viscosity", "time", "snapshots", "dt", "points", "nlon")
+              if getattr(args, k) is not None}
     params.update(dict(args.set))
     paths = generate(args.equation, args.out, n=args.n, resolution=args.resolution, seed=args.seed,
                      coarsen=args.coarsen, batch_size=args.batch_size, overwrite=args.overwrite, **params)
@@ -253,8 +257,10 @@ def _add_bench(commands) -> None:
         description="Training steps (forward, loss, backward, AdamW step) in full, amp, mixed and half, with "
                     "float16 and bfloat16: median step time, samples/s, memory (CUDA: peak and activations; "
                     "CPU: bytes saved for backward and peak RSS, each mode in a fresh process), ratios to full, "
-                    "and the output's difference from full.")
-    p.add_argument("--preset", default="darcy64", help="ns128, darcy64 (default) or tiny; flags below override")
+                    "and the output's difference from full (float32 and float64). With --save-baseline, keep "
+                    "the report; with --baseline, compare with a kept report and exit 1 on a regression.")
+    p.add_argument("--preset", default="darcy64",
+                   help="ns128, darcy64 (default), tiny or gino; flags below override")
     p.add_argument("--model", choices=("fno", "tfno"))
     p.add_argument("--factorization")
     p.add_argument("--rank", type=float)
@@ -266,7 +272,19 @@ def _add_bench(commands) -> None:
     p.add_argument("--fft-backend", choices=("auto", "torch", "dft"), help="half-precision transforms (auto)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode, after 3 warm-up steps (10)")
+    p.add_argument("--in-process", action="store_true",
+                   help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    guard = p.add_argument_group("regression guard")
+    kept = guard.add_mutually_exclusive_group()
+    kept.add_argument("--save-baseline", metavar="FILE.json", help="write the report to FILE.json as a baseline")
+    kept.add_argument("--baseline", metavar="FILE.json",
+                      help="compare with a baseline written by --save-baseline; exit 1 on a regression")
+    guard.add_argument("--judge", nargs="+", choices=("time", "memory", "accuracy"),
+                       help="what a regression is judged on (default: all three; time is a ratio to full)")
+    guard.add_argument("--time-tolerance", type=float, metavar="FRACTION",
+                       help="a mode's step time × full may exceed the baseline's by this fraction plus the "
+                            "spread of the timings (0.10)")
     p.set_defaults(run=_run_bench)
 
 
@@ -289,12 +307,35 @@ def _run_bench(args) -> None:
         config.grid = modes_per_dim(args.grid, len(config.modes), "--grid")
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
+    if args.baseline is None and (args.judge or args.time_tolerance is not None):
+        raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
+    if args.time_tolerance is not None and not args.time_tolerance >= 0:
+        raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
     device = str(resolve_device(args.device))
-    report = bench.run(config, device, args.steps,
+    baseline = bench.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
+    report = bench.run(config, device, args.steps, isolate=False if args.in_process else None, preset=args.preset,
                        progress=lambda row: print(f"  {row['precision']}: done", file=sys.stderr, flush=True))
     print(bench.table(report))
+    if args.save_baseline:
+        bench.save_baseline(report, args.save_baseline)
+        print(f"baseline written to {args.save_baseline}")
+    failures = []
+    if baseline is not None:
+        judge = args.judge or bench.JUDGED
+        tolerance = bench.TIME_TOLERANCE if args.time_tolerance is None else args.time_tolerance
+        rows, failures = bench.compare(report, baseline, judge, tolerance)
+        changes = bench.environment_changes(report, baseline)
+        print(f"\nagainst {args.baseline} (judged: {', '.join(judge)}):")
+        print(bench.comparison_table(rows))
+        print("environment changed: " + "; ".join(changes) if changes else "environment: unchanged")
+        print("\n".join([f"{len(failures)} regression(s):", *failures]) if failures else "no regression")
+        report["comparison"] = {"baseline": args.baseline, "judged": list(judge), "time_tolerance": tolerance,
+                                "rows": rows, "failures": failures, "environment_changes": changes}
     if args.json:
         _print_json(report)
+    if failures:
+        print(f"mpno bench: {len(failures)} regression(s) against {args.baseline}", file=sys.stderr)
+        raise SystemExit(1)  # 1: a regression; 2 (from main): bad input
 
 
 def build_parser() -> argparse.ArgumentParser:

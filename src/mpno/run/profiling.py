@@ -98,8 +98,8 @@ def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
     return torch.cuda.max_memory_allocated(device)
 
 
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
-    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (synchronising CUDA)."""
+def timings(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> list[float]:
+    """Wall time of each of ``repeats`` runs of ``fn()``, after ``warmup`` runs (synchronising CUDA)."""
     sync = torch.cuda.synchronize if device is not None and device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         fn()
@@ -110,4 +110,9 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, devi
         fn()
         sync()
         times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    return times
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1, device: torch.device | None = None) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after ``warmup`` runs (synchronising CUDA)."""
+    return sorted(timings(fn, repeats, warmup, device))[repeats // 2]
