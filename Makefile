@@ -22,5 +22,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# Generated data are kept: the default example's cache is $MPNO_CACHE, else ~/.cache/mpno.
 clean:
 	rm -rf $(VENV) runs .cache
+	@echo "kept the generated data in $${MPNO_CACHE:-$$HOME/.cache/mpno}; remove it with: rm -rf $${MPNO_CACHE:-$$HOME/.cache/mpno}"

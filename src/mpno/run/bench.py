@@ -73,6 +73,7 @@ PRESETS = {
     "darcy64": BenchConfig("fno", None, 0.05, 32, (16, 16), 4, (64, 64), 16),
     "tiny": BenchConfig("fno", None, 0.05, 8, (8, 8), 2, (32, 32), 2),
     "gino": BenchConfig("gino", None, 0.05, 16, (8, 8, 8), 3, (16, 16, 16), 4),
+    "swe": BenchConfig("sfno", None, 0.05, 32, (32, 32), 4, (64, 128), 8),  # shallow water on a 64×128 sphere
 }
 #: Every precision measured, full first (the baseline of the ratios).
 POLICIES = [Precision("full")] + [Precision(mode, dtype) for mode in ("amp", "mixed", "half")

@@ -318,7 +318,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             "world_size": context.world, "global_batch_size": config.batch_size * context.world,
         }
         if context.main:
-            _write_report(summary, model, trainer, run_dir)
+            _write_report(summary, model, trainer, run_dir, config.loss)
         # Release DDP while the process group lives, and leave together: a process that
         # tears the group down while its peer is still busy can abort at exit.
         trainer.close()
@@ -336,12 +336,12 @@ def _grid(dataset) -> list[int]:
     return [] if isinstance(dataset, PointCloudDataset) else list(dataset.shapes[0][1:])
 
 
-def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path) -> None:
+def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path, loss_name: str) -> None:
     """``summary.json``, the loss curves and a few test samples of every test set."""
     (run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     rows = MetricsLog(run_dir, tensorboard=False).rows()
     if rows:
-        plot_curves(rows, run_dir / "curves.png")
+        plot_curves(rows, run_dir / "curves.png", loss_name=loss_name)
     for name, batches in trainer.test_batches.items():
         if isinstance(batches, PointCloudBatches):  # no grid to draw (benchmarks/geometry_train.py plots clouds)
             continue

@@ -69,30 +69,45 @@ def _save(fig, path: Path, dpi: int) -> None:
     _pyplot().close(fig)
 
 
-def plot_curves(rows: list[dict], path: Path) -> None:
-    """Training loss and every test loss against epochs, log scale, with the precision of each epoch."""
+def plot_curves(rows: list[dict], path: Path, loss_name: str | None = None) -> None:
+    """Training loss (``loss_name``, e.g. ``"l2"``) and every test metric against epochs, log scale,
+    with the precision of each phase."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    labels = {"l2": "relative L2", "h1": "relative H1", "mse": "MSE"}  # the losses of mpno.nn.losses
     epochs = [int(r["epoch"]) for r in rows]
+    train_label = labels.get(loss_name, loss_name or "loss")
+    tests = {key: key.rpartition("/") for key in rows[0] if "/" in key}  # <test set>/<loss>
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for key in [k for k in rows[0] if k == "train_loss" or "/" in k]:
-        values = [float(r[key]) for r in rows]
-        ax.plot(epochs, values, marker="o", markersize=3, label=key.replace("train_loss", "train"))
+    ax.plot(epochs, [float(r["train_loss"]) for r in rows], "k-o", markersize=3, label=f"train ({train_label})")
+    for key, (name, _, loss) in tests.items():
+        ax.plot(epochs, [float(r[key]) for r in rows], marker="o", markersize=3, linestyle="--",
+                label=f"{name} ({labels.get(loss, loss)})")
     changes = [(e, r["precision"]) for e, r, prev in zip(epochs, rows, [None] + rows[:-1])
                if prev is None or prev["precision"] != r["precision"]]
     for epoch, precision in changes:
         ax.axvline(epoch - 0.5, color="grey", linestyle=":", linewidth=1)
         ax.text(epoch - 0.4, 0.98, precision, transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="grey")
+    metrics = ", ".join(dict.fromkeys(labels.get(loss, loss) for _, _, loss in tests.values()))
     ax.set_yscale("log")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel("loss")
-    ax.legend(fontsize=8)
+    ax.set_ylabel(f"train: {train_label}" + (f"; test: {metrics}" if metrics else ""))
+    ax.legend(fontsize=8, loc="lower left")
     ax.grid(alpha=0.3)
     _save(fig, path, dpi=110)
 
 
 @torch.no_grad()
 def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path, title: str = "") -> None:
-    """Input, truth, prediction and error for a few samples (first channel), 1D or 2D."""
+    """Input, truth, prediction and error for a few samples (first channel), 1D, 2D or 3D (middle slice).
+
+    Truth and prediction share one colour scale (1D: one y range); the error,
+    prediction − truth, has a scale symmetric about zero.
+    """
+    import numpy as np
+
     plt = _pyplot()
     model.eval()
     prediction = model(x).float().cpu().numpy()
@@ -100,18 +115,24 @@ def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path:
     count = len(x)
     fig, axes = plt.subplots(count, 4, figsize=(12, 2.8 * count), squeeze=False)
     for i in range(count):
-        panels = [("input", x[i, 0]), ("truth", y[i, 0]), ("prediction", prediction[i, 0]),
-                  ("error", prediction[i, 0] - y[i, 0])]
-        for ax, (label, field) in zip(axes[i], panels):
+        truth, guess = y[i, 0], prediction[i, 0]
+        both = np.concatenate([truth.ravel(), guess.ravel()])
+        shared = (np.nanmin(both), np.nanmax(both))
+        limit = np.nanmax(np.abs(guess - truth))
+        panels = [("input", x[i, 0], None, "viridis"), ("truth", truth, shared, "viridis"),
+                  ("prediction", guess, shared, "viridis"),
+                  ("error: prediction − truth", guess - truth, (-limit, limit), "RdBu_r")]
+        for ax, (label, field, scale, colours) in zip(axes[i], panels):
             if field.ndim == 1:
                 ax.plot([j / len(field) for j in range(len(field))], field)
+                if scale is not None and scale[1] > scale[0]:  # (a constant field keeps matplotlib's range)
+                    margin = 0.05 * (scale[1] - scale[0])
+                    ax.set_ylim(scale[0] - margin, scale[1] + margin)
             else:
                 picture = field.T if field.ndim == 2 else field[field.shape[0] // 2].T  # 3D: the middle slice
-                limit = abs(picture).max() if label == "error" else None
-                image = ax.imshow(picture, origin="lower", extent=(0, 1, 0, 1),
-                                  cmap="RdBu_r" if label == "error" else "viridis",
-                                  vmin=-limit if limit else None, vmax=limit)
-                fig.colorbar(image, ax=ax, fraction=0.046)
+                low, high = scale if scale is not None else (None, None)
+                image = ax.imshow(picture, origin="lower", extent=(0, 1, 0, 1), cmap=colours, vmin=low, vmax=high)
+                fig.colorbar(image, ax=ax, fraction=0.046).ax.tick_params(labelsize=7)
             if i == 0:
                 ax.set_title(label, fontsize=9)
             ax.tick_params(labelsize=7)
@@ -168,10 +189,14 @@ def summary_table(summary: dict) -> str:
 
 
 def plot_bounds(report: dict, path: Path, title: str = "") -> None:
-    """Discretisation error and each dtype's precision error against resolution, log-log."""
+    """Discretisation error and each dtype's precision error against resolution, log-log; with a model
+    audit, a second panel: each layer's relative error against float64 and the model's discretisation error."""
     plt = _pyplot()
     levels = report["levels"]
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    if "model" in report:
+        fig, (ax, audit) = plt.subplots(1, 2, figsize=(12, 4.5))
+    else:
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.plot(levels, report["curves"]["discretization"], "k-o", label="discretisation error (estimated)")
     for dtype, style in (("float16", "C0--s"), ("bfloat16", "C1--^"), ("float32", "C2--v")):
         values = [v if math.isfinite(v) else float("nan") for v in report["curves"][dtype]]
@@ -184,11 +209,34 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
+    if "model" in report:
+        model = report["model"]
+        names = [layer["layer"] for layer in model["layers"]] + ["output"]
+        errors = [layer["relative_error"] for layer in model["layers"]] + [model["precision_error"]]
+        audit.plot(range(len(names)), [e if math.isfinite(e) else float("nan") for e in errors], "C3-o",
+                   label=f"precision error, {model['precision']}")
+        for position, error in enumerate(errors):
+            if not math.isfinite(error):
+                audit.text(position, 0.5, "overflow", transform=audit.get_xaxis_transform(), rotation=90,
+                           ha="center", va="center", color="C3", fontsize=8)
+        factor = "" if report["threshold"] == 1 else f"{report['threshold']:g} × "
+        audit.axhline(report["threshold"] * model["discretization_error"], color="k", linestyle="--",
+                      label=f"safe below: {factor}the model's discretisation error (n vs n/2)")
+        audit.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+        audit.set_yscale("log")
+        audit.set_ylabel("relative error of the layer's output against float64")
+        audit.set_title(f"model audit: {'safe' if model['safe'] else 'NOT SAFE'} (output ratio {model['ratio']:.2g})",
+                        fontsize=10)
+        audit.grid(alpha=0.3, which="both")
+        audit.legend(fontsize=8)
     _save(fig, path, dpi=110)
 
 
 def bounds_table(report: dict) -> str:
-    """The ``mpno bounds`` table: per dtype, both errors, their bounds, the ratio and the verdict."""
+    """The ``mpno bounds`` table: per dtype, both errors, their bounds, the ratio and the verdict,
+    and what a half verdict of NOT SAFE means."""
+    import textwrap
+
     grid = "×".join(map(str, report["grid"]))
     modes = "×".join(map(str, report["n_modes"]))
     disc = report["discretization"]
@@ -208,6 +256,18 @@ def bounds_table(report: dict) -> str:
                      f"{row['discretization_bound']:>14.3e} {row['precision_bound']:>15.3e} "
                      f"{row['ratio']:>9.3g}  {verdict}")
     lines.append(f"(safe: precision error ≤ {report['threshold']:g} × discretisation error)")
+    unsafe = [dtype for dtype in ("float16", "bfloat16") if not report["dtypes"][dtype]["safe"]]
+    if unsafe:
+        carried = ", here only their float32 storage rounding (smooth or band-limited data)" \
+            if disc["storage_floor"] else ""
+        audit = "the model audit below" if "model" in report else "the model audit (--model RUN/best.pt)"
+        overflow = " float16 overflows on these values; bfloat16 has float32's range." \
+            if math.isinf(report["dtypes"]["float16"]["precision_error"]) else ""
+        lines += textwrap.wrap(
+            f"NOT SAFE for {' and '.join(unsafe)} concerns these data: a half forward transform adds more error "
+            f"than they carry{carried}.{overflow} Training in half or mixed (which computes this transform in "
+            f"float32, then rounds) can still be fine: {audit} compares a model's rounding with its own "
+            f"discretisation error. Otherwise train in full.", 100)
     if "model" in report:
         model = report["model"]
         lines += ["", f"model {model['checkpoint']} in {model['precision']} against float64 (relative errors):"]
