@@ -208,3 +208,14 @@ def test_gino_reference_in_float64(one_thread):
     assert 0 < full["output_difference_float64"] < 1e-6
     assert 0 < half["output_difference_float64"] < 50 * UNIT_ROUNDOFF[torch.float16]
     assert half["saved_for_backward_bytes"] < 0.6 * full["saved_for_backward_bytes"]
+
+
+def test_inference_times_forward_passes_only(capsys, one_thread):
+    assert cli.main(["bench", "--preset", "tiny", "--device", "cpu", "--steps", "1", "--inference",
+                     "--in-process", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["config"]["inference"] is True
+    for row in report["modes"]:
+        assert "saved_for_backward_bytes" not in row and row["step_seconds"] > 0
+        u = UNIT_ROUNDOFF[torch.bfloat16 if row["dtype"] == "bfloat16" else torch.float16]
+        assert row["output_difference_float64"] < (50 * u if row["mode"] != "full" else 1e-6)

@@ -45,6 +45,7 @@ class BenchConfig:
     batch: int = 16
     channels: int = 1
     fft_backend: str = "auto"
+    inference: bool = False  # time forward passes under no_grad instead of training steps
 
     def build(self) -> torch.nn.Module:
         channels, extra = (self.channels, self.channels), {}
@@ -93,7 +94,8 @@ def _relative_difference(output: torch.Tensor, reference: torch.Tensor) -> float
 
 
 def measure(config: BenchConfig, policy: Precision, device: torch.device, steps: int = 10, warmup: int = 3) -> dict:
-    """Time and memory of training steps (forward, loss, backward, AdamW step) in ``policy``.
+    """Time and memory of training steps (forward, loss, backward, AdamW step) in ``policy``, or of
+    forward passes under ``no_grad`` with ``config.inference``.
 
     Also the relative difference of the output from the same model and input in
     full precision (with the same stabilizer, so that only rounding differs), in
@@ -119,14 +121,22 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=policy.mode != "full" and policy.dtype == "float16")
 
-    def step():
+    def train_step():
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss_fn(model(x), y)).backward()
         scaler.step(optimizer)
         scaler.update()
 
-    if device.type == "cpu":  # the first step allocates everything a step needs
+    def inference_step():
+        with torch.no_grad():
+            model(x)
+
+    step = inference_step if config.inference else train_step
+    if config.inference:
+        model.eval()
+    if device.type == "cpu" and not config.inference:
         result["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(lambda: loss_fn(model(x), y))
+    if device.type == "cpu":  # the first step allocates everything a step needs
         base = profiling.current_rss_bytes()
         profiling.reset_peak_rss()
         step()
@@ -136,6 +146,7 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
         step()
     if device.type == "cuda":
         result["peak_allocated_bytes"] = profiling.cuda_peak_bytes(step, device)
+    if device.type == "cuda" and not config.inference:
         optimizer.zero_grad(set_to_none=True)
         before = torch.cuda.memory_allocated(device)
         out = model(x)

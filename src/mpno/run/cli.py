@@ -272,6 +272,8 @@ def _add_bench(commands) -> None:
     p.add_argument("--fft-backend", choices=("auto", "torch", "dft"), help="half-precision transforms (auto)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode, after 3 warm-up steps (10)")
+    p.add_argument("--inference", action="store_true",
+                   help="time forward passes under no_grad (inference) instead of training steps")
     p.add_argument("--in-process", action="store_true",
                    help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
@@ -298,7 +300,7 @@ def _run_bench(args) -> None:
     if args.preset not in bench.PRESETS:
         raise ValueError(f"--preset {args.preset!r} is not one of {', '.join(bench.PRESETS)}")
     config = dataclasses.replace(bench.PRESETS[args.preset])
-    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend"):
+    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.modes:
