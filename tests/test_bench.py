@@ -22,7 +22,6 @@ def test_bench_tiny_reports_every_mode(capsys):
         assert "error" not in row, row
         for key in ("step_seconds", "samples_per_second", "saved_for_backward_bytes", "peak_rss_bytes"):
             assert row[key] > 0 and math.isfinite(row[key])
-        assert row["peak_rss_increase_bytes"] >= 0
         assert set(row["ratios_to_full"]) >= {"step_seconds", "samples_per_second", "saved_for_backward_bytes"}
         # The output against full precision (same stabilizer): rounding only, a few dozen
         # roundings amplified by the tiny untrained model's cancellation (measured ≤ 10u).

@@ -1,5 +1,6 @@
 """The ``mpno`` command and run configurations: flags, config files, model choices."""
 
+import dataclasses
 import json
 
 import pytest
@@ -104,23 +105,44 @@ def test_predict_writes_predictions_with_and_without_targets(files, tmp_path, ca
     assert "give a .h5 path" in capsys.readouterr().err
 
 
-def test_flags_and_config_agree(capsys):
-    import dataclasses
+def other_value(spec):
+    """A command-line value for ``spec`` that differs from its default, and what it must parse to."""
+    meta, default = spec.metadata, spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
+    kind = meta["kind"]
+    if kind == "bool":
+        return [], not default
+    if meta["choices"]:
+        taken = default if isinstance(default, list) else [default]
+        choice = next(c for c in meta["choices"] if c not in taken)
+        return [choice], [choice] if kind.endswith("_list") else choice
+    if kind in ("int", "number", "int_list"):
+        value = (default[0] if isinstance(default, list) else default or 0) + 1
+        return [str(value)], [value] if kind == "int_list" else value
+    if kind == "float":
+        return ["0.5"], 0.5
+    return ["other"], ["other"] if kind == "str_list" else "other"
 
+
+def test_every_option_is_a_flag_that_parses_to_its_field():
     parser = cli.build_parser()
-    train = next(a for a in parser._subparsers._group_actions[0].choices.values() if a.prog.endswith("train"))
+    train = parser._subparsers._group_actions[0].choices["train"]
     options = {option: action for action in train._actions for option in action.option_strings}
     for spec in dataclasses.fields(RunConfig):
         flag = "--" + spec.name.replace("_", "-")
-        assert flag in options, flag
+        words, expected = other_value(spec)
+        if spec.metadata["kind"] == "bool":
+            flag = flag if expected else "--no-" + flag[2:]
+        config = RunConfig.from_dict(cli._given_options(parser.parse_args(["train", flag, *words])))
+        assert getattr(config, spec.name) == expected, flag
         default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
-        shown = " ".join(map(str, default)) if isinstance(default, list) else str(default)
-        assert f"(default: {shown})" in options[flag].help, flag
-    for alias in ("--modes", "--width", "--layers"):
-        assert alias in options
+        assert str(default if not isinstance(default, list) else " ".join(map(str, default))) in options[
+            "--" + spec.name.replace("_", "-")].help
+    for alias, field in (("--modes", "n_modes"), ("--width", "hidden_channels"), ("--layers", "n_layers")):
+        assert options[alias].dest == field
 
 
 def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):
+    ranks = []
     for rank, expected in (("8", 8), ("0.05", 0.05)):
         assert cli.main(["train", "--model", "tfno", "--factorization", "cp", "--rank", rank, "--width", "6",
                          "--n-modes", "4", "--print-config"]) == 0
@@ -131,4 +153,5 @@ def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):
         built = operator_for(loaded, 1, 1, (4, 4)).blocks[0].conv.factorized
         direct = mpno.TFNO(1, 1, (4, 4), hidden_channels=6, factorization="cp", rank=expected).blocks[0].conv.factorized
         assert built.ranks == direct.ranks
-    assert built.ranks != (8,)  # the fraction and the int give different ranks
+        ranks.append(built.ranks)
+    assert ranks[0] == (8,) and ranks[1] != ranks[0]  # the int is the rank; the fraction gives another

@@ -11,7 +11,7 @@ Files (``.h5``/``.hdf5`` or ``.npz``) hold, for N samples of up to P points in d
 * optional quadrature ``weights`` (N, P) (a key given as ``weights=``).
 
 :mod:`mpno.data.potential_flow` writes such files (inputs ``normals`` and
-``flow``, output ``cp``). :class:`CarCFD` reads the car-pressure layout used by
+``flow``, output ``cp``). :func:`car_cfd` reads the car-pressure layout used by
 ``neuraloperator``'s GINO example.
 """
 

@@ -240,16 +240,7 @@ class GINO(nn.Module):
                              f"got {tuple(x.features.shape)}")
         if not torch.isfinite(x.points).all() or not torch.isfinite(x.features).all():
             raise ValueError("GINO: the points or features hold NaN or inf values")
-        policy = precision_module.inside_autocast(self.precision, x.points.device.type)
-        with torch.autocast(x.points.device.type, enabled=False):
-            if policy is self.precision:
-                return self._forward(x)
-            own = self.precision
-            self.set_precision(policy)
-            try:
-                return self._forward(x)
-            finally:
-                self.set_precision(own)
+        return precision_module.run_in_own_policy(self, self._forward, x, x.points.device.type)
 
     def _forward(self, x) -> torch.Tensor:
         inward, outward = self._batch_neighborhoods(x)

@@ -108,16 +108,7 @@ class FNO(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        policy = precision_module.inside_autocast(self.precision, x.device.type)
-        with torch.autocast(x.device.type, enabled=False):
-            if policy is self.precision:
-                return self._forward(x)
-            own = self.precision
-            self.set_precision(policy)
-            try:
-                return self._forward(x)
-            finally:
-                self.set_precision(own)
+        return precision_module.run_in_own_policy(self, self._forward, x, x.device.type)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype, grid = x.dtype, x.shape[2:]

@@ -72,7 +72,7 @@ class RunConfig:
     channel_mlp: bool = option(True, "bool", "a channel MLP in each Fourier layer", group="model")
     domain_padding: float = option(0.0, "float", "zero-pad this fraction of each dimension (non-periodic problems)",
                                    low=0.0, high=1.0, group="model")
-    grid: str = option("equiangular", "str", "sfno: the spherical grid of the data", 
+    grid: str = option("equiangular", "str", "sfno: the spherical grid of the data",
                        choices=("equiangular", "legendre-gauss"), group="model")
     latent_grid: int = option(16, "int", "gino: points per dimension of the latent grid", low=2, group="model")
     radius: float = option(0.2, "float", "gino: neighbourhood radius of the graph kernel integrals", low=0.0,
@@ -122,6 +122,9 @@ class RunConfig:
             setattr(self, spec.name, coerce(spec, getattr(self, spec.name)))
         if self.precision not in ("auto", "schedule"):
             PrecisionSchedule.parse(self.precision, self.dtype)  # raises naming the bad part
+        if self.precision == "auto" and self.model in ("sfno", "gino"):
+            raise ValueError(f"precision='auto' audits Fourier coefficients of grid data on the cube; give "
+                             f"--model {self.model} a precision mode (the spherical audit is mpno.bounds.sphere)")
         if isinstance(self.rank, float) and self.rank > 1:
             raise ValueError(f"rank={self.rank!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
                              "give an int for an explicit rank")

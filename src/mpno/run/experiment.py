@@ -20,6 +20,7 @@ from ..data.pointclouds import PointCloudBatches, PointCloudDataset
 from ..nn import losses
 from ..nn.point_losses import PointL2Loss
 from ..nn.spherical import SphericalL2Loss
+from ..ops import sht
 from ..nn.models import FNO, build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ..precision import Precision, PrecisionSchedule
@@ -73,8 +74,14 @@ def _dataset(path: str, config: RunConfig) -> OperatorDataset | PointCloudDatase
                            spatial_dims=config.spatial_dims, time_in=config.time_in, time_out=config.time_out)
 
 
+def test_names(paths: Sequence[str]) -> dict[str, str]:
+    """``{name: path}`` of test files: their file names, or whole paths where two names coincide."""
+    names = [Path(p).name for p in paths]
+    return dict(zip(names if len(set(names)) == len(names) else map(str, paths), paths))
+
+
 def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
-    return modes_per_dim(config.n_modes, spatial_dims)
+    return modes_per_dim(config.n_modes, spatial_dims, "--n-modes")
 
 
 def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
@@ -82,9 +89,7 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
     train_path, test_paths = (config.data_train, config.data_test) if config.data_train else default_data(log)
     train = _dataset(train_path, config)
     if test_paths:
-        tests = {Path(p).name: _dataset(p, config) for p in test_paths}
-        if len(tests) < len(test_paths):
-            tests = {str(p): _dataset(p, config) for p in test_paths}
+        tests = {name: _dataset(path, config) for name, path in test_names(test_paths).items()}
     else:
         train_idx, test_idx = split_indices(len(train), config.test_fraction, config.seed)
         tests = {f"{train.name} (held out)": train.subset(test_idx)}
@@ -105,12 +110,18 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
         if len(x_shape) != len(x_train) or x_shape[0] != x_train[0] or y_shape[0] != y_train[0]:
             raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
                             f"data's {x_train} → {y_train} (channels and spatial dims must agree)")
-        _check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes")
-    _check_grid(train.path, x_train[1:], modes, "lower --n-modes")
+        _check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes", config)
+    _check_grid(train.path, x_train[1:], modes, "lower --n-modes", config)
     return train, tests
 
 
-def _check_grid(path, grid, modes, fix: str) -> None:
+def _check_grid(path, grid, modes, fix: str, config: RunConfig) -> None:
+    if config.model == "sfno" and len(grid) == 2:  # the sphere resolves fewer degrees than it has latitudes
+        try:
+            sht.check_sizes(*grid, *modes, config.grid)
+        except ValueError as err:
+            raise DataError(f"{path}: {err}; {fix}") from None
+        return
     for i, (n, m) in enumerate(zip(grid, modes)):
         if n < m:
             hint = ""
@@ -138,7 +149,7 @@ def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes
 def model_for(config: RunConfig, train_set) -> NormalizedOperator:
     """The operator ``config`` describes for ``train_set``, with normalisers fitted on it."""
     if isinstance(train_set, PointCloudDataset):
-        (cin, cout), modes = train_set.channels, modes_per_dim(config.n_modes, 3)
+        (cin, cout), modes = train_set.channels, modes_for(config, train_set[0][0].points.shape[-1])
         samples = [train_set[i] for i in range(len(train_set))]
         inputs, outputs = (x.features.T for x, _ in samples), (y.values.T for _, y in samples)
     else:
@@ -214,11 +225,14 @@ def _on_main(context: distributed.Context, fn: Callable):
     if context.main:
         try:
             outcome = ("ok", fn())
-        except (ValueError, FileExistsError, FileNotFoundError) as err:
+        except Exception as err:  # every process must hear of it, or the others wait forever
+            if distributed.current().world == 1:
+                raise
             outcome = ("error", type(err), str(err))
     outcome = distributed.from_main(outcome)
     if outcome[0] == "error":
-        raise outcome[1](outcome[2])
+        kind = outcome[1] if outcome[1] in (ValueError, FileExistsError, FileNotFoundError, DataError) else RuntimeError
+        raise kind(outcome[2])
     return outcome[1]
 
 
@@ -254,6 +268,8 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
     else:
         config.validate()
     device = resolve_device(config.device)
+    if config.model == "gino" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ValueError("--model gino trains in one process; run it without torchrun")
     owns_group = distributed.current().world == 1  # set up here (torchrun), not by a caller
     context = distributed.setup(config.dist_backend, device.type)
     if context.world > 1 and device.type == "cuda":
@@ -282,12 +298,6 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         torch.manual_seed(config.seed)
         model = model_for(config, train_set).to(device)
         auto_reason = None
-        if config.model == "gino" and (config.precision == "auto" or context.world > 1):
-            raise ValueError("--model gino: precision 'auto' (which audits grid data) and torchrun are not "
-                             "supported; give a precision mode and train in one process")
-        if config.model == "sfno" and config.precision == "auto":
-            raise ValueError("--model sfno: precision 'auto' audits Fourier coefficients on the cube; give a "
-                             "precision mode (mpno bounds audits spherical data: docs/sphere.md)")
         if config.precision == "auto":
             config.precision, config.dtype, auto_reason = _on_main(
                 context, lambda: _choose_precision(config, train_set, model, device))
@@ -389,10 +399,10 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
     model, config = checkpoint_model(path, device_, precision, batch_size)
     config.x_key, config.y_key = x_key or config.x_key, y_key or config.y_key
     batches, grids = {}, {}
-    for file in data:
+    for name, file in test_names(data).items():
         test = checked_dataset(file, config, model)
-        batches[Path(file).name] = batches_of(test, config, device_, model, Path(file).name)
-        grids[Path(file).name] = _grid(test)
+        batches[name] = batches_of(test, config, device_, model, name)
+        grids[name] = _grid(test)
     _, eval_losses = losses_for(config, test)
     return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision)}
 
@@ -415,6 +425,10 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
     model = None
     if model_path:
         model = checkpoint.load_model(model_path)
+        if not isinstance(model.operator, FNO):
+            raise ValueError(f"--model {model_path}: the audit compares Fourier coefficients of fields on the "
+                             "cube, which an SFNO or GINO does not use; for SFNO see mpno.bounds.sphere "
+                             "(docs/sphere.md)")
         modes = modes or model.operator.n_modes
     if modes:
         modes = modes_per_dim(modes, fields.ndim - 2)

@@ -42,6 +42,9 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
     targets = _has_targets(data, config.x_key, config.y_key)
     if not targets:  # read the inputs as their own pair
         config = dataclasses.replace(config, y_key=config.x_key or "x")
+    if config.model == "gino":
+        raise ValueError(f"{checkpoint}: mpno predict writes fields on grids; test a GINO with mpno evaluate, or "
+                         "call mpno.load_model on point clouds (docs/geometry.md)")
     dataset = checked_dataset(data, config, model)
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5"):

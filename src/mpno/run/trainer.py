@@ -151,12 +151,12 @@ class Trainer:
         safer = SAFER[policy.mode]
         if safer is None:
             raise TrainingError(f"{self.nonfinite_run} consecutive non-finite steps in full precision at "
-                                f"epoch {epoch}: check the data and lower the learning rate")
+                                f"epoch {epoch + 1}: check the data and lower the learning rate")
         self.floor = safer
         raised = at_least(policy, safer)
         self.model.set_precision(raised)
         self._record(epoch, step, raised, f"{self.nonfinite_run} consecutive non-finite steps")
-        self.log(f"epoch {epoch}: {self.nonfinite_run} consecutive non-finite steps in {policy}; "
+        self.log(f"epoch {epoch + 1}: {self.nonfinite_run} consecutive non-finite steps in {policy}; "
                  f"raising precision to {raised}")
         self.nonfinite_run = 0
         return raised
