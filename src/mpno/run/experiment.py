@@ -24,7 +24,7 @@ from ..ops import sht
 from ..nn.models import FNO, build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ..precision import Precision, PrecisionSchedule
-from . import checkpoint, distributed, rundir
+from . import checkpoint, distributed, profiling, rundir
 from .batches import LazyBatches, batches_for
 from .config import RunConfig
 from .evaluation import evaluate
@@ -322,8 +322,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             "test": results, "grids": {name: _grid(test) for name, test in tests.items()},
             "epochs": config.epochs, "seconds": seconds,
             "precision_history": trainer.history, "best": trainer.best,
-            "peak_memory_bytes": trainer.peak_memory_bytes(),
-            "memory_kind": "CUDA peak allocated" if device.type == "cuda" else "process peak RSS",
+            **profiling.peak_memory(device),
             "run_dir": str(run_dir), "device": str(device), "precision_auto": auto_reason,
             "world_size": context.world, "global_batch_size": config.batch_size * context.world,
         }

@@ -80,8 +80,6 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
     finally:
         temporary.unlink(missing_ok=True)
     seconds = time.perf_counter() - start
-    peak = torch.cuda.max_memory_allocated(device_) if device_.type == "cuda" else profiling.peak_rss_bytes()
     return {"out": str(out), "samples": count, "grid": list(dataset.shapes[0][1:]), "precision": str(model.precision),
-            "seconds": seconds, "samples_per_second": count / seconds, "peak_memory_bytes": peak,
-            "memory_kind": "CUDA peak allocated" if device_.type == "cuda" else "process peak RSS",
+            "seconds": seconds, "samples_per_second": count / seconds, **profiling.peak_memory(device_),
             "relative_l2": float(np.mean(errors)) if targets else None}

@@ -83,6 +83,13 @@ def peak_rss_bytes() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
+def peak_memory(device: torch.device) -> dict:
+    """``{"peak_memory_bytes", "memory_kind"}``: CUDA's peak allocated on a GPU, the process's peak RSS elsewhere."""
+    if device.type == "cuda":
+        return {"peak_memory_bytes": torch.cuda.max_memory_allocated(device), "memory_kind": "CUDA peak allocated"}
+    return {"peak_memory_bytes": peak_rss_bytes(), "memory_kind": "process peak RSS"}
+
+
 def current_rss_bytes() -> int:
     """This process's resident memory now (Linux; the peak elsewhere)."""
     rss = _status_kib("VmRSS")

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..nn.normalized import NormalizedOperator
 from ..precision import SAFER, Precision, PrecisionSchedule, at_least
-from . import checkpoint, distributed, profiling
+from . import checkpoint, distributed
 from .evaluation import evaluate
 from .reporting import MetricsLog, epoch_line
 
@@ -297,8 +297,3 @@ class Trainer:
             torch.cuda.set_rng_state_all(state["rng"]["cuda"])
         if self.metrics is not None:
             self.metrics.truncate(self.epoch)
-
-    def peak_memory_bytes(self) -> int:
-        if self.device.type == "cuda":
-            return torch.cuda.max_memory_allocated(self.device)
-        return profiling.peak_rss_bytes()
