@@ -120,3 +120,24 @@ class DomainPadding(nn.Module):
 
     def crop(self, x: torch.Tensor, grid) -> torch.Tensor:
         return x[(..., *(slice(0, n) for n in grid))]
+
+
+class OperatorBlock(nn.Module):
+    """``act(K(x) + skip(x))`` for a kernel layer ``conv`` (spectral or spherical), with an optional channel
+    MLP: ``act(mlp(act(K(x) + skip(x))) + gate(x))``."""
+
+    def __init__(self, conv: nn.Module, channels: int, skip: str, channel_mlp_expansion: float | None):
+        super().__init__()
+        self.conv = conv
+        self.skip = skip_connection(skip, channels)
+        if channel_mlp_expansion:
+            self.mlp = ChannelMLP(channels, max(1, round(channels * channel_mlp_expansion)), channels)
+            self.mlp_skip = SoftGating(channels)
+        else:
+            self.mlp = self.mlp_skip = None
+
+    def forward(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
+        y = self.conv(x) + self.skip(x)
+        if self.mlp is not None:
+            y = self.mlp(F.gelu(y)) + self.mlp_skip(x)
+        return F.gelu(y) if activate else y

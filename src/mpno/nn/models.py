@@ -5,37 +5,15 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import precision as precision_module
 from ..checks import as_modes, check_field, positive_int
-from .layers import ChannelMLP, DomainPadding, SoftGating, grid_coordinates, skip_connection
+from .layers import ChannelMLP, DomainPadding, OperatorBlock, grid_coordinates
 from ..precision import Precision
 from .factorized import factorization_name
 from .spectral import SpectralConv
 from .spherical import SFNO
-
-
-class FNOBlock(nn.Module):
-    """``act(K(x) + skip(x))``, with an optional channel MLP: ``act(mlp(act(K(x) + skip(x))) + gate(x))``."""
-
-    def __init__(self, channels: int, n_modes: Sequence[int], skip: str, channel_mlp_expansion: float | None,
-                 **spectral):
-        super().__init__()
-        self.conv = SpectralConv(channels, channels, n_modes, **spectral)
-        self.skip = skip_connection(skip, channels)
-        if channel_mlp_expansion:
-            self.mlp = ChannelMLP(channels, max(1, round(channels * channel_mlp_expansion)), channels)
-            self.mlp_skip = SoftGating(channels)
-        else:
-            self.mlp = self.mlp_skip = None
-
-    def forward(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
-        y = self.conv(x) + self.skip(x)
-        if self.mlp is not None:
-            y = self.mlp(F.gelu(y)) + self.mlp_skip(x)
-        return F.gelu(y) if activate else y
 
 
 class FNO(nn.Module):
@@ -94,8 +72,9 @@ class FNO(nn.Module):
         self.lifting = ChannelMLP(in_channels + extra, lifting, hidden)
         self.padding = DomainPadding(domain_padding) if domain_padding else None
         self.blocks = nn.ModuleList(
-            FNOBlock(hidden, self.n_modes, skip, channel_mlp_expansion if channel_mlp else None,
-                     factorization=factorization, rank=rank, implementation=implementation)
+            OperatorBlock(SpectralConv(hidden, hidden, self.n_modes, factorization=factorization, rank=rank,
+                                       implementation=implementation),
+                          hidden, skip, channel_mlp_expansion if channel_mlp else None)
             for _ in range(n_layers)
         )
         self.projection = ChannelMLP(hidden, projection, out_channels)

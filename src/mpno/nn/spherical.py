@@ -6,7 +6,6 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import precision as precision_module
@@ -16,7 +15,7 @@ from ..ops.contraction import complex_einsum, complex_pair
 from ..ops.stabilizers import stabilize
 from ..precision import Precision
 from .factorized import factorization_name, factorized_weight
-from .layers import ChannelMLP, SoftGating, skip_connection
+from .layers import ChannelMLP, OperatorBlock
 from .losses import _relative, _working
 from .spectral import IMPLEMENTATIONS
 
@@ -126,27 +125,6 @@ def _sphere_points(nlat: int, nlon: int, grid: str, dtype: torch.dtype, device: 
     return points.to(dtype=dtype, device=device)
 
 
-class SFNOBlock(nn.Module):
-    """``act(K(x) + skip(x))`` with a spherical ``K``, optionally with a channel MLP, as ``FNOBlock``."""
-
-    def __init__(self, channels: int, n_modes: Sequence[int], skip: str, channel_mlp_expansion: float | None,
-                 **spherical):
-        super().__init__()
-        self.conv = SphericalConv(channels, channels, n_modes, **spherical)
-        self.skip = skip_connection(skip, channels)
-        if channel_mlp_expansion:
-            self.mlp = ChannelMLP(channels, max(1, round(channels * channel_mlp_expansion)), channels)
-            self.mlp_skip = SoftGating(channels)
-        else:
-            self.mlp = self.mlp_skip = None
-
-    def forward(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
-        y = self.conv(x) + self.skip(x)
-        if self.mlp is not None:
-            y = self.mlp(F.gelu(y)) + self.mlp_skip(x)
-        return F.gelu(y) if activate else y
-
-
 class SFNO(nn.Module):
     """Spherical Fourier Neural Operator for fields (batch, in_channels, nlat, nlon) on the sphere.
 
@@ -194,8 +172,9 @@ class SFNO(nn.Module):
         self.lifting = ChannelMLP(in_channels + (3 if positional_embedding else 0),
                                   lifting_channels or 2 * hidden, hidden)
         self.blocks = nn.ModuleList(
-            SFNOBlock(hidden, self.n_modes, skip, channel_mlp_expansion if channel_mlp else None, grid=grid,
-                      factorization=factorization, rank=rank, implementation=implementation)
+            OperatorBlock(SphericalConv(hidden, hidden, self.n_modes, grid=grid, factorization=factorization,
+                                        rank=rank, implementation=implementation),
+                          hidden, skip, channel_mlp_expansion if channel_mlp else None)
             for _ in range(n_layers)
         )
         self.projection = ChannelMLP(hidden, projection_channels or 2 * hidden, out_channels)
