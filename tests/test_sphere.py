@@ -10,7 +10,7 @@ from scipy.special import sph_harm_y
 
 import mpno
 from mpno import InverseRealSHT, Precision, RealSHT, SFNO, SphericalConv
-from mpno.nn.models import build_operator
+from mpno.nn.registry import build_operator
 from mpno.nn.normalized import NormalizedOperator
 from mpno.nn.spherical import SphericalL2Loss
 from mpno.ops import sht

@@ -162,7 +162,7 @@ class GINO(nn.Module):
     quadrature ``weights`` and cached neighbourhoods); clouds may differ in size.
     The output is (P, out_channels), the rows in the input's order, in the
     points' dtype. :attr:`arguments` holds the constructor's arguments (all but
-    ``precision``) for :func:`mpno.nn.models.build_operator`.
+    ``precision``) for :func:`mpno.nn.registry.build_operator`.
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (8, 8, 8),

@@ -13,7 +13,6 @@ from .layers import ChannelMLP, DomainPadding, OperatorBlock, grid_coordinates
 from ..precision import Precision
 from .factorized import factorization_name
 from .spectral import SpectralConv
-from .spherical import SFNO
 
 
 class FNO(nn.Module):
@@ -39,7 +38,7 @@ class FNO(nn.Module):
     The same model runs on any grid with at least ``n_modes[i]`` points along
     dimension ``i``: train at 32², evaluate at 64². The output has the input's dtype.
     :attr:`arguments` holds the constructor's arguments (all but ``precision``), so
-    that :func:`build_operator` can rebuild the model from a checkpoint. Inside
+    that :func:`mpno.nn.registry.build_operator` can rebuild the model from a checkpoint. Inside
     ``torch.autocast`` the model keeps its own policy, and a ``full`` model runs
     as ``amp`` in autocast's dtype (:func:`mpno.precision.inside_autocast`).
     """
@@ -115,29 +114,3 @@ class TFNO(FNO):
         super().__init__(in_channels, out_channels, n_modes, factorization=factorization, rank=rank, **kwargs)
 
 
-from .gno import GINO  # noqa: E402  (GINO builds on FNO, defined above)
-
-#: Operators by the name ``mpno train --model`` and checkpoints use.
-MODELS = {"fno": FNO, "tfno": TFNO, "gino": GINO, "sfno": SFNO}
-
-
-def build_operator(kind: str, in_channels: int, out_channels: int, n_modes: int | Sequence[int],
-                   factorization: str | None = None, **arguments) -> FNO:
-    """An operator of ``kind`` (``"fno"`` or ``"tfno"``) with its constructor's ``arguments``.
-
-    ``factorization=None`` keeps the kind's default (dense for FNO, Tucker for TFNO);
-    ``"dense"``, ``"cp"``, ``"tucker"`` and ``"tt"`` are what they say for either kind.
-    """
-    if kind not in MODELS:
-        raise ValueError(f"model={kind!r} is not supported; allowed: {', '.join(map(repr, MODELS))}")
-    if factorization is not None:
-        arguments["factorization"] = factorization
-    return MODELS[kind](in_channels, out_channels, n_modes, **arguments)
-
-
-def model_kind(model: nn.Module) -> str:
-    """The name of ``model``'s class in :data:`MODELS`."""
-    for kind, cls in MODELS.items():
-        if type(model) is cls:
-            return kind
-    raise ValueError(f"{type(model).__name__} is not one of mpno's operators ({', '.join(MODELS)})")

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from ..precision import Precision
-from .models import build_operator, model_kind
+from .registry import build_operator, model_kind
 
 
 class UnitGaussianNormalizer(nn.Module):

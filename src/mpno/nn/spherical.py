@@ -142,7 +142,7 @@ class SFNO(nn.Module):
     Runs on any grid of its type that resolves ``n_modes`` (equiangular:
     ``nlat >= 2 lmax - 1``; Legendre–Gauss: ``nlat >= lmax``; both: ``nlon >= 2 (mmax - 1)``).
     :attr:`arguments` holds the constructor's arguments (all but ``precision``) for
-    :func:`mpno.nn.models.build_operator`; inside ``torch.autocast`` the model keeps
+    :func:`mpno.nn.registry.build_operator`; inside ``torch.autocast`` the model keeps
     its policy, and a ``full`` model runs as ``amp`` (:func:`mpno.precision.inside_autocast`).
     """
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..nn import losses
-from ..nn.models import build_operator
+from ..nn.registry import build_operator
 from ..precision import DTYPES, UNIT_ROUNDOFF, Precision
 from . import profiling
 from .reporting import json_safe

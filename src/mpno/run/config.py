@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..nn.factorized import FACTORIZATIONS
 from ..nn.losses import LOSSES
-from ..nn.models import MODELS
+from ..nn.registry import MODELS
 from ..precision import DTYPES, PrecisionSchedule
 
 #: Option kinds: how a value is read from a flag or a config file.

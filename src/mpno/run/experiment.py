@@ -21,7 +21,8 @@ from ..nn import losses
 from ..nn.point_losses import PointL2Loss
 from ..nn.spherical import SphericalL2Loss
 from ..ops import sht
-from ..nn.models import FNO, build_operator
+from ..nn.models import FNO
+from ..nn.registry import build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ..precision import Precision, PrecisionSchedule
 from . import checkpoint, distributed, profiling, rundir
