@@ -11,7 +11,8 @@ from mpno.data import DataError
 from mpno.precision import Precision, PrecisionSchedule
 from mpno.run import checkpoint, cli
 from mpno.run.config import RunConfig
-from mpno.run.experiment import evaluate_checkpoint, open_data, operator_for, train, trainer_for
+from mpno.bounds import choose_precision
+from mpno.run.experiment import evaluate_checkpoint, model_for, open_data, operator_for, train, trainer_for
 from mpno.precision import UNIT_ROUNDOFF
 from mpno.run.trainer import SWITCH_WARNING, Trainer
 from reference import quiet, smooth_pairs, tiny_config
@@ -172,6 +173,13 @@ def test_auto_precision_picks_from_the_data_audit_and_logs_why(files, tmp_path):
     assert (saved["precision"], saved["dtype"]) == (chosen["mode"], chosen["dtype"])
     assert summary["precision_auto"].startswith(str(Precision(chosen["mode"], chosen["dtype"])))
     assert any(m.startswith("precision=auto chose") for m in messages)
+    config = tiny_config(files, tmp_path / "again", epochs=1)  # the same audit by hand: the same choice
+    train_set, _ = open_data(config, quiet)
+    torch.manual_seed(config.seed)
+    model = model_for(config, train_set)
+    fields = torch.stack([train_set[i][0] for i in range(len(train_set))])
+    policy, _ = choose_precision(fields, (4, 4), model=model)
+    assert (policy.mode, policy.dtype) == (chosen["mode"], chosen["dtype"]) and policy.mode in ("mixed", "full")
 
 
 @pytest.mark.gpu
