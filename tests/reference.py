@@ -127,3 +127,18 @@ def hermitian_field(coeffs: torch.Tensor, grid) -> torch.Tensor:
     field = torch.fft.ifftn(spectrum, dim=dims, norm="forward")
     assert field.imag.abs().max() < 1e-10 * max(1.0, field.real.abs().max().item())
     return field.real
+
+
+def last_layer_amplification(reference: torch.nn.Module, x64: torch.Tensor) -> float:
+    """κ = ‖ |W| |h| + |b| ‖ / ‖y‖ for the final pointwise layer: how much its sum cancels.
+
+    Rounding errors are relative to the terms summed, not to the (possibly much
+    smaller) result, so the output's relative error is amplified by κ.
+    """
+    captured = {}
+    layer = reference.projection.fc2
+    handle = layer.register_forward_hook(lambda mod, inp, out: captured.update(h=inp[0], y=out))
+    reference(x64)
+    handle.remove()
+    terms = layer.weight.abs() @ captured["h"].abs().flatten(2) + layer.bias.abs()[:, None]
+    return (terms.norm() / captured["y"].norm()).item()

@@ -8,7 +8,8 @@ import torch
 import mpno
 from mpno import Precision
 from mpno.nn.layers import grid_coordinates
-from reference import CUDA, bandlimited, relative_error, saved_dtypes, spectral_conv_stages, tolerance
+from reference import (CUDA, bandlimited, last_layer_amplification, relative_error, saved_dtypes, spectral_conv_stages,
+                       tolerance)
 
 CONFIGS = [((64,), (16,)), ((32, 32), (8, 8)), ((48, 40), (12, 10)), ((12, 10, 8), (6, 6, 4))]
 
@@ -16,21 +17,6 @@ CONFIGS = [((64,), (16,)), ((32, 32), (8, 8)), ((48, 40), (12, 10)), ((12, 10, 8
 def model_and_reference(modes, **kwargs):
     model = mpno.FNO(2, 3, modes, hidden_channels=8, n_layers=3, **kwargs)
     return model, copy.deepcopy(model).double()
-
-
-def last_layer_amplification(reference: mpno.FNO, x64: torch.Tensor) -> float:
-    """κ = ‖ |W| |h| + |b| ‖ / ‖y‖ for the final pointwise layer: how much its sum cancels.
-
-    Rounding errors are relative to the terms summed, not to the (possibly much
-    smaller) result, so the output's relative error is amplified by κ.
-    """
-    captured = {}
-    layer = reference.projection.fc2
-    handle = layer.register_forward_hook(lambda mod, inp, out: captured.update(h=inp[0], y=out))
-    reference(x64)
-    handle.remove()
-    terms = layer.weight.abs() @ captured["h"].abs().flatten(2) + layer.bias.abs()[:, None]
-    return (terms.norm() / captured["y"].norm()).item()
 
 
 @pytest.mark.parametrize("grid, modes", CONFIGS)

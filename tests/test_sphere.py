@@ -15,7 +15,7 @@ from mpno.nn.normalized import NormalizedOperator
 from mpno.nn.spherical import SphericalL2Loss
 from mpno.ops import sht
 from mpno.precision import UNIT_ROUNDOFF
-from reference import CUDA, relative_error, saved_dtypes, tolerance
+from reference import CUDA, last_layer_amplification, relative_error, saved_dtypes, tolerance
 
 GRIDS = sht.GRIDS
 FORWARD_STAGES = 6  # input; longitude DFT: twiddles, sums, 1/nlon; Legendre: table, sums
@@ -255,17 +255,6 @@ def test_cuda_matches_float64_and_the_cpu_emulation(mode, dtype, grid, size):
 def sfno_and_reference(**kwargs):
     model = SFNO(2, 3, (8, 8), hidden_channels=8, n_layers=2, **kwargs)
     return model, copy.deepcopy(model).double()
-
-
-def last_layer_amplification(reference, x64):
-    """κ = ‖ |W| |h| + |b| ‖ / ‖y‖ of the final pointwise layer (as in tests/test_fno.py)."""
-    captured = {}
-    layer = reference.projection.fc2
-    handle = layer.register_forward_hook(lambda mod, inp, out: captured.update(h=inp[0], y=out))
-    reference(x64)
-    handle.remove()
-    terms = layer.weight.abs() @ captured["h"].abs().flatten(2) + layer.bias.abs()[:, None]
-    return (terms.norm() / captured["y"].norm()).item()
 
 
 @pytest.mark.parametrize("mode", ["full", "amp", "mixed", "half"])

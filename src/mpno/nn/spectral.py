@@ -29,7 +29,34 @@ def contract_dense(coeffs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return complex_pair(f"bi{modes},io{modes}->bo{modes}", coeffs, weight)
 
 
-class SpectralConv(nn.Module):
+class KernelWeights(nn.Module):
+    """The parameters of a kernel layer: complex weights of ``shape`` (dense, or factorised and
+    contracted as ``implementation`` says) stored as real (re, im) float32 pairs, and a bias."""
+
+    def _make_weights(self, shape, factorization, rank, implementation: str, bias: bool) -> None:
+        if implementation not in IMPLEMENTATIONS:
+            raise ValueError(f"implementation={implementation!r} is not supported; allowed: "
+                             + ", ".join(repr(i) for i in IMPLEMENTATIONS))
+        self.implementation = implementation
+        self.factorized = factorized_weight(factorization, shape, rank)
+        if self.factorized is None:
+            self.weight = nn.Parameter(torch.randn(*shape, 2) * math.sqrt(1.0 / (shape[0] + shape[1])))
+        else:
+            self.register_parameter("weight", None)
+        self.bias = nn.Parameter(torch.zeros(shape[1])) if bias else None
+
+    @property
+    def master_dtype(self) -> torch.dtype:
+        return next(self.parameters()).dtype
+
+    @property
+    def complex_weight(self) -> torch.Tensor:
+        """The dense weight as complex (reconstructed from the factors if factorised)."""
+        dense = self.weight if self.factorized is None else self.factorized.to_dense()
+        return torch.view_as_complex(dense)
+
+
+class SpectralConv(KernelWeights):
     """Fourier layer ``x -> F⁻¹(R · F(x)) + bias`` for 1, 2 or 3 spatial dimensions.
 
     Args:
@@ -63,27 +90,8 @@ class SpectralConv(nn.Module):
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = as_modes(n_modes)
         self.precision = Precision.parse(precision)
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation={implementation!r} is not supported; allowed: "
-                             + ", ".join(repr(i) for i in IMPLEMENTATIONS))
-        self.implementation = implementation
-        shape = (in_channels, out_channels, *transforms.kept_shape(self.n_modes))
-        self.factorized = factorized_weight(factorization, shape, rank)
-        if self.factorized is None:
-            self.weight = nn.Parameter(torch.randn(*shape, 2) * math.sqrt(1.0 / (in_channels + out_channels)))
-        else:
-            self.register_parameter("weight", None)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-
-    @property
-    def master_dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    @property
-    def complex_weight(self) -> torch.Tensor:
-        """The dense weight as complex (reconstructed from the factors if factorised)."""
-        dense = self.weight if self.factorized is None else self.factorized.to_dense()
-        return torch.view_as_complex(dense)
+        self._make_weights((in_channels, out_channels, *transforms.kept_shape(self.n_modes)), factorization, rank,
+                           implementation, bias)
 
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Multiply kept coefficients (batch, in, *kept, 2) by the weights, in ``dtype``."""

@@ -14,10 +14,10 @@ from ..ops import sht, tables
 from ..ops.contraction import complex_einsum, complex_pair
 from ..ops.stabilizers import stabilize
 from ..precision import Precision
-from .factorized import factorization_name, factorized_weight
+from .factorized import factorization_name
 from .layers import ChannelMLP, OperatorBlock
 from .losses import _relative, _working
-from .spectral import IMPLEMENTATIONS
+from .spectral import KernelWeights
 
 _DENSE = "bilm,iol->bolm"  # batch, in, degree l, order m; the weight depends on l only
 
@@ -31,7 +31,7 @@ def spherical_modes(n_modes: Sequence[int]) -> tuple[int, int]:
     return modes
 
 
-class SphericalConv(nn.Module):
+class SphericalConv(KernelWeights):
     """Spherical convolution ``x -> SHT⁻¹(R_l · SHT(x)) + bias`` of fields (batch, channels, nlat, nlon).
 
     Args:
@@ -60,27 +60,7 @@ class SphericalConv(nn.Module):
         self.n_modes = spherical_modes(n_modes)
         self.grid = sht.check_grid(grid)
         self.precision = Precision.parse(precision)
-        if implementation not in IMPLEMENTATIONS:
-            raise ValueError(f"implementation={implementation!r} is not supported; allowed: "
-                             + ", ".join(repr(i) for i in IMPLEMENTATIONS))
-        self.implementation = implementation
-        shape = (in_channels, out_channels, self.n_modes[0])
-        self.factorized = factorized_weight(factorization, shape, rank)
-        if self.factorized is None:
-            self.weight = nn.Parameter(torch.randn(*shape, 2) * math.sqrt(1.0 / (in_channels + out_channels)))
-        else:
-            self.register_parameter("weight", None)
-        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
-
-    @property
-    def master_dtype(self) -> torch.dtype:
-        return next(self.parameters()).dtype
-
-    @property
-    def complex_weight(self) -> torch.Tensor:
-        """The dense weight (in, out, lmax) as complex (reconstructed from the factors if factorised)."""
-        dense = self.weight if self.factorized is None else self.factorized.to_dense()
-        return torch.view_as_complex(dense)
+        self._make_weights((in_channels, out_channels, self.n_modes[0]), factorization, rank, implementation, bias)
 
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Multiply coefficients (batch, in, lmax, mmax, 2) by the per-degree weights, in ``dtype``."""
