@@ -309,6 +309,8 @@ def test_sphere_loss_integrates_over_the_sphere():
     assert abs(absolute(torch.zeros_like(y), y).item() - math.sqrt(0.5 / (4 * math.pi))) < 1e-12
     assert abs(loss(1.5 * y, y).item() - 0.5) < 1e-12
     assert loss.name == "sphere_l2"
+    scaled = torch.cat([3000 * y, 1e-5 * y], dim=1)  # a height and a vorticity: each channel counts
+    assert abs(loss(torch.cat([3000 * y, 0 * y], dim=1), scaled).item() - 0.5) < 1e-12
 
 
 def test_a_tiny_sfno_learns_a_spherical_operator_in_half_precision():

@@ -188,12 +188,13 @@ def _area_weights(nlat: int, nlon: int, grid: str, dtype: torch.dtype, device: t
 
 
 class SphericalL2Loss:
-    """Relative ``‖pred − y‖ / ‖y‖`` in L²(S²) per sample (quadrature of the grid), averaged over the batch.
+    """Relative ``‖pred − y‖ / ‖y‖`` in L²(S²) per sample and channel (quadrature of the grid), averaged.
 
-    Fields (batch, channels, nlat, nlon) on ``grid``; channels are summed as in
-    :class:`mpno.nn.losses.LpLoss`. ``relative=False``: the absolute norm
-    ``(∫|e|² dΩ / 4π)^½`` (the root mean square over the sphere). Computed in
-    float32 (or float64) whatever the model's precision.
+    Fields (batch, channels, nlat, nlon) on ``grid``. Each channel counts on its own,
+    so fields of very different sizes (a height in metres beside a vorticity in
+    s⁻¹) are all learnt. ``relative=False``: the absolute norm ``(∫|e|² dΩ / 4π)^½``
+    (the root mean square over the sphere, channels summed). Computed in float32
+    (or float64) whatever the model's precision.
     """
 
     def __init__(self, grid: str = "equiangular", relative: bool = True):
@@ -202,7 +203,7 @@ class SphericalL2Loss:
 
     def _squared(self, field: torch.Tensor) -> torch.Tensor:
         weights = _area_weights(*field.shape[-2:], self.grid, field.dtype, field.device)
-        return (field.square() * weights).sum((-2, -1)).sum(1)
+        return (field.square() * weights).sum((-2, -1))  # (batch, channels)
 
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         prediction, target = _working(prediction, target)
@@ -211,5 +212,5 @@ class SphericalL2Loss:
                              f"{tuple(prediction.shape)}")
         error = self._squared(prediction - target)
         if not self.relative:
-            return (error / (4 * math.pi)).sqrt().mean()
+            return (error.sum(1) / (4 * math.pi)).sqrt().mean()
         return _relative(error, self._squared(target))
