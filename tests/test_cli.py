@@ -2,6 +2,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -155,3 +156,27 @@ def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):
         assert built.ranks == direct.ranks
         ranks.append(built.ranks)
     assert ranks[0] == (8,) and ranks[1] != ranks[0]  # the int is the rank; the fraction gives another
+
+
+def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
+    from mpno.data import generate
+
+    x = torch.randn(12, 2, 16, 32)
+    torch.save({"x": x, "y": x.roll(3, dims=-1) * torch.tensor([100.0, 1e-3])[:, None, None]}, tmp_path / "s.pt")
+    generate("potential-flow", tmp_path / "p.h5", n=12, points=64, progress=False)
+    runs = {"sfno": ["--data-train", str(tmp_path / "s.pt"), "--n-modes", "8"],
+            "gino": ["--data-train", str(tmp_path / "p.h5"), "--n-modes", "4", "--latent-grid", "6",
+                     "--radius", "0.5"]}
+    for model, args in runs.items():
+        out = tmp_path / model
+        assert cli.main(["train", "--model", model, *args, "--hidden-channels", "4", "--n-layers", "1",
+                         "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--out", str(out), "-q",
+                         "--json"]) == 0
+        summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        (name, errors), = summary["test"].items()
+        assert set(errors) == {"l2"} and 0 < errors["l2"] < 2
+        assert type(mpno.load_model(out / "best.pt").operator).__name__ == model.upper()
+        data = str(tmp_path / ("s.pt" if model == "sfno" else "p.h5"))
+        assert cli.main(["evaluate", str(out / "best.pt"), "--data-test", data, "--json"]) == 0
+        report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert set(report["test"][Path(data).name]) == {"l2"}
