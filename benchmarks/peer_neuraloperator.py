@@ -83,6 +83,7 @@ def main() -> None:
     parser.add_argument("--preset", default="darcy64", choices=list(bench.PRESETS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, help="batch size (default: the preset's)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     try:
@@ -95,6 +96,8 @@ def main() -> None:
         return
     device = torch.device(args.device)
     config = bench.PRESETS[args.preset]
+    if args.batch:
+        config = dataclasses.replace(config, batch=args.batch)
     rows = []
     for (block_precision, autocast), ours_policy in PAIRS.items():
         try:
