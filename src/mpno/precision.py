@@ -178,24 +178,6 @@ def inside_autocast(policy: Precision, device_type: str) -> Precision:
     return policy if name is None else policy.replace(mode="amp", dtype=name, stabilizer=policy.stabilizer)
 
 
-def run_in_own_policy(model: torch.nn.Module, forward, x, device_type: str):
-    """``forward(x)`` with autocast off and ``model`` in :func:`inside_autocast`'s policy, then its own again.
-
-    ``model`` has ``precision`` and ``set_precision``; this is how mpno's operators
-    keep their policy when a caller wraps them in ``torch.autocast``.
-    """
-    policy = inside_autocast(model.precision, device_type)
-    with torch.autocast(device_type, enabled=False):
-        if policy is model.precision:
-            return forward(x)
-        own = model.precision
-        model.set_precision(policy)
-        try:
-            return forward(x)
-        finally:
-            model.set_precision(own)
-
-
 #: The authors' recipe: 25% half (tanh), 50% mixed, 25% full.
 DEFAULT_SCHEDULE = "half:0.25,mixed:0.5,full:0.25"
 

@@ -12,7 +12,7 @@ from .. import precision as precision_module
 from ..checks import as_modes, positive_int
 from ..ops.neighbors import Neighborhood, check_radius, radius_search, segment_sum
 from ..precision import Precision
-from .layers import ChannelMLP, PointwiseLinear
+from .layers import ChannelMLP, Operator, PointwiseLinear
 from .models import FNO
 
 KERNELS = ("linear", "nonlinear")
@@ -134,7 +134,7 @@ def _bounds(bounds, ndim: int) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in pairs]
 
 
-class GINO(nn.Module):
+class GINO(Operator):
     """Geometry-informed neural operator: points → latent grid (GNO) → FNO → points (GNO).
 
     Args:
@@ -202,11 +202,6 @@ class GINO(nn.Module):
         self.projection = ChannelMLP(hidden, projection_channels or 2 * hidden, out_channels)
         self.set_precision(precision)
 
-    def set_precision(self, precision: Precision | str) -> Precision:
-        """Switch every layer to ``precision`` (takes effect at the next forward pass)."""
-        self.precision = precision_module.set_precision(self, precision)
-        return self.precision
-
     def latent_points(self, device=None, dtype=torch.float32) -> torch.Tensor:
         """Coordinates of the latent grid's points, (grid points, d), in C order."""
         return _latent_points(self.latent_grid, self.bounds, device, dtype)
@@ -240,7 +235,7 @@ class GINO(nn.Module):
                              f"got {tuple(x.features.shape)}")
         if not torch.isfinite(x.points).all() or not torch.isfinite(x.features).all():
             raise ValueError("GINO: the points or features hold NaN or inf values")
-        return precision_module.run_in_own_policy(self, self._forward, x, x.points.device.type)
+        return self._in_own_policy(x, x.points.device.type)
 
     def _forward(self, x) -> torch.Tensor:
         inward, outward = self._batch_neighborhoods(x)

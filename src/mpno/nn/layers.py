@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import products, tables
+from .. import precision as precision_module
 from ..precision import Precision
 
 SKIPS = ("linear", "identity", "soft-gating")
@@ -141,3 +142,28 @@ class OperatorBlock(nn.Module):
         if self.mlp is not None:
             y = self.mlp(F.gelu(y)) + self.mlp_skip(x)
         return F.gelu(y) if activate else y
+
+
+class Operator(nn.Module):
+    """What mpno's operators share: one policy for every layer, kept inside ``torch.autocast``.
+
+    Subclasses compute in ``_forward`` and call :meth:`_in_own_policy` from ``forward``.
+    """
+
+    def set_precision(self, precision: Precision | str) -> Precision:
+        """Switch every layer to ``precision`` (takes effect at the next forward pass)."""
+        self.precision = precision_module.set_precision(self, precision)
+        return self.precision
+
+    def _in_own_policy(self, x, device_type: str):
+        """``_forward(x)`` with autocast off, in :func:`mpno.precision.inside_autocast`'s policy."""
+        policy = precision_module.inside_autocast(self.precision, device_type)
+        with torch.autocast(device_type, enabled=False):
+            if policy is self.precision:
+                return self._forward(x)
+            own = self.precision
+            self.set_precision(policy)
+            try:
+                return self._forward(x)
+            finally:
+                self.set_precision(own)

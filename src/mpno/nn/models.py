@@ -7,15 +7,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .. import precision as precision_module
 from ..checks import as_modes, check_field, positive_int
-from .layers import ChannelMLP, DomainPadding, OperatorBlock, grid_coordinates
 from ..precision import Precision
 from .factorized import factorization_name
+from .layers import ChannelMLP, DomainPadding, Operator, OperatorBlock, grid_coordinates
 from .spectral import SpectralConv
 
 
-class FNO(nn.Module):
+class FNO(Operator):
     """Fourier Neural Operator for fields of shape (batch, in_channels, *grid).
 
     Args:
@@ -79,14 +78,9 @@ class FNO(nn.Module):
         self.projection = ChannelMLP(hidden, projection, out_channels)
         self.set_precision(precision)
 
-    def set_precision(self, precision: Precision | str) -> Precision:
-        """Switch every layer to ``precision`` (takes effect at the next forward pass)."""
-        self.precision = precision_module.set_precision(self, precision)
-        return self.precision
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        return precision_module.run_in_own_policy(self, self._forward, x, x.device.type)
+        return self._in_own_policy(x, x.device.type)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype, grid = x.dtype, x.shape[2:]

@@ -8,14 +8,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .. import precision as precision_module
 from ..checks import check_field, positive_int
 from ..ops import sht, tables
 from ..ops.contraction import complex_einsum, complex_pair
 from ..ops.stabilizers import stabilize
 from ..precision import Precision
 from .factorized import factorization_name
-from .layers import ChannelMLP, OperatorBlock
+from .layers import ChannelMLP, Operator, OperatorBlock
 from .losses import _relative, _working
 from .spectral import KernelWeights
 
@@ -105,7 +104,7 @@ def _sphere_points(nlat: int, nlon: int, grid: str, dtype: torch.dtype, device: 
     return points.to(dtype=dtype, device=device)
 
 
-class SFNO(nn.Module):
+class SFNO(Operator):
     """Spherical Fourier Neural Operator for fields (batch, in_channels, nlat, nlon) on the sphere.
 
     Args:
@@ -160,14 +159,9 @@ class SFNO(nn.Module):
         self.projection = ChannelMLP(hidden, projection_channels or 2 * hidden, out_channels)
         self.set_precision(precision)
 
-    def set_precision(self, precision: Precision | str) -> Precision:
-        """Switch every layer to ``precision`` (takes effect at the next forward pass)."""
-        self.precision = precision_module.set_precision(self, precision)
-        return self.precision
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        return precision_module.run_in_own_policy(self, self._forward, x, x.device.type)
+        return self._in_own_policy(x, x.device.type)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype = x.dtype
