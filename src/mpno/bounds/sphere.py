@@ -47,7 +47,7 @@ def coarsenings(fields: torch.Tensor, lmax: int, mmax: int) -> list[torch.Tensor
     levels = [fields]
     while True:
         nlat, nlon = levels[-1].shape[-2:]
-        if nlat % 2 == 0 or nlon % 2 or sht.max_degree((nlat + 1) // 2, "equiangular") < lmax \
+        if nlat % 2 == 0 or nlon % 2 or sht.exact_lmax((nlat + 1) // 2, "equiangular") < lmax \
                 or nlon // 4 + 1 < mmax:
             break
         levels.append(levels[-1][..., ::2, ::2])
