@@ -322,9 +322,17 @@ def test_sphere_loss_integrates_over_the_sphere():
     y = torch.from_numpy(np.real(sph_harm_y(3, 2, theta, phi)))[None, None]  # ∫ y² = 1/2
     assert abs(absolute(torch.zeros_like(y), y).item() - math.sqrt(0.5 / (4 * math.pi))) < 1e-12
     assert abs(loss(1.5 * y, y).item() - 0.5) < 1e-12
-    assert loss.name == "sphere_l2"
-    scaled = torch.cat([3000 * y, 1e-5 * y], dim=1)  # a height and a vorticity: each channel counts
-    assert abs(loss(torch.cat([3000 * y, 0 * y], dim=1), scaled).item() - 0.5) < 1e-12
+    assert loss.name == "l2"
+    fields = torch.cat([3000 + 400 * y, 1e-5 * y], dim=1)  # a height and a vorticity
+    normalizer = UnitGaussianNormalizer.fit(fields)
+    standardised = SphericalL2Loss("legendre-gauss", normalizer=normalizer)
+    vorticity_lost = torch.cat([fields[:, :1], torch.zeros_like(y)], dim=1)
+    # standardised, each channel counts alike: the vorticity is half of the norm (both have mean ~0, std ~1)
+    norms = [absolute(normalizer.encode(fields)[:, c:c + 1], torch.zeros_like(y)).item() for c in (0, 1)]
+    vorticity_share = norms[1] / math.hypot(*norms)
+    assert abs(standardised(vorticity_lost, fields).item() - vorticity_share) < 1e-12
+    assert 0.5 < vorticity_share < 0.9
+    assert loss(vorticity_lost, fields).item() < 1e-8  # in physical units the height hides it
 
 
 def test_a_tiny_sfno_learns_a_spherical_operator_in_half_precision():

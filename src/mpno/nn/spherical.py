@@ -182,29 +182,34 @@ def _area_weights(nlat: int, nlon: int, grid: str, dtype: torch.dtype, device: t
 
 
 class SphericalL2Loss:
-    """Relative ``‖pred − y‖ / ‖y‖`` in L²(S²) per sample and channel (quadrature of the grid), averaged.
+    """Relative ``‖pred − y‖ / ‖y‖`` in L²(S²) per sample (quadrature of the grid, all channels), averaged.
 
-    Fields (batch, channels, nlat, nlon) on ``grid``. Each channel counts on its own,
-    so fields of very different sizes (a height in metres beside a vorticity in
-    s⁻¹) are all learnt. ``relative=False``: the absolute norm ``(∫|e|² dΩ / 4π)^½``
-    (the root mean square over the sphere, channels summed). Computed in float32
-    (or float64) whatever the model's precision.
+    Fields (batch, channels, nlat, nlon) on ``grid``. ``normalizer`` (a
+    :class:`mpno.nn.normalized.UnitGaussianNormalizer`, usually the one a model's
+    outputs were standardised with) standardises both fields per channel first, so
+    that channels in different units (a height in metres about a 3000 m mean beside
+    a vorticity in s⁻¹) count alike and a channel's mean does not hide its errors.
+    ``relative=False``: the absolute norm ``(∫|e|² dΩ / 4π)^½`` (the root mean
+    square over the sphere, channels summed). Computed in float32 (or float64)
+    whatever the model's precision.
     """
 
-    def __init__(self, grid: str = "equiangular", relative: bool = True):
-        self.grid, self.relative = sht.check_grid(grid), relative
-        self.name = "sphere_l2" if relative else "abs_sphere_l2"
+    def __init__(self, grid: str = "equiangular", relative: bool = True, normalizer: nn.Module | None = None):
+        self.grid, self.relative, self.normalizer = sht.check_grid(grid), relative, normalizer
+        self.name = "l2" if relative else "abs_l2"
 
     def _squared(self, field: torch.Tensor) -> torch.Tensor:
         weights = _area_weights(*field.shape[-2:], self.grid, field.dtype, field.device)
-        return (field.square() * weights).sum((-2, -1))  # (batch, channels)
+        return (field.square() * weights).sum((-3, -2, -1))  # (batch,)
 
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         prediction, target = _working(prediction, target)
         if prediction.ndim != 4:
             raise ValueError(f"SphericalL2Loss expects fields (batch, channels, nlat, nlon); got shape "
                              f"{tuple(prediction.shape)}")
+        if self.normalizer is not None:
+            prediction, target = self.normalizer.encode(prediction), self.normalizer.encode(target)
         error = self._squared(prediction - target)
         if not self.relative:
-            return (error.sum(1) / (4 * math.pi)).sqrt().mean()
+            return (error / (4 * math.pi)).sqrt().mean()
         return _relative(error, self._squared(target))
