@@ -90,7 +90,7 @@ COMMANDS = [
     ("train --data-train {d}/train.pt --seed -1 --out {d}/out/r", "seed=-1"),
     ("train --data-train {d}/train.pt --device cuda:7 --out {d}/out/r", "device='cuda:7'"),
     ("train --data-train {d}/train.pt --model sfno --precision auto --out {d}/out/r", "precision='auto' audits"),
-    ("train --data-train {d}/train.pt --model sfno --n-modes 12 --out {d}/out/r", "lmax=12 is too fine"),
+    ("train --data-train {d}/train.pt --model sfno --n-modes 20 --out {d}/out/r", "lmax=20 is too fine"),
     ("train --data-train {d}/train.pt --model gino --out {d}/out/r", "point clouds are read from .h5"),
     # train: data files
     ("train --data-train {d}/missing.h5 --out {d}/out/r", "missing.h5: no such file"),

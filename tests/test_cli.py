@@ -136,8 +136,11 @@ def test_every_option_is_a_flag_that_parses_to_its_field():
         config = RunConfig.from_dict(cli._given_options(parser.parse_args(["train", flag, *words])))
         assert getattr(config, spec.name) == expected, flag
         default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
-        assert str(default if not isinstance(default, list) else " ".join(map(str, default))) in options[
-            "--" + spec.name.replace("_", "-")].help
+        text = options["--" + spec.name.replace("_", "-")].help
+        assert text.count("default") <= 1, text  # the default is said once, by the help or after it
+        if default not in (None, []) and "default" not in spec.metadata["help"]:
+            shown = " ".join(map(str, default)) if isinstance(default, list) else default
+            assert text.endswith(f"(default: {shown})"), text
     for alias, field in (("--modes", "n_modes"), ("--width", "hidden_channels"), ("--layers", "n_layers")):
         assert options[alias].dest == field
 

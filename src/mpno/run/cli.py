@@ -95,7 +95,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             meta["group"], parser.add_argument_group(f"{meta['group']} options"))
         default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
-        kwargs = {"dest": spec.name, "default": None, "help": f"{meta['help']} (default: {shown})"}
+        said = "default" in meta["help"] or shown in (None, "")  # the help says it, or there is none to say
+        kwargs = {"dest": spec.name, "default": None, "help": meta["help"] if said else f"{meta['help']} (default: {shown})"}
         if meta["choices"]:
             kwargs["metavar"] = "{" + ",".join(map(str, meta["choices"])) + "}"
         if meta["kind"] == "bool":

@@ -61,8 +61,10 @@ class RunConfig:
     outputs: list[str] = option([], "str_list", "point clouds (gino): the output arrays (default: cp)", group="data")
     # model
     model: str = option("fno", "str", "the operator", choices=tuple(MODELS), group="model")
-    n_modes: list[int] = option([12], "int_list", "kept modes: one value, or one per spatial dimension",
-                                low=1, aliases=("modes",), group="model")
+    n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
+                                       "default: 12, or for sfno every degree the training grid carries "
+                                       "(nlat, min(nlat, nlon/2 + 1))", low=1, aliases=("modes",), optional=True,
+                                       group="model")
     hidden_channels: int = option(32, "int", "width of the Fourier layers", low=1, aliases=("width",), group="model")
     n_layers: int = option(4, "int", "Fourier layers", low=1, aliases=("layers",), group="model")
     factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno)",
@@ -90,8 +92,11 @@ class RunConfig:
                                      low=1, group="precision")
     # optimisation
     epochs: int = option(30, "int", "epochs", low=1, group="optimisation")
-    batch_size: int = option(32, "int", "batch size (per process under torchrun)", low=1, group="optimisation")
-    lr: float = option(2e-3, "float", "learning rate", low=0.0, open_low=True, group="optimisation")
+    batch_size: int | None = option(None, "int", "batch size (per process under torchrun); default: the largest "
+                                    "power of two up to 32 that gives each epoch at least 30 steps (4 for 200 "
+                                    "training samples, 32 from 960)", low=1, optional=True, group="optimisation")
+    lr: float | None = option(None, "float", "learning rate; default: 2e-3·√(batch size / 32)", low=0.0,
+                              open_low=True, optional=True, group="optimisation")
     weight_decay: float = option(1e-4, "float", "weight decay", low=0.0, group="optimisation")
     optimizer: str = option("adamw", "str", "optimizer", choices=("adam", "adamw"), group="optimisation")
     scheduler: str = option("cosine", "str", "learning-rate schedule", choices=("cosine", "step", "none"),
@@ -252,7 +257,7 @@ def coerce(spec: dataclasses.Field, value):
     kind = meta["kind"]
     if kind.endswith("_list"):
         items = value if isinstance(value, (list, tuple)) else [value]  # TOML modes = 8, data_test = "file"
-        if not items and spec.default_factory():
+        if not items and (spec.default_factory is dataclasses.MISSING or spec.default_factory()):
             raise ValueError(f"{spec.name} needs at least one value")
         items = [_scalar(spec, item, kind.removesuffix("_list")) for item in items]
         for item in items:

@@ -25,7 +25,7 @@ from ..nn.models import FNO
 from ..nn.registry import build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ..precision import Precision, PrecisionSchedule
-from . import checkpoint, distributed, profiling, rundir
+from . import checkpoint, defaults, distributed, profiling, rundir
 from .batches import LazyBatches, batches_for
 from .config import RunConfig
 from .evaluation import evaluate
@@ -97,6 +97,9 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
         train = train.subset(train_idx)
     if config.n_train is not None:
         train = train.subset(range(min(config.n_train, len(train))))
+    chosen = defaults.fill(config, len(train), _grid(train), distributed.current().world)
+    if chosen:
+        log(chosen)
     if isinstance(train, PointCloudDataset):
         for name, test in tests.items():
             if test.channels != train.channels:
@@ -182,13 +185,15 @@ def batches_of(dataset, config: RunConfig, device: torch.device, model: Normaliz
     return batches_for(dataset, config.batch_size, device, config.in_memory_limit_gb, name, distributed.current())
 
 
-def losses_for(config: RunConfig, dataset) -> tuple[Callable, dict[str, Callable]]:
+def losses_for(config: RunConfig, dataset, model: NormalizedOperator) -> tuple[Callable, dict[str, Callable]]:
     """The training loss and the evaluation losses ``config`` asks for (point clouds: relative L2 over the
-    points; the sphere: relative L2 by the grid's quadrature)."""
+    points; the sphere: relative L2 by the grid's quadrature, of the fields standardised by ``model``'s
+    output normaliser)."""
     if isinstance(dataset, PointCloudDataset):
         return PointL2Loss(), {"l2": PointL2Loss()}
-    if config.model == "sfno":  # norms on the sphere, by its quadrature
-        return SphericalL2Loss(config.grid), {"l2": SphericalL2Loss(config.grid)}
+    if config.model == "sfno":
+        loss = SphericalL2Loss(config.grid, normalizer=model.outputs)
+        return loss, {"l2": loss}
     return (losses.build(config.loss, config.periodic),
             {name: losses.build(name, config.periodic) for name in config.eval_losses})
 
@@ -198,7 +203,7 @@ def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: Operato
                 log: Callable[[str], None], progress: bool = True) -> Trainer:
     """A :class:`Trainer` assembled from ``config``: optimizer, scheduler, batches, schedule and losses."""
     optimizer, scheduler = optimizer_for(config, model)
-    train_loss, eval_losses = losses_for(config, train_set)
+    train_loss, eval_losses = losses_for(config, train_set, model)
     return Trainer(model, optimizer, batches_of(train_set, config, device, model, "train"), config.epochs, train_loss,
                    schedule=PrecisionSchedule.parse(config.precision, config.dtype), scheduler=scheduler,
                    test_batches={name: batches_of(ds, config, device, model, name) for name, ds in tests.items()},
@@ -403,7 +408,7 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
         test = checked_dataset(file, config, model)
         batches[name] = batches_of(test, config, device_, model, name)
         grids[name] = _grid(test)
-    _, eval_losses = losses_for(config, test)
+    _, eval_losses = losses_for(config, test, model)
     return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision)}
 
 
