@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -160,3 +163,21 @@ def the_error(err: str) -> str:
     lines = [line for line in err.splitlines() if line.startswith("mpno ")]
     assert len(lines) == 1 and err.rstrip().splitlines()[-1] == lines[0], err
     return lines[0]
+
+
+#: ``mpno train`` flags of a tiny, quiet CPU model.
+TINY = ["--n-modes", "4", "--hidden-channels", "4", "--n-layers", "1", "--device", "cpu", "-q"]
+
+
+def training_process(files: Path, out: Path) -> subprocess.Popen:
+    """A long ``mpno train`` on ``files/train.pt`` in its own process, once its first checkpoint is saved."""
+    command = [sys.executable, "-m", "mpno", "train", "--data-train", str(files / "train.pt"), *TINY,
+               "--epochs", "400", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the run saved no checkpoint: {process.communicate()[1]}")
+        time.sleep(0.1)
+    return process

@@ -10,7 +10,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -26,9 +25,8 @@ from mpno.run import bench, checkpoint, cli, rundir
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train
 from mpno.run.reporting import MetricsLog, plot_curves
-from reference import quiet, the_error, tiny_config
+from reference import TINY, quiet, the_error, tiny_config, training_process
 
-TINY = ["--n-modes", "4", "--hidden-channels", "4", "--n-layers", "1", "--device", "cpu", "-q"]
 #: Every name mpno writes in a run directory (TensorBoard's is a directory).
 RUN_NAMES = (".lock", rundir.MARKER, "config.json", "metrics.csv", "summary.json", "checkpoint.pt", "best.pt",
              "curves.png", "samples_test16.png", "tensorboard")
@@ -211,15 +209,8 @@ def test_generate_removes_what_killed_writers_left_and_keeps_what_live_ones_writ
 
 def test_ctrl_c_stops_training_with_one_line_saying_how_to_resume(files, tmp_path, capsys):
     out = tmp_path / "run"
-    command = [sys.executable, "-m", "mpno", "train", "--data-train", str(files / "train.pt"), *TINY,
-               "--epochs", "400", "--out", str(out)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    process = training_process(files, out)
     try:
-        deadline = time.monotonic() + 120
-        while not (out / "checkpoint.pt").exists():
-            assert process.poll() is None, process.stderr.read()
-            assert time.monotonic() < deadline, "the run never saved a checkpoint"
-            time.sleep(0.1)
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=120)
     finally:
