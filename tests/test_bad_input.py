@@ -140,7 +140,7 @@ COMMANDS = [
     ("train --data-train {d}/train.pt --device meta --out {d}/out/r", "device='meta' is not supported"),
     ("train --data-train {d}/train.pt --device banana --out {d}/out/r", "device='banana' is not supported"),
     ("train --data-train {d}/train.pt --hidden-channels 200000 --out {d}/out/r", "needs at least"),
-    ("train --data-train {d}/train.pt --n-modes 8 --n-layers 4000 --hidden-channels 2000 --out {d}/out/r",
+    ("train --data-train {d}/train.pt --n-modes 8 --n-layers 1 --hidden-channels 50000 --out {d}/out/r",
      "lower --hidden-channels"),
     ("train --data-train {d}/train.pt --model gino --out {d}/out/r",
      "train.pt is a data file of fields on a grid, but a data file of point clouds is expected here"),

@@ -211,7 +211,7 @@ def check_fits(config: RunConfig, train_set, device: torch.device) -> None:
         return
     parameters = sum(p.numel() for p in operator.parameters())
     points = config.latent_grid ** 3 if isinstance(train_set, PointCloudDataset) else math.prod(train_set.shapes[0][1:])
-    batch = config.batch_size or 1
+    batch = min(config.batch_size or 1, len(train_set))
     activations = batch * config.hidden_channels * points * config.n_layers * 2
     memory.require(4 * 4 * parameters + activations, device,
                    f"training this {config.model} ({parameters:,} parameters, batches of {batch})",
