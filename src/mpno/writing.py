@@ -160,6 +160,8 @@ def replacing(path: str | os.PathLike) -> Iterator[Path]:
         full = no_space(err, path)
         if full is not None:
             raise full from None
+        if isinstance(err, OSError) and err.filename is not None and Path(err.filename) == temporary:
+            raise type(err)(err.errno, err.strerror, str(path)) from None  # name the file asked for
         raise
 
 

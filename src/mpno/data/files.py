@@ -75,9 +75,9 @@ CHECKPOINT, GRID, POINT_CLOUDS, SPHERE = "checkpoint", "grid", "point clouds", "
 _IS = {CHECKPOINT: "an mpno checkpoint (a trained model)", GRID: "a data file of fields on a grid",
        POINT_CLOUDS: "a data file of point clouds", SPHERE: "a data file of fields on the sphere"}
 _EXPECTED = {**_IS, CHECKPOINT: "a checkpoint (checkpoint.pt or best.pt of a run)"}
-_FIX = {CHECKPOINT: "give the data file here and the checkpoint where a model is asked for "
-                    "(mpno predict CHECKPOINT DATA, mpno evaluate CHECKPOINT --data DATA, mpno bounds DATA --model "
-                    "CHECKPOINT)",
+_USAGE = "mpno predict CHECKPOINT DATA, mpno evaluate CHECKPOINT --data DATA, mpno bounds DATA --model CHECKPOINT"
+_FIX = {CHECKPOINT: f"give the data file here and the checkpoint where a model is asked for ({_USAGE})",
+        "data for a checkpoint": f"give the checkpoint here and the data file where data are asked for ({_USAGE})",
         POINT_CLOUDS: "point clouds are for --model gino (and its checkpoints)",
         GRID: "fields on a grid are for --model fno, tfno or sfno (and their checkpoints)",
         SPHERE: "fields on the sphere are for --model sfno (and its checkpoints)"}
@@ -141,7 +141,7 @@ def misfit(path: str | os.PathLike, expected: str) -> DataError | None:
     kind = identify(path)
     if kind is None or kind == expected or (expected == GRID and kind == SPHERE):
         return None
-    fix = _FIX[CHECKPOINT] if CHECKPOINT in (kind, expected) else _FIX[kind]
+    fix = _FIX["data for a checkpoint" if expected == CHECKPOINT else kind]
     return DataError(f"{path} is {_IS[kind]}, but {_EXPECTED[expected]} is expected here; {fix}")
 
 
