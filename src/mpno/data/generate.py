@@ -10,6 +10,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import burgers, darcy, navier_stokes, potential_flow, shallow_water
+from .. import memory
+from ..writing import check_output, require_space
 from .files import PairWriter
 
 EQUATIONS = {
@@ -24,6 +26,23 @@ EQUATIONS = {
 def coarse_path(out: Path, resolution: int) -> Path:
     """Where the copy of ``out`` subsampled to ``resolution`` goes: ``name_<resolution>.h5``."""
     return out.with_name(f"{out.stem}_{resolution}{out.suffix}")
+
+
+def _check_size(equation: str, targets: dict[int, Path], n: int, resolution: int, ndim: int, batch_size: int,
+                params: dict) -> None:
+    """Refuse, before solving anything, a request whose batches cannot fit in memory or whose files cannot fit
+    on their disk. The estimates are lower bounds: the input and output channels at every grid point, solved
+    in float64 and stored in float32."""
+    channels = {"shallow-water": 6, "navier-stokes": 1 + params.get("snapshots", 1)}.get(equation, 2)
+
+    def values(r: int) -> int:  # per sample, input and output
+        return channels * (r * (params.get("nlon") or 2 * r) if equation == "shallow-water" else r**ndim)
+
+    batch = min(batch_size, n)
+    memory.require(batch * values(resolution) * 8, "cpu", f"generating {equation} at resolution {resolution} in "
+                   f"batches of {batch}", "lower --resolution or --batch-size")
+    for r, path in targets.items():
+        require_space(path, n * values(r) * 4)
 
 
 def generate(equation: str, out: str | Path, n: int, resolution: int | None = None, seed: int = 0,
@@ -72,11 +91,10 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         if not 0 < r < resolution or resolution % r:
             raise ValueError(f"coarsen={r} must divide resolution={resolution} and be smaller")
     targets = {resolution: out, **{r: coarse_path(out, r) for r in coarsen}}
-    existing = [str(p) for p in targets.values() if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
-                              "pass overwrite=True (--overwrite) to replace")
+    for path in targets.values():
+        check_output(path, overwrite)
     batch_size = batch_size or default_batch
+    _check_size(equation, targets, n, resolution, ndim, batch_size, params)
 
     def batches():
         for start in range(0, n, batch_size):

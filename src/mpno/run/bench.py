@@ -17,6 +17,7 @@ import torch
 from ..nn import losses
 from ..nn.registry import build_operator
 from ..precision import DTYPES, UNIT_ROUNDOFF, Precision
+from ..writing import write_text
 from . import profiling
 from .reporting import json_safe
 
@@ -266,7 +267,7 @@ def save_baseline(report: dict, path: str | Path) -> None:
     """Write ``report`` (from :func:`run`, with its ``preset``) as a baseline for :func:`compare`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+    write_text(path, json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
 
 
 def _is_number(value) -> bool:

@@ -199,7 +199,8 @@ def _add_predict(commands) -> None:
                                         "outputs, write the errors too. Reports throughput and peak memory.")
     p.add_argument("checkpoint")
     p.add_argument("data", help="data file (.pt, .h5, .npz); outputs are optional")
-    p.add_argument("--out", required=True, help="output .h5 file")
+    p.add_argument("--out", required=True, help="output .h5 file (never the input file)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--precision", help="predict in this policy instead of the saved one, e.g. half, mixed/bfloat16")
     p.add_argument("--batch-size", type=int, help="default: the run's")
     p.add_argument("--x-key", help="input key in the data file (default: the run's)")
@@ -214,7 +215,7 @@ def _run_predict(args) -> None:
     from .predict import predict
 
     report = predict(args.checkpoint, args.data, args.out, args.precision, args.batch_size, args.device,
-                     args.x_key, args.y_key, progress=not args.quiet)
+                     args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
     grid = "×".join(map(str, report["grid"]))
     print(f"{report['out']}: {report['samples']} predictions at {grid} in {report['precision']}")
     if report["relative_l2"] is not None:
@@ -353,8 +354,17 @@ def _run_bench(args) -> None:
         raise SystemExit(1)  # 1: a regression; 2 (from main): bad input
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one clean line (what the user typed is echoed without escape codes)."""
+
+    def error(self, message: str):
+        from ..checks import one_line
+
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mpno", description="Mixed-precision neural operators.")
+    parser = _Parser(prog="mpno", description="Mixed-precision neural operators.")
     parser.add_argument("--version", action="version", version=f"mpno {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_generate(commands)
@@ -366,7 +376,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(err: RuntimeError) -> bool:
+    """Whether ``err`` is an allocator's refusal (the up-front estimates are lower bounds)."""
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(err) \
+        or "out of memory" in str(err).lower()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``mpno`` command; every failure the user can fix ends in one line on stderr and exit 2,
+    Ctrl-C in one line and exit 130."""
+    from ..checks import one_line
     from .trainer import TrainingError
 
     parser = build_parser()
@@ -374,6 +395,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (ValueError, OSError, FloatingPointError, TrainingError) as err:  # OSError: unreadable, unwritable
-        print(f"mpno {args.command}: error: {err}", file=sys.stderr)
+        message = err.strerror if isinstance(err, OSError) and err.filename and err.strerror else str(err)
+        if isinstance(err, OSError) and err.filename:  # the OS's own errors: name the file
+            message = f"{err.filename}: {message}"
+        print(f"mpno {args.command}: error: {one_line(message)}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if not _out_of_memory(err):
+            raise
+        print(f"mpno {args.command}: error: out of memory ({one_line(str(err))[:200]}); ask for less: a smaller "
+              "model, batch or grid", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: every file mpno writes appears whole or not at all
+        print(f"mpno {args.command}: interrupted; {one_line(str(err)) or 'no partial file was left behind'}",
+              file=sys.stderr)
+        return 130
     return 0

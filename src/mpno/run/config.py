@@ -18,6 +18,7 @@ from ..nn.factorized import FACTORIZATIONS
 from ..nn.losses import LOSSES
 from ..nn.registry import MODELS
 from ..precision import DTYPES, PrecisionSchedule
+from ..writing import write_text
 
 #: Option kinds: how a value is read from a flag or a config file.
 KINDS = ("str", "int", "float", "number", "bool", "int_list", "str_list")
@@ -74,8 +75,9 @@ class RunConfig:
     channel_mlp: bool = option(True, "bool", "a channel MLP in each Fourier layer", group="model")
     domain_padding: float = option(0.0, "float", "zero-pad this fraction of each dimension (non-periodic problems)",
                                    low=0.0, high=1.0, group="model")
-    grid: str = option("equiangular", "str", "sfno: the spherical grid of the data",
-                       choices=("equiangular", "legendre-gauss"), group="model")
+    grid: str | None = option(None, "str", "sfno: the spherical grid of the data; default: the grid the data files "
+                              "declare, else equiangular (a --grid that contradicts a file is refused)",
+                              choices=("equiangular", "legendre-gauss"), optional=True, group="model")
     latent_grid: int = option(16, "int", "gino: points per dimension of the latent grid", low=2, group="model")
     radius: float = option(0.2, "float", "gino: neighbourhood radius of the graph kernel integrals", low=0.0,
                            open_low=True, group="model")
@@ -139,7 +141,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
@@ -181,7 +183,9 @@ class RunConfig:
 
                 values = yaml.safe_load(text) or {}
         except Exception as err:  # each parser has its own error type
-            raise ValueError(f"{path}: cannot parse ({err})") from None
+            mark = getattr(err, "problem_mark", None)  # YAML's spans lines: keep where and what
+            where = f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}" if mark else " ".join(str(err).split())
+            raise ValueError(f"{path}: cannot parse ({where})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a table of options at the top level")
         return cls.from_dict(values, source=str(path))

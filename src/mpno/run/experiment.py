@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -14,23 +15,26 @@ import torch
 from tqdm.auto import tqdm
 
 from ..bounds import audit_data, audit_model, choose_precision
-from ..checks import modes_per_dim
+from ..checks import modes_per_dim, reason
+from .. import memory
 from ..data import DataError, OperatorDataset, coarse_path, generate, split_indices
+from ..data.files import declared_grid
 from ..data.pointclouds import PointCloudBatches, PointCloudDataset
 from ..nn import losses
 from ..nn.point_losses import PointL2Loss
-from ..nn.spherical import SphericalL2Loss
+from ..nn.spherical import SFNO, SphericalL2Loss
 from ..ops import sht
 from ..nn.models import FNO
 from ..nn.registry import build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ..precision import Precision, PrecisionSchedule
+from ..writing import write_text
 from . import checkpoint, defaults, distributed, profiling, rundir
 from .batches import LazyBatches, batches_for
 from .config import RunConfig
 from .evaluation import evaluate
 from .reporting import MetricsLog, json_safe, plot_curves, plot_samples
-from .trainer import Trainer
+from .trainer import Trainer, TrainingInterrupted
 
 #: The default example: Darcy flow generated at 64², trained at 32², tested at 32² and 64².
 DEFAULT_DATA = {"n_train": 1000, "n_test": 100, "resolution": 64, "train_resolution": 32}
@@ -61,10 +65,14 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"device={name!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+    except (RuntimeError, TypeError):
+        device = None
+    if device is None or device.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={name!r} is not supported: mpno trains and runs on auto, cpu, cuda, cuda:N or mps")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device={name!r}: CUDA is not available here; use --device cpu")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={name!r}: MPS (Apple GPUs) is not available here; use --device cpu")
     return device
 
 
@@ -88,6 +96,8 @@ def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
 def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
     """The training set and the named test sets, checked against each other and the model's modes."""
     train_path, test_paths = (config.data_train, config.data_test) if config.data_train else default_data(log)
+    if config.model == "sfno":
+        config.grid = sphere_grid([train_path, *test_paths], config.grid, "--grid")
     train = _dataset(train_path, config)
     if test_paths:
         tests = {name: _dataset(path, config) for name, path in test_names(test_paths).items()}
@@ -117,6 +127,28 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
         _check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes", config)
     _check_grid(train.path, x_train[1:], modes, "lower --n-modes", config)
     return train, tests
+
+
+def sphere_grid(paths: Sequence[str], given: str | None, source: str) -> str:
+    """The spherical grid of data files: the one they declare (their ``grid`` attribute), which must be known,
+    the same in every file and agree with ``given`` (from ``source``: ``--grid``, the model); else ``given``,
+    else equiangular."""
+    declared = {path: grid for path in paths if (grid := declared_grid(path)) is not None}
+    for path, grid in declared.items():
+        if grid not in sht.GRIDS:
+            raise DataError(f"{path}: declares the grid {grid!r}, which mpno does not know (it knows "
+                            f"{', '.join(sht.GRIDS)}); fix the file's 'grid' attribute or regenerate it")
+    if len(set(declared.values())) > 1:
+        raise DataError("the data files declare different grids (" + ", ".join(f"{path}: {grid}" for path, grid
+                        in declared.items()) + "); train and test on one kind of grid")
+    if not declared:
+        return given or "equiangular"
+    path, grid = next(iter(declared.items()))
+    if given is not None and given != grid:
+        raise DataError(f"{source} {given} conflicts with {path}, which declares the {grid} grid; the file's "
+                        f"declaration is what its values mean: " + ("drop --grid" if source == "--grid" else
+                                                                     "use data on the grid the model was trained on"))
+    return grid
 
 
 def _check_grid(path, grid, modes, fix: str, config: RunConfig) -> None:
@@ -150,18 +182,43 @@ def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes
                           channel_mlp=config.channel_mlp, rank=config.rank, **extra)
 
 
+def _channels_and_modes(config: RunConfig, train_set) -> tuple[int, int, tuple[int, ...]]:
+    """Input channels, output channels and modes of the operator ``config`` describes for ``train_set``."""
+    if isinstance(train_set, PointCloudDataset):
+        return (*train_set.channels, modes_for(config, train_set[0][0].points.shape[-1]))
+    x_shape, y_shape = train_set.shapes
+    return x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1)
+
+
 def model_for(config: RunConfig, train_set) -> NormalizedOperator:
     """The operator ``config`` describes for ``train_set``, with normalisers fitted on it."""
     if isinstance(train_set, PointCloudDataset):
-        (cin, cout), modes = train_set.channels, modes_for(config, train_set[0][0].points.shape[-1])
         samples = [train_set[i] for i in range(len(train_set))]
         inputs, outputs = (x.features.T for x, _ in samples), (y.values.T for _, y in samples)
     else:
-        (x_shape, y_shape), samples = train_set.shapes, None
-        cin, cout, modes = x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1)
         inputs, outputs = (x for x, _ in train_set), (y for _, y in train_set)
-    operator = operator_for(config, cin, cout, modes)
+    operator = operator_for(config, *_channels_and_modes(config, train_set))
     return NormalizedOperator(operator, UnitGaussianNormalizer.fit(inputs), UnitGaussianNormalizer.fit(outputs))
+
+
+def check_fits(config: RunConfig, train_set, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a model whose training cannot fit in ``device``'s memory.
+
+    The estimate is a lower bound: float32 weights, gradients and the optimizer's two moments, and one
+    half-precision activation per layer and grid point (GINO: of its latent grid) for each sample of a batch.
+    """
+    try:
+        with torch.device("meta"):  # shapes only: nothing is allocated
+            operator = operator_for(config, *_channels_and_modes(config, train_set))
+    except (ValueError, TypeError, RuntimeError, NotImplementedError):  # the real construction reports it
+        return
+    parameters = sum(p.numel() for p in operator.parameters())
+    points = config.latent_grid ** 3 if isinstance(train_set, PointCloudDataset) else math.prod(train_set.shapes[0][1:])
+    batch = min(config.batch_size or 1, len(train_set))
+    activations = batch * config.hidden_channels * points * config.n_layers * 2
+    memory.require(4 * 4 * parameters + activations, device,
+                   f"training this {config.model} ({parameters:,} parameters, batches of {batch})",
+                   "lower --hidden-channels, --n-modes, --n-layers or --batch-size")
 
 
 def optimizer_for(config: RunConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, object]:
@@ -256,14 +313,16 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
     Under ``torchrun`` every process calls this: process 0 creates the run
     directory, generates missing default data, logs and writes files.
     """
-    state = None
+    state, run_dir, finished = None, None, False
     if resume:
         run_dir = Path(resume)
         if not run_dir.is_dir():
             raise FileNotFoundError(f"--resume {run_dir}: no such run directory")
+        rundir.refuse_links(run_dir)  # before reading anything through one
         state = checkpoint.load(run_dir / "checkpoint.pt")
-        config = dataclasses.replace(RunConfig.from_dict(state["config"]), device=config.device,
-                                     dist_backend=config.dist_backend)
+        options = checkpoint.run_options(state, run_dir / "checkpoint.pt")
+        config = dataclasses.replace(RunConfig.from_dict(options, source=str(run_dir / "checkpoint.pt")),
+                                     device=config.device, dist_backend=config.dist_backend)
         done = state["epoch"]
         if epochs is not None and epochs <= done:
             raise ValueError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; give more to extend it")
@@ -301,8 +360,11 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
 
         _on_main(context, check_and_generate)
         train_set, tests = open_data(config, log)
+        check_fits(config, train_set, device)
         torch.manual_seed(config.seed)
         model = model_for(config, train_set).to(device)
+        if state is not None:
+            _check_same_model(state, model, run_dir, config)
         auto_reason = None
         if config.precision == "auto":
             config.precision, config.dtype, auto_reason = _on_main(
@@ -315,7 +377,11 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             if isinstance(batches, LazyBatches):  # read lazily: find bad samples now, not after an epoch
                 batches.check()
         if state is not None:
-            trainer.load_state(state)
+            try:
+                trainer.load_state(state)
+            except (KeyError, TypeError, ValueError, RuntimeError) as err:
+                raise checkpoint.CheckpointError(f"{run_dir / 'checkpoint.pt'}: cannot be resumed ({reason(err)}); "
+                                                 "the file is damaged or was edited: start a new run") from None
             if epochs is not None:
                 trainer.extend(epochs)
                 if context.main:
@@ -323,6 +389,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             log(f"resuming {run_dir} at epoch {trainer.epoch + 1} of {config.epochs}")
         start = time.perf_counter()
         results = trainer.fit()
+        finished = True
         seconds = time.perf_counter() - start
         summary = {
             "test": results, "grids": {name: _grid(test) for name, test in tests.items()},
@@ -339,11 +406,44 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         trainer.close()
         distributed.barrier()
         return summary
+    except KeyboardInterrupt:  # Ctrl-C: what was saved stays, and the user is told how to go on
+        if run_dir is None or not context.main:
+            raise
+        raise TrainingInterrupted(_interrupted(run_dir, finished)) from None
     finally:
         if lock is not None:
             lock.release()
         if owns_group:
             distributed.teardown()
+
+
+def _interrupted(run_dir: Path, finished: bool) -> str:
+    """What an interrupted run leaves, and how to go on."""
+    if finished:
+        return (f"training had finished; {run_dir}/checkpoint.pt holds the trained model, but the report "
+                f"(summary.json, plots) may be missing: test it with mpno evaluate {run_dir}/checkpoint.pt --data ...")
+    if (run_dir / "checkpoint.pt").is_file():
+        return f"{run_dir} keeps its last completed epoch; continue with: mpno train --resume {run_dir}"
+    return (f"no epoch had finished, so {run_dir} holds nothing to resume; run the same command again to start over "
+            "(it reuses the directory)")
+
+
+def _check_same_model(state: dict, model: NormalizedOperator, run_dir: Path, config: RunConfig) -> None:
+    """On resume: refuse data for which the run's options now build a different model (channels, dims)."""
+    def plain(value):
+        return json.dumps(value, sort_keys=True, default=str)  # tuples and lists alike
+
+    saved, built = state["operator"], model.spec()
+    keys = sorted(set(saved.get("arguments", {})) | set(built["arguments"]))
+    changed = [f"{key} {saved['arguments'].get(key)!r} → {built['arguments'].get(key)!r}" for key in keys
+               if plain(saved["arguments"].get(key)) != plain(built["arguments"].get(key))]
+    if saved.get("kind") != built["kind"]:
+        changed.insert(0, f"kind {saved.get('kind')!r} → {built['kind']!r}")
+    if changed:
+        data = config.data_train or "the default data"
+        raise DataError(f"--resume {run_dir}: the data no longer match the run: for {data} it would build a "
+                        f"different model ({'; '.join(changed)}); restore the data it was trained on, or start a "
+                        "new run")
 
 
 def _grid(dataset) -> list[int]:
@@ -353,7 +453,7 @@ def _grid(dataset) -> list[int]:
 
 def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path, loss_name: str) -> None:
     """``summary.json``, the loss curves and a few test samples of every test set."""
-    (run_dir / "summary.json").write_text(json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
+    write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     rows = MetricsLog(run_dir, tensorboard=False).rows()
     if rows:
         plot_curves(rows, run_dir / "curves.png", loss_name=loss_name)
@@ -374,13 +474,18 @@ def checkpoint_model(path: str, device: torch.device, precision: str | None,
     model = checkpoint.model_from_state(state, path).to(device)
     if precision:
         model.set_precision(Precision.parse(precision))
-    config = RunConfig.from_dict(state.get("config", {}))
+    options = state.get("config")  # absent from checkpoints of one's own loop: the defaults then
+    config = RunConfig.from_dict(options if isinstance(options, dict) else {}, source=str(path))
     config.batch_size = batch_size or config.batch_size
+    if isinstance(model.operator, SFNO):
+        config.grid = model.operator.grid
     return model, config
 
 
 def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator) -> OperatorDataset:
     """``file`` read with the run's options, checked against the model's channels and dimensions."""
+    if isinstance(model.operator, SFNO):
+        sphere_grid([file], model.operator.grid, "the model's grid")
     dataset = _dataset(file, config)
     if isinstance(dataset, PointCloudDataset):
         if dataset.channels != (model.operator.in_channels, model.operator.out_channels):

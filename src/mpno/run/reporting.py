@@ -8,6 +8,8 @@ from pathlib import Path
 
 import torch
 
+from ..writing import open_replacing, refuse_link
+
 
 class MetricsLog:
     """One row per epoch in ``metrics.csv`` (and TensorBoard scalars when it is installed)."""
@@ -16,6 +18,7 @@ class MetricsLog:
         self.path = run_dir / "metrics.csv"
         self.writer = None
         if tensorboard:
+            refuse_link(run_dir / "tensorboard")
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is an optional extra
@@ -24,18 +27,20 @@ class MetricsLog:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def rows(self) -> list[dict]:
+        refuse_link(self.path)  # never read (then copy into the run) a file a link points to
         if not self.path.exists():
             return []
         with open(self.path, newline="") as f:
             return list(csv.DictReader(f))
 
-    def append(self, row: dict) -> None:
-        rows = self.rows() + [{k: str(v) for k, v in row.items()}]
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
+    def _write(self, rows: list[dict]) -> None:
+        with open_replacing(self.path, "w") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows(rows)
+
+    def append(self, row: dict) -> None:
+        self._write(self.rows() + [{k: str(v) for k, v in row.items()}])
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
@@ -46,10 +51,7 @@ class MetricsLog:
         """Keep the rows of the first ``epochs`` epochs (when resuming)."""
         rows = [r for r in self.rows() if int(r["epoch"]) <= epochs]
         if rows:
-            with open(self.path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            self._write(rows)
         elif self.path.exists():
             self.path.unlink()
 
@@ -64,9 +66,14 @@ def _pyplot():
 
 
 def _save(fig, path: Path, dpi: int) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    """Write the figure in the format of ``path``'s extension (whole or not at all, never through a link)
+    and free it."""
+    try:
+        fig.tight_layout()
+        with open_replacing(path) as f:
+            fig.savefig(f, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=dpi)
+    finally:
+        _pyplot().close(fig)
 
 
 def plot_curves(rows: list[dict], path: Path, loss_name: str | None = None) -> None:

@@ -26,6 +26,10 @@ class TrainingError(RuntimeError):
     """Training cannot go on (non-finite values in full precision, say)."""
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); the message says what was kept and how to resume."""
+
+
 class Trainer:
     """Trains a :class:`~mpno.nn.normalized.NormalizedOperator` from the parts it is given.
 
