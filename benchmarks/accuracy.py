@@ -12,9 +12,8 @@ Problems (each an FNO with 4 layers, width 32, 30 epochs, AdamW, cosine schedule
 * ``darcy``: 200 training / 100 test samples at 32² (solved at 64²), 12 modes, L2 loss;
 * ``burgers``: 200 training / 100 test samples at 256 points (solved at 1024), 16 modes, L2 loss.
 
-The batch size and learning rate are ``mpno train``'s defaults for the data
-(``mpno.run.defaults``: batch 4, lr 7.1e-4 for 200 samples); ``--batch-size N``
-sets them as the matrix did before those defaults existed (lr then 2e-3).
+The batch size is ``mpno train``'s default for the data (``mpno.run.defaults``:
+4 for 200 samples); ``--batch-size N`` fixes it instead.
 
 The core set (the default) is every mode in float16 plus ``mixed`` in bfloat16 and
 ``auto``, over 2 seeds (42 runs): about 50 minutes with one thread per run
@@ -74,7 +73,7 @@ def data_files(problem: str, root: Path, quick: bool) -> tuple[str, str]:
 
 def run_cell(problem: str, files: tuple[str, str], mode: str, dtype: str, seed: int, out: Path,
              quick: bool, batch_size: int | None = None) -> dict:
-    fixed = {"batch_size": batch_size, "lr": 2e-3} if batch_size else {}
+    fixed = {"batch_size": batch_size} if batch_size else {}
     config = RunConfig(data_train=files[0], data_test=[files[1]], precision=mode, dtype=dtype, seed=seed,
                        epochs=QUICK["epochs"] if quick else 30, hidden_channels=32, n_layers=4, device="cpu",
                        out=str(out), tensorboard=False, **fixed, **PROBLEMS[problem]["config"])
@@ -110,7 +109,7 @@ def main() -> None:
     parser.add_argument("--dtypes", choices=("core", "both"), default="core")
     parser.add_argument("--precisions", nargs="+", metavar="MODE/DTYPE",
                         help="only these cells of the set, e.g. full mixed/float16")
-    parser.add_argument("--batch-size", type=int, help="a fixed batch size (and lr 2e-3) instead of the defaults")
+    parser.add_argument("--batch-size", type=int, help="a fixed batch size instead of the default")
     parser.add_argument("--quick", action="store_true", help="tiny data and 3 epochs: a smoke test")
     parser.add_argument("--data-dir", type=Path, default=cache_dir() / "accuracy")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "accuracy")

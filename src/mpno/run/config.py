@@ -97,8 +97,7 @@ class RunConfig:
     batch_size: int | None = option(None, "int", "batch size (per process under torchrun); default: the largest "
                                     "power of two up to 32 that gives each epoch at least 30 steps (4 for 200 "
                                     "training samples, 32 from 960)", low=1, optional=True, group="optimisation")
-    lr: float | None = option(None, "float", "learning rate; default: 2e-3·√(batch size / 32)", low=0.0,
-                              open_low=True, optional=True, group="optimisation")
+    lr: float = option(2e-3, "float", "learning rate", low=0.0, open_low=True, group="optimisation")
     weight_decay: float = option(1e-4, "float", "weight decay", low=0.0, group="optimisation")
     optimizer: str = option("adamw", "str", "optimizer", choices=("adam", "adamw"), group="optimisation")
     scheduler: str = option("cosine", "str", "learning-rate schedule", choices=("cosine", "step", "none"),

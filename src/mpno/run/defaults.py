@@ -1,4 +1,4 @@
-"""Defaults sized to the data: the batch size, the learning rate and the SFNO's modes of a run.
+"""Defaults sized to the data: the batch size and the SFNO's modes of a run.
 
 A run's options left unset (``None``) are chosen here from the training set, once,
 before the model is built, and recorded in the run's ``config.json``:
@@ -6,9 +6,9 @@ before the model is built, and recorded in the run's ``config.json``:
 * **batch size**: the largest power of two, at most :data:`MAX_BATCH`, that gives
   every epoch at least :data:`STEPS_PER_EPOCH` optimizer steps (the global batch
   counts every process under ``torchrun``): 4 for 200 samples, 8 for 300, 32 from
-  960 on. Small data sets then still get hundreds of steps in a default run;
-* **learning rate**: ``2e-3 · √(batch / 32)`` with the global batch (AdamW's usual
-  square-root scaling): 2e-3 at 32, 7.1e-4 at 4;
+  960 on. Small data sets then still get hundreds of steps in a default run. The
+  learning rate stays 2e-3: scaling it down with the batch (as ``√(batch / 32)``)
+  learnt less in the same epochs (docs/training.md);
 * **modes**: 12 per dimension, except for the SFNO, whose degrees and orders follow
   the training grid: ``(nlat, min(nlat, nlon // 2 + 1))``, every degree the grid
   carries (docs/sphere.md measures the aliasing above the exact quadrature).
@@ -23,8 +23,6 @@ from typing import Sequence
 MAX_BATCH = 32
 #: The fewest optimizer steps per epoch the default batch size allows.
 STEPS_PER_EPOCH = 30
-#: The learning rate at a batch of :data:`MAX_BATCH`; smaller batches scale it by √(batch / MAX_BATCH).
-BASE_LR = 2e-3
 #: Kept modes per dimension of grid operators other than the SFNO.
 MODES = 12
 
@@ -33,11 +31,6 @@ def batch_size(samples: int, processes: int = 1) -> int:
     """The default batch size (per process) for ``samples`` training samples shared by ``processes``."""
     per_step = samples / (STEPS_PER_EPOCH * processes)
     return 2 ** min(int(math.log2(MAX_BATCH)), max(0, math.floor(math.log2(per_step)))) if per_step >= 1 else 1
-
-
-def learning_rate(batch: int) -> float:
-    """The default learning rate at a global batch of ``batch`` samples."""
-    return BASE_LR * math.sqrt(batch / MAX_BATCH)
 
 
 def modes(model: str, grid: Sequence[int]) -> list[int]:
@@ -55,9 +48,6 @@ def fill(config, samples: int, grid: Sequence[int], processes: int = 1) -> str |
         config.batch_size = batch_size(samples, processes)
         steps = math.ceil(samples / (config.batch_size * processes))
         chosen.append(f"batch size {config.batch_size} ({steps} steps per epoch for {samples} training samples)")
-    if config.lr is None:
-        config.lr = learning_rate(config.batch_size * processes)
-        chosen.append(f"lr {config.lr:.3g} (2e-3·√(batch/32))")
     if config.n_modes is None:
         config.n_modes = modes(config.model, grid)
         chosen.append(f"n_modes {' '.join(map(str, config.n_modes))}"
