@@ -118,8 +118,8 @@ class SFNO(Operator):
         positional_embedding: append the unit-sphere coordinates (x, y, z) of each
             point as three input channels (they depend on the grid, not on its size).
 
-    Runs on any grid of its type that resolves ``n_modes`` (equiangular:
-    ``nlat >= 2 lmax - 1``; Legendre–Gauss: ``nlat >= lmax``; both: ``nlon >= 2 (mmax - 1)``).
+    Runs on any grid of its type that carries ``n_modes`` (``nlat >= lmax``, ``nlon >= 2 (mmax - 1)``;
+    without aliasing where ``lmax`` is at most :func:`mpno.ops.sht.exact_lmax`).
     :attr:`arguments` holds the constructor's arguments (all but ``precision``) for
     :func:`mpno.nn.registry.build_operator`; inside ``torch.autocast`` the model keeps
     its policy, and a ``full`` model runs as ``amp`` (:func:`mpno.precision.inside_autocast`).
