@@ -137,6 +137,7 @@ COMMANDS = [
     ("train --data-train {d}/train.pt --device cuda:7 --out {d}/out/r", "device='cuda:7'"),
     ("train --data-train {d}/train.pt --model sfno --precision auto --out {d}/out/r", "precision='auto' audits"),
     ("train --data-train {d}/train.pt --model sfno --n-modes 20 --out {d}/out/r", "lmax=20 is too fine"),
+    ("train --data-train {d}/train.pt --n-modes 40 --out {d}/out/r", "fewer than the model's modes (40); lower --n-mo"),
     ("train --data-train {d}/train.pt --device meta --out {d}/out/r", "device='meta' is not supported"),
     ("train --data-train {d}/train.pt --device banana --out {d}/out/r", "device='banana' is not supported"),
     ("train --data-train {d}/train.pt --hidden-channels 200000 --out {d}/out/r", "needs at least"),

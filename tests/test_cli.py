@@ -25,6 +25,8 @@ def test_cli_train_and_evaluate_with_json(files, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(summary["test"]) == {"test16.pt", "test32.pt"} and summary["epochs"] == 2
     assert summary["precision_history"][0]["precision"] == "mixed/bfloat16" and summary["seconds"] > 0
+    used = "cuda" if torch.cuda.is_available() else "cpu"
+    assert json.loads((out / "config.json").read_text())["device"] == used == summary["device"]  # not "auto"
     code = cli.main(["evaluate", str(out / "best.pt"), "--data", str(files / "test32.pt"), "--json"])
     assert code == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -143,6 +145,19 @@ def test_every_option_is_a_flag_that_parses_to_its_field():
             assert text.endswith(f"(default: {shown})"), text
     for alias, field in (("--modes", "n_modes"), ("--width", "hidden_channels"), ("--layers", "n_layers")):
         assert options[alias].dest == field
+
+
+def test_print_config_records_the_default_example_s_files_and_the_device(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MPNO_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["train", "--print-config"]) == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    config = RunConfig.from_file(printed)
+    cache = tmp_path / "cache"
+    assert config.data_train == str(cache / "darcy_train_32.h5")
+    assert config.data_test == [str(cache / "darcy_test_32.h5"), str(cache / "darcy_test.h5")]
+    assert config.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert not cache.exists()  # printing generates nothing
 
 
 def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):

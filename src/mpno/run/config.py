@@ -114,7 +114,11 @@ class RunConfig:
                                     group="optimisation")
     periodic: bool = option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation")
     # run
-    device: str = option("auto", "str", "auto, cpu, cuda or cuda:N", group="run")
+    device: str = option("auto", "str", "auto, cpu, cuda or cuda:N (config.json records the device used)",
+                         group="run")
+    threads: int | None = option(None, "int", "CPU threads torch computes with; default: torch's, one per core "
+                                 "(on a busy machine fewer run faster: a line says so)", low=1, optional=True,
+                                 group="run")
     dist_backend: str = option("auto", "str", "under torchrun: nccl on CUDA, gloo on the CPU",
                                choices=("auto", "nccl", "gloo"), group="run")
     seed: int = option(0, "int", "random seed", low=0, group="run")

@@ -34,6 +34,7 @@ from .batches import LazyBatches, batches_for
 from .config import RunConfig
 from .evaluation import evaluate
 from .reporting import MetricsLog, json_safe, plot_curves, plot_samples
+from .threads import use_threads
 from .trainer import Trainer, TrainingInterrupted
 
 #: The default example: Darcy flow generated at 64², trained at 32², tested at 32² and 64².
@@ -45,19 +46,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MPNO_CACHE", Path.home() / ".cache" / "mpno"))
 
 
+def default_paths() -> tuple[str, list[str]]:
+    """The default example's files in :func:`cache_dir` (:func:`default_data` generates them): the training
+    file at 32², the test files at 32² and 64²."""
+    root, coarse = cache_dir(), DEFAULT_DATA["train_resolution"]
+    train, test = root / "darcy_train.h5", root / "darcy_test.h5"
+    return str(coarse_path(train, coarse)), [str(coarse_path(test, coarse)), str(test)]
+
+
 def default_data(log: Callable[[str], None]) -> tuple[str, list[str]]:
     """The default example's Darcy files (generated once, then reused): train at 32², test at 32² and 64²."""
     root = cache_dir()
     fine, coarse = DEFAULT_DATA["resolution"], DEFAULT_DATA["train_resolution"]
-    paths = {}
     for split, n, seed in (("train", DEFAULT_DATA["n_train"], 0), ("test", DEFAULT_DATA["n_test"], 1)):
         out = root / f"darcy_{split}.h5"
-        low = coarse_path(out, coarse)
-        if not (out.exists() and low.exists()):
+        if not (out.exists() and coarse_path(out, coarse).exists()):
             log(f"generating the default Darcy {split} set ({n} samples at {fine}², once) into {root}")
             generate("darcy", out, n=n, resolution=fine, seed=seed, coarsen=[coarse], overwrite=True)
-        paths[split] = (str(low), str(out))
-    return paths["train"][0], [paths["test"][0], paths["test"][1]]
+    return default_paths()
+
+
+def what_runs(config: RunConfig) -> RunConfig:
+    """``config`` with what it leaves to mpno made explicit, as ``config.json`` and ``--print-config`` record
+    it: the default example's files and the device ``auto`` stands for."""
+    if config.data_train is None:
+        config.data_train, config.data_test = default_paths()
+    config.device = str(resolve_device(config.device))
+    return config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,7 +110,9 @@ def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
 
 def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
     """The training set and the named test sets, checked against each other and the model's modes."""
-    train_path, test_paths = (config.data_train, config.data_test) if config.data_train else default_data(log)
+    if config.data_train is None:  # the default example: config.json records its files
+        config.data_train, config.data_test = default_data(log)
+    train_path, test_paths = config.data_train, config.data_test
     if config.model == "sfno":
         config.grid = sphere_grid([train_path, *test_paths], config.grid, "--grid")
     train = _dataset(train_path, config)
@@ -119,13 +136,13 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
     (x_train, y_train) = train.shapes
     spatial_dims = len(x_train) - 1
     modes = modes_for(config, spatial_dims)
+    _check_grid(train.path, x_train[1:], modes, "lower --n-modes", config)  # first: a test set may be on it too
     for test in tests.values():
         x_shape, y_shape = test.shapes
         if len(x_shape) != len(x_train) or x_shape[0] != x_train[0] or y_shape[0] != y_train[0]:
             raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
                             f"data's {x_train} → {y_train} (channels and spatial dims must agree)")
         _check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes", config)
-    _check_grid(train.path, x_train[1:], modes, "lower --n-modes", config)
     return train, tests
 
 
@@ -322,7 +339,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         state = checkpoint.load(run_dir / "checkpoint.pt")
         options = checkpoint.run_options(state, run_dir / "checkpoint.pt")
         config = dataclasses.replace(RunConfig.from_dict(options, source=str(run_dir / "checkpoint.pt")),
-                                     device=config.device, dist_backend=config.dist_backend)
+                                     device=config.device, dist_backend=config.dist_backend, threads=config.threads)
         done = state["epoch"]
         if epochs is not None and epochs <= done:
             raise ValueError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; give more to extend it")
@@ -333,6 +350,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
     else:
         config.validate()
     device = resolve_device(config.device)
+    config.device = str(device)  # what runs: config.json records the device, not "auto"
     if config.model == "gino" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--model gino trains in one process; run it without torchrun")
     owns_group = distributed.current().world == 1  # set up here (torchrun), not by a caller
@@ -342,6 +360,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         torch.cuda.set_device(device)
     if not context.main:
         log = lambda message: None  # noqa: E731
+    config.threads = use_threads(config.threads, log, device.type)
     lock = None
 
     def open_run_directory() -> str:  # process 0 owns the directory and its lock
