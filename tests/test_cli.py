@@ -198,3 +198,26 @@ def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
         assert cli.main(["evaluate", str(out / "best.pt"), "--data-test", data, "--json"]) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert set(report["test"][Path(data).name]) == {"l2"}
+
+
+def test_inference_keeps_the_trained_stabilizer_unless_one_is_named(files, tmp_path, capsys):
+    from mpno.run.experiment import train
+    from reference import quiet, tiny_config
+
+    train(tiny_config(files, tmp_path / "run", epochs=1, precision="mixed"), log=quiet)  # no stabilizer
+    best, data = str(tmp_path / "run" / "best.pt"), str(files / "test32.pt")
+    errors = {}
+    for precision in ("half", "half/none", "half/tanh"):
+        assert cli.main(["predict", best, data, "--out", str(tmp_path / f"{precision.replace('/', '_')}.h5"),
+                         "--precision", precision, "-q", "--json"]) == 0
+        captured = capsys.readouterr()
+        report = json.loads(captured.out.strip().splitlines()[-1])
+        errors[precision] = report["relative_l2"]
+        assert report["precision"] == ("half/float16/tanh" if precision == "half/tanh" else
+                                       "half/float16/no-stabilizer")
+        warned = "applies the tanh stabilizer, but the model was trained with no stabilizer" in captured.err
+        assert warned == (precision == "half/tanh"), captured.err
+        assert cli.main(["evaluate", best, "--data", data, "--precision", precision, "--json"]) == 0
+        evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert evaluated["test"]["test32.pt"]["l2"] == pytest.approx(errors[precision], rel=1e-5)
+    assert errors["half"] == errors["half/none"] != errors["half/tanh"]  # the same function; tanh changes it

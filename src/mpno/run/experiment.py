@@ -27,7 +27,7 @@ from ..ops import sht
 from ..nn.models import FNO
 from ..nn.registry import build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
-from ..precision import Precision, PrecisionSchedule
+from ..precision import Precision, PrecisionSchedule, inference_policy
 from ..writing import write_text
 from . import checkpoint, defaults, distributed, profiling, rundir
 from .batches import LazyBatches, batches_for
@@ -483,16 +483,20 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
         plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
 
 
-def checkpoint_model(path: str, device: torch.device, precision: str | None,
-                     batch_size: int | None = None) -> tuple[NormalizedOperator, RunConfig]:
-    """A saved model on ``device`` in ``precision`` (default: as saved), and its run's options
-    (with ``batch_size`` if given)."""
+def checkpoint_model(path: str, device: torch.device, precision: str | None, batch_size: int | None = None,
+                     log: Callable[[str], None] = _log) -> tuple[NormalizedOperator, RunConfig]:
+    """A saved model on ``device`` in ``precision`` (default: as saved; a precision that names no stabilizer
+    keeps the trained one, :func:`mpno.precision.inference_policy`, whose warning goes to ``log``), and its
+    run's options (with ``batch_size`` if given)."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"--batch-size {batch_size}: give a positive int")
     state = checkpoint.load(path)
     model = checkpoint.model_from_state(state, path).to(device)
     if precision:
-        model.set_precision(Precision.parse(precision))
+        policy, warning = inference_policy(precision, model.precision)
+        if warning:
+            log(warning)
+        model.set_precision(policy)
     options = state.get("config")  # absent from checkpoints of one's own loop: the defaults then
     config = RunConfig.from_dict(options if isinstance(options, dict) else {}, source=str(path))
     config.batch_size = batch_size or config.batch_size
@@ -573,8 +577,12 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
     return report
 
 
-def _audit_policy(trained: Precision, requested: str | None) -> Precision:
-    """The policy a model is audited in: as asked, else its last training policy, or ``mixed`` after ``full``."""
+def _audit_policy(trained: Precision, requested: str | None, log: Callable[[str], None] = _log) -> Precision:
+    """The policy a model is audited in: as asked (with the trained stabilizer unless it names one,
+    :func:`mpno.precision.inference_policy`), else its last training policy, or ``mixed`` after ``full``."""
     if requested:
-        return Precision.parse(requested)
-    return trained if trained.mode != "full" else Precision("mixed", trained.dtype)
+        policy, warning = inference_policy(requested, trained)
+        if warning:
+            log(warning)
+        return policy
+    return trained if trained.mode != "full" else trained.replace(mode="mixed", stabilizer=trained.stabilizer)
