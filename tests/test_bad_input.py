@@ -168,6 +168,12 @@ COMMANDS = [
     ("train --data-train {d}/legendre.h5 --model sfno --grid equiangular --out {d}/out/r",
      "--grid equiangular conflicts with {d}/legendre.h5, which declares the legendre-gauss grid"),
     ("train --data-train {d}/healpix.h5 --model sfno --out {d}/out/r", "declares the grid 'healpix'"),
+    ("train --data-train {d}/legendre.h5 --model sfno --eval-losses h1 --out {d}/out/r",
+     "eval_losses=['h1'] does not apply to model='sfno'"),
+    ("train --data-train {d}/clouds.h5 --model gino --loss mse --out {d}/out/r", "loss='mse' does not apply to model="),
+    ("train --data-train {d}/darcy.h5 --model sfno --out {d}/out/r", "darcy.h5 holds darcy data, which mpno "
+     "generates on the unit square or cube, not on the sphere"),
+    ("evaluate {d}/sfno_run/best.pt --data-test {d}/darcy.h5", "darcy.h5 holds darcy data"),
     ("train --data-train {d}/legendre.h5 --data-test {d}/equi.h5 --model sfno --out {d}/out/r",
      "the data files declare different grids"),
     # train: run directories and config files
@@ -229,6 +235,8 @@ COMMANDS = [
     ("bounds {d}/run/best.pt", "best.pt is an mpno checkpoint (a trained model), but a data file of fields"),
     ("bounds {d}/clouds.h5", "clouds.h5 is a data file of point clouds, but a data file of fields on a grid"),
     ("bounds {d}/train.pt --model {d}/nan_weights.pt", "nan_weights.pt: the weights hold NaN"),
+    ("bounds {d}/legendre.h5", "legendre.h5 holds fields on the sphere; mpno bounds audits Fourier coefficients on "
+     "the cube"),
     # bench
     ("bench --preset huge", "--preset 'huge'"),
     ("bench --preset tiny --steps 0", "--steps"),

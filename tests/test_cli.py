@@ -4,6 +4,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
@@ -179,8 +180,9 @@ def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):
 def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
     from mpno.data import generate
 
-    x = torch.randn(12, 2, 16, 32)
-    torch.save({"x": x, "y": x.roll(3, dims=-1) * torch.tensor([100.0, 1e-3])[:, None, None]}, tmp_path / "s.pt")
+    x = torch.randn(12, 3, 16, 32)
+    torch.save({"x": x, "y": x.roll(3, dims=-1) * torch.tensor([3000.0, 100.0, 1e-3])[:, None, None]},
+               tmp_path / "s.pt")
     generate("potential-flow", tmp_path / "p.h5", n=12, points=64, progress=False)
     runs = {"sfno": ["--data-train", str(tmp_path / "s.pt"), "--n-modes", "8"],
             "gino": ["--data-train", str(tmp_path / "p.h5"), "--n-modes", "4", "--latent-grid", "6",
@@ -198,6 +200,18 @@ def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
         assert cli.main(["evaluate", str(out / "best.pt"), "--data-test", data, "--json"]) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert set(report["test"][Path(data).name]) == {"l2"}
+        predictions = tmp_path / f"{model}.h5"  # predict reports evaluate's l2: one definition per model
+        assert cli.main(["predict", str(out / "best.pt"), data, "--out", str(predictions), "-q", "--json"]) == 0
+        predicted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert predicted["relative_l2"] == pytest.approx(report["test"][Path(data).name]["l2"], rel=1e-5)
+        assert predicted["samples"] == 12
+        with h5py.File(predictions) as f:
+            shape = (12, 3, 16, 32) if model == "sfno" else (12, 64, 1)
+            assert f["prediction"].shape == f["error"].shape == shape and f["relative_l2"].shape == (12,)
+            if model == "gino":
+                assert list(f["sizes"][:]) == [64] * 12 and f["points"].shape == (12, 64, 3)
+    assert cli.main(["train", "--model", "sfno", *runs["sfno"], "--loss", "h1", "--out", str(tmp_path / "r")]) == 2
+    assert "loss='h1' does not apply to model='sfno'" in capsys.readouterr().err
 
 
 def test_inference_keeps_the_trained_stabilizer_unless_one_is_named(files, tmp_path, capsys):

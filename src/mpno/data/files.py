@@ -119,20 +119,32 @@ def identify(path: str | os.PathLike) -> str | None:
     return None
 
 
-def declared_grid(path: str | os.PathLike) -> str | None:
-    """The spherical grid an HDF5 data file declares (its ``grid`` attribute, as
-    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+def _declared(path: str | os.PathLike, name: str) -> str | None:
+    """An HDF5 data file's attribute ``name`` as one line of text, or ``None`` (no such attribute, not HDF5,
+    unreadable: reading the data says so, naming the file)."""
     path = Path(path)
     try:
         if _kind_by_content(path) != "HDF5":
             return None
         with h5py.File(path, "r") as f:
-            grid = f.attrs.get("grid")
-    except (OSError, zipfile.BadZipFile):  # unreadable: reading the data says so, naming the file
+            value = f.attrs.get(name)
+    except (OSError, zipfile.BadZipFile):
         return None
-    if grid is None:
+    if value is None:
         return None
-    return one_line(grid.decode(errors="replace") if isinstance(grid, bytes) else str(grid))
+    return one_line(value.decode(errors="replace") if isinstance(value, bytes) else str(value))
+
+
+def declared_grid(path: str | os.PathLike) -> str | None:
+    """The spherical grid an HDF5 data file declares (its ``grid`` attribute, as
+    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+    return _declared(path, "grid")
+
+
+def declared_equation(path: str | os.PathLike) -> str | None:
+    """The equation whose solver wrote an HDF5 data file (its ``equation`` attribute, as
+    :func:`mpno.data.generate` writes it), or ``None``."""
+    return _declared(path, "equation")
 
 
 def misfit(path: str | os.PathLike, expected: str) -> DataError | None:

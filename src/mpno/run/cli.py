@@ -237,8 +237,8 @@ def _run_predict(args) -> None:
     _use_threads(args, args.device)
     report = predict(args.checkpoint, args.data, args.out, args.precision, args.batch_size, args.device,
                      args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
-    grid = "×".join(map(str, report["grid"]))
-    print(f"{report['out']}: {report['samples']} predictions at {grid} in {report['precision']}")
+    where = f" at {'×'.join(map(str, report['grid']))}" if report["grid"] else " of point clouds"
+    print(f"{report['out']}: {report['samples']} predictions{where} in {report['precision']}")
     if report["relative_l2"] is not None:
         print(f"relative L2 error: {report['relative_l2']:.4f} (mean over samples)")
     print(f"{report['samples_per_second']:.1f} samples/s, peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB "

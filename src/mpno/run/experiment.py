@@ -18,7 +18,7 @@ from ..bounds import audit_data, audit_model, choose_precision
 from ..checks import modes_per_dim, reason
 from .. import memory
 from ..data import DataError, OperatorDataset, coarse_path, generate, split_indices
-from ..data.files import declared_grid
+from ..data.files import SPHERE, declared_equation, declared_grid, identify
 from ..data.pointclouds import PointCloudBatches, PointCloudDataset
 from ..nn import losses
 from ..nn.point_losses import PointL2Loss
@@ -31,7 +31,7 @@ from ..precision import Precision, PrecisionSchedule, inference_policy
 from ..writing import write_text
 from . import checkpoint, defaults, distributed, profiling, rundir
 from .batches import LazyBatches, batches_for
-from .config import RunConfig
+from .config import EVAL_LOSSES, RunConfig
 from .evaluation import evaluate
 from .reporting import MetricsLog, json_safe, plot_curves, plot_samples
 from .threads import use_threads
@@ -149,7 +149,15 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
 def sphere_grid(paths: Sequence[str], given: str | None, source: str) -> str:
     """The spherical grid of data files: the one they declare (their ``grid`` attribute), which must be known,
     the same in every file and agree with ``given`` (from ``source``: ``--grid``, the model); else ``given``,
-    else equiangular."""
+    else equiangular. Files that mpno generated for a problem on the cube (their ``equation`` says which)
+    are refused."""
+    for path in paths:
+        equation = declared_equation(path)
+        if equation is not None and equation != "shallow-water" and declared_grid(path) is None:
+            raise DataError(f"{path} holds {equation} data, which mpno generates on the unit square or cube, not "
+                            "on the sphere (an SFNO would read its rows as latitudes and its columns as "
+                            "longitudes); train --model fno or tfno on it, or give data on the sphere "
+                            "(mpno generate shallow-water)")
     declared = {path: grid for path in paths if (grid := declared_grid(path)) is not None}
     for path, grid in declared.items():
         if grid not in sht.GRIDS:
@@ -269,7 +277,7 @@ def losses_for(config: RunConfig, dataset, model: NormalizedOperator) -> tuple[C
         loss = SphericalL2Loss(config.grid, normalizer=model.outputs)
         return loss, {"l2": loss}
     return (losses.build(config.loss, config.periodic),
-            {name: losses.build(name, config.periodic) for name in config.eval_losses})
+            {name: losses.build(name, config.periodic) for name in config.eval_losses or EVAL_LOSSES})
 
 
 def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: OperatorDataset,
@@ -548,6 +556,10 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
         raise ValueError(f"--samples {samples}: give a positive int")
     if modes is not None and not all(isinstance(m, int) and m > 0 for m in modes):
         raise ValueError(f"--modes {' '.join(map(str, modes))}: give positive ints")
+    if identify(data) == SPHERE:
+        raise DataError(f"{data} holds fields on the sphere; mpno bounds audits Fourier coefficients on the "
+                        "cube, which would misjudge them: for the sphere's error budget use mpno.bounds.sphere "
+                        "(docs/sphere.md)")
     dataset = OperatorDataset(data, **{k: v for k, v in open_kwargs.items() if v is not None})
     grid = dataset.shapes[0][1:]
     if min(grid) < 4:
