@@ -18,7 +18,7 @@ from ..bounds import audit_data, audit_model, choose_precision
 from ..checks import modes_per_dim, reason
 from .. import memory
 from ..data import DataError, OperatorDataset, coarse_path, generate, split_indices
-from ..data.files import SPHERE, declared_equation, declared_grid, identify
+from ..data.files import GRID, SPHERE, declared_equation, declared_grid, identify
 from ..data.pointclouds import PointCloudBatches, PointCloudDataset
 from ..nn import losses
 from ..nn.point_losses import PointL2Loss
@@ -153,7 +153,7 @@ def sphere_grid(paths: Sequence[str], given: str | None, source: str) -> str:
     are refused."""
     for path in paths:
         equation = declared_equation(path)
-        if equation is not None and equation != "shallow-water" and declared_grid(path) is None:
+        if equation is not None and identify(path) == GRID:  # not SPHERE, not point clouds
             raise DataError(f"{path} holds {equation} data, which mpno generates on the unit square or cube, not "
                             "on the sphere (an SFNO would read its rows as latitudes and its columns as "
                             "longitudes); train --model fno or tfno on it, or give data on the sphere "
