@@ -263,6 +263,12 @@ def test_a_bad_command_gets_one_clear_line(bad, command, message, capsys):
 
 API = [
     (lambda: mpno.FNO(0, 1, (4, 4)), ValueError, "in_channels=0"),
+    (lambda: mpno.FNO((16, 16), 1, 1), ValueError, "mpno's order is (in_channels, out_channels, n_modes, ...)"),
+    (lambda: mpno.SFNO((8, 8), 1, 1), ValueError, "write SFNO(in_channels, out_channels, n_modes=(8, 8), ...)"),
+    (lambda: setattr(mpno.TFNO(1, 1, (4, 4)), "n_modes", (2, 2)), AttributeError,
+     "TFNO.n_modes is fixed when the model is built"),
+    (lambda: setattr(mpno.SFNO(1, 1, (4, 4)).blocks[0].conv, "n_modes", (2, 2)), AttributeError,
+     "SphericalConv.n_modes is fixed"),
     (lambda: mpno.FNO(1, 1, (4, 4))(torch.randn(2, 3, 8, 8)), ValueError, "expects 1 input channels"),
     (lambda: mpno.FNO(1, 1, (8, 8))(torch.randn(2, 1, 4, 8)), ValueError, "fewer than n_modes[0]=8"),
     (lambda: mpno.SpectralConv(2, 2, (4, 4), factorization="svd"), ValueError, "factorization='svd'"),
