@@ -196,6 +196,7 @@ def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
         (name, errors), = summary["test"].items()
         assert set(errors) == {"l2"} and 0 < errors["l2"] < 2
         assert type(mpno.load_model(out / "best.pt").operator).__name__ == model.upper()
+        assert len(list(out.glob("samples_*.png"))) == 1  # a map (sfno), a 3D scatter (gino): tests/test_reporting.py
         data = str(tmp_path / ("s.pt" if model == "sfno" else "p.h5"))
         assert cli.main(["evaluate", str(out / "best.pt"), "--data-test", data, "--json"]) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -119,32 +119,44 @@ def identify(path: str | os.PathLike) -> str | None:
     return None
 
 
-def _declared(path: str | os.PathLike, name: str) -> str | None:
-    """An HDF5 data file's attribute ``name`` as one line of text, or ``None`` (no such attribute, not HDF5,
-    unreadable: reading the data says so, naming the file)."""
+def _attribute(path: str | os.PathLike, name: str):
+    """An HDF5 data file's attribute ``name``, or ``None`` (no such attribute, not HDF5, unreadable: reading
+    the data says so, naming the file)."""
     path = Path(path)
     try:
         if _kind_by_content(path) != "HDF5":
             return None
         with h5py.File(path, "r") as f:
-            value = f.attrs.get(name)
+            return f.attrs.get(name)
     except (OSError, zipfile.BadZipFile):
         return None
-    if value is None:
-        return None
+
+
+def _text(value) -> str:
     return one_line(value.decode(errors="replace") if isinstance(value, bytes) else str(value))
 
 
 def declared_grid(path: str | os.PathLike) -> str | None:
     """The spherical grid an HDF5 data file declares (its ``grid`` attribute, as
     :mod:`mpno.data.shallow_water` writes it), or ``None``."""
-    return _declared(path, "grid")
+    value = _attribute(path, "grid")
+    return None if value is None else _text(value)
 
 
 def declared_equation(path: str | os.PathLike) -> str | None:
     """The equation whose solver wrote an HDF5 data file (its ``equation`` attribute, as
     :func:`mpno.data.generate` writes it), or ``None``."""
-    return _declared(path, "equation")
+    value = _attribute(path, "equation")
+    return None if value is None else _text(value)
+
+
+def declared_channels(path: str | os.PathLike) -> list[str] | None:
+    """The names of the channels an HDF5 data file declares (its ``channels`` attribute, as
+    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+    value = _attribute(path, "channels")
+    if value is None or np.ndim(value) != 1:
+        return None
+    return [_text(name) for name in value]
 
 
 def misfit(path: str | os.PathLike, expected: str) -> DataError | None:

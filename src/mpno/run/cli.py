@@ -280,7 +280,8 @@ def _run_bounds(args) -> None:
     if args.plot:
         from pathlib import Path
 
-        plot_bounds(report, Path(args.plot), title=f"{Path(args.data).name} ({args.field})")
+        field = "inputs" if args.field == "x" else "outputs"
+        plot_bounds(report, Path(args.plot), title=f"errors of the {field} of {Path(args.data).name}")
         print(f"plot: {args.plot}")
     if args.json:
         _print_json(report)

@@ -18,7 +18,7 @@ from ..bounds import audit_data, audit_model, choose_precision
 from ..checks import modes_per_dim, reason
 from .. import memory
 from ..data import DataError, OperatorDataset, coarse_path, generate, split_indices
-from ..data.files import GRID, SPHERE, declared_equation, declared_grid, identify
+from ..data.files import GRID, SPHERE, declared_channels, declared_equation, declared_grid, identify
 from ..data.pointclouds import PointCloudBatches, PointCloudDataset
 from ..nn import losses
 from ..nn.point_losses import PointL2Loss
@@ -33,7 +33,7 @@ from . import checkpoint, defaults, distributed, profiling, rundir
 from .batches import LazyBatches, batches_for
 from .config import EVAL_LOSSES, RunConfig
 from .evaluation import evaluate
-from .reporting import MetricsLog, json_safe, plot_curves, plot_samples
+from .reporting import MetricsLog, json_safe, plot_curves, plot_point_samples, plot_samples, plot_sphere_samples
 from .threads import use_threads
 from .trainer import Trainer, TrainingInterrupted
 
@@ -427,7 +427,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             "world_size": context.world, "global_batch_size": config.batch_size * context.world,
         }
         if context.main:
-            _write_report(summary, model, trainer, run_dir, config.loss)
+            _write_report(summary, model, trainer, run_dir, config.loss, tests)
         # Release DDP while the process group lives, and leave together: a process that
         # tears the group down while its peer is still busy can abort at exit.
         trainer.close()
@@ -478,17 +478,24 @@ def _grid(dataset) -> list[int]:
     return [] if isinstance(dataset, PointCloudDataset) else list(dataset.shapes[0][1:])
 
 
-def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path, loss_name: str) -> None:
-    """``summary.json``, the loss curves and a few test samples of every test set."""
+def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path, loss_name: str,
+                  tests: dict) -> None:
+    """``summary.json``, the loss curves and a few test samples of every test set (``tests``: name → dataset):
+    fields on a grid as images, on the sphere as maps (every channel), point clouds as 3D scatter plots."""
     write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     rows = MetricsLog(run_dir, tensorboard=False).rows()
     if rows:
-        plot_curves(rows, run_dir / "curves.png", loss_name=loss_name)
+        plot_curves(rows, run_dir / "curves.png", loss_name=loss_name, grids=summary["grids"])
     for name, batches in trainer.test_batches.items():
-        if isinstance(batches, PointCloudBatches):  # no grid to draw (benchmarks/geometry_train.py plots clouds)
-            continue
         x, y, _ = next(batches.iterate())
-        plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
+        path = run_dir / f"samples_{Path(name).stem}.png"
+        if isinstance(batches, PointCloudBatches):
+            plot_point_samples(model, x, y, path, title=name)
+        elif isinstance(model.operator, SFNO):
+            plot_sphere_samples(model, x, y, path, model.operator.grid, title=f"{name}: test sample 0",
+                                channels=declared_channels(tests[name].path))
+        else:
+            plot_samples(model, x[:3], y[:3], path, title=name)
 
 
 def checkpoint_model(path: str, device: torch.device, precision: str | None, batch_size: int | None = None,
