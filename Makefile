@@ -22,7 +22,13 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Generated data are kept: the default example's cache is $MPNO_CACHE, else ~/.cache/mpno.
+# Removes the environment, the runs and Python's caches; keeps generated data (data/ and the default
+# example's cache, $MPNO_CACHE or ~/.cache/mpno) and says what else git does not track.
+CACHE = $${MPNO_CACHE:-$$HOME/.cache/mpno}
 clean:
-	rm -rf $(VENV) runs .cache
-	@echo "kept the generated data in $${MPNO_CACHE:-$$HOME/.cache/mpno}; remove it with: rm -rf $${MPNO_CACHE:-$$HOME/.cache/mpno}"
+	rm -rf $(VENV) runs .cache .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	@echo "kept the default example's data in $(CACHE); remove it with: rm -rf $(CACHE)"
+	@left="$$(git status --porcelain --ignored 2>/dev/null | sed -n 's/^[?!][?!] //p')"; \
+	if [ -n "$$left" ]; then echo "kept in this checkout, not tracked by git (remove what you no longer need):"; \
+	echo "$$left" | sed 's/^/  /'; else echo "nothing else is left that git does not track"; fi

@@ -24,38 +24,8 @@ from mpno.data.pointclouds import PointCloudBatches, PointCloudDataset
 from mpno.nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from mpno.nn.point_losses import PointL2Loss
 from mpno.run.evaluation import evaluate
+from mpno.run.reporting import plot_point_samples
 from mpno.run.trainer import Trainer
-
-
-def plot(model, batches, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    x, y, _ = next(batches.iterate())
-    with torch.no_grad():
-        prediction = model(x)
-    size = x.sizes[0]
-    points, truth, guess = x.points[:size].numpy(), y.values[:size, 0].numpy(), prediction[:size, 0].numpy()
-    figure = plt.figure(figsize=(13, 4.2))
-    low, high = min(truth.min(), guess.min()), max(truth.max(), guess.max())
-    panels = [("truth Cp", truth, "viridis", (low, high)), ("prediction", guess, "viridis", (low, high)),
-              ("|error|", abs(guess - truth), "magma", (0, abs(guess - truth).max()))]
-    for i, (title, values, cmap, (vmin, vmax)) in enumerate(panels):
-        axis = figure.add_subplot(1, 3, i + 1, projection="3d")
-        shown = axis.scatter(*points.T, c=values, cmap=cmap, vmin=vmin, vmax=vmax, s=6)
-        axis.set_title(title)
-        axis.set_box_aspect((1, 1, 1))
-        limit = abs(points).max()
-        for set_limit in (axis.set_xlim, axis.set_ylim, axis.set_zlim):
-            set_limit(-limit, limit)
-        figure.colorbar(shown, ax=axis, shrink=0.6)
-    error = (((guess - truth) ** 2).sum() / (truth**2).sum()) ** 0.5
-    figure.suptitle(f"GINO on potential flow past an ellipsoid (test sample 0, {size} points, relative L2 {error:.3f})")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
 
 
 def main() -> None:
@@ -115,7 +85,8 @@ def main() -> None:
               "output_difference_from_float64": float64}
     if args.plot:
         model.set_precision("full")
-        plot(model, test_batches, args.plot)
+        plot_point_samples(model, *next(test_batches.iterate())[:2], args.plot,
+                           title="GINO on potential flow past an ellipsoid")
     print("\n".join(f"{key}: {value}" for key, value in report.items()))
     if args.json:
         print(json.dumps(report))

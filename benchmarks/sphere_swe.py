@@ -2,7 +2,7 @@
 on the same shallow-water data, the same epochs and seeds.
 
     .venv/bin/python benchmarks/sphere_swe.py [--data DIR] [--train 200] [--test 50] [--epochs 20]
-        [--seeds 0 1] [--precisions mixed full] [--set KEY=VALUE ...] [--no-peer] [--json FILE]
+        [--seeds 0 1] [--precisions mixed full] [--set KEY=VALUE ...] [--no-peer] [--json FILE] [--plot FILE.png]
 
 Data: ``train_32.h5`` (seed 0, 32×64, equiangular), ``test_32.h5`` and ``test_64.h5``
 (seed 1: the same flows on 32×64 and 64×128) from ``mpno generate shallow-water``,
@@ -47,6 +47,7 @@ from mpno.nn.normalized import UnitGaussianNormalizer
 from mpno.nn.spherical import SphericalL2Loss
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train
+from mpno.run.reporting import plot_sphere_samples
 
 CHANNELS = ("height", "vorticity", "divergence")
 FILES = {"train_32": (0, 32), "test_32": (1, 32), "test_64": (1, 64)}  # name: (seed, latitudes)
@@ -150,6 +151,9 @@ def main() -> None:
     parser.add_argument("--no-peer", action="store_true", help="skip neuraloperator even where it is installed")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--plot", type=Path, help="maps of one test flow at 64×128 (zero-shot), predicted by the "
+                                                  "first mpno run (first precision, first seed)")
+    parser.add_argument("--plot-sample", type=int, default=0, help="which test flow --plot draws")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     root = args.data or Path(tempfile.mkdtemp())
@@ -172,10 +176,12 @@ def main() -> None:
     print(f"{'library':<14} {'precision':<14} {'seed':>4} | {'l2 32×64':>9} {'64×128':>8} | "
           f"{'sphere_l2 32×64':>15} {'64×128':>8} | {'time':>6}", flush=True)
     labels = [("mpno", p) for p in args.precisions] + ([("neuraloperator", "full")] if peer else [])
+    drawn = None
     for seed in args.seeds:
         for library, precision in labels:
             if library == "mpno":
                 model, options, seconds, _ = run_mpno(files, args, precision, seed, overrides, work)
+                drawn = drawn or model
             else:
                 model, seconds = run_peer(x, y, args, seed)
                 options = dict(PEER_RECIPE, epochs=args.epochs)
@@ -207,6 +213,11 @@ def main() -> None:
         ratio = summary[first]["test_32"]["l2"] / summary["mpno full"]["test_32"]["l2"]
         results["ratio_mpno_default_over_full_l2_32"] = ratio
         print(f"{first} / mpno full (l2 at 32×64): {ratio:.3f}")
+    if args.plot:
+        x64, y64 = tests["test_64"]
+        i = args.plot_sample
+        plot_sphere_samples(drawn, x64[i:i + 1], y64[i:i + 1], args.plot, "equiangular", channels=CHANNELS,
+                            title=f"mpno {args.precisions[0]}, seed {args.seeds[0]}, test flow {i} (zero-shot)")
     if args.json:
         report = {"data": {"train": args.train, "test": args.test, "generator": "mpno generate shallow-water",
                            "files": {name: {"seed": s, "grid": [n, 2 * n]} for name, (s, n) in FILES.items()}},

@@ -137,6 +137,7 @@ COMMANDS = [
     ("train --data-train {d}/train.pt --device cuda:7 --out {d}/out/r", "device='cuda:7'"),
     ("train --data-train {d}/train.pt --model sfno --precision auto --out {d}/out/r", "precision='auto' audits"),
     ("train --data-train {d}/train.pt --model sfno --n-modes 20 --out {d}/out/r", "lmax=20 is too fine"),
+    ("train --data-train {d}/train.pt --n-modes 40 --out {d}/out/r", "fewer than the model's modes (40); lower --n-mo"),
     ("train --data-train {d}/train.pt --device meta --out {d}/out/r", "device='meta' is not supported"),
     ("train --data-train {d}/train.pt --device banana --out {d}/out/r", "device='banana' is not supported"),
     ("train --data-train {d}/train.pt --hidden-channels 200000 --out {d}/out/r", "needs at least"),
@@ -167,6 +168,12 @@ COMMANDS = [
     ("train --data-train {d}/legendre.h5 --model sfno --grid equiangular --out {d}/out/r",
      "--grid equiangular conflicts with {d}/legendre.h5, which declares the legendre-gauss grid"),
     ("train --data-train {d}/healpix.h5 --model sfno --out {d}/out/r", "declares the grid 'healpix'"),
+    ("train --data-train {d}/legendre.h5 --model sfno --eval-losses h1 --out {d}/out/r",
+     "eval_losses=['h1'] does not apply to model='sfno'"),
+    ("train --data-train {d}/clouds.h5 --model gino --loss mse --out {d}/out/r", "loss='mse' does not apply to model="),
+    ("train --data-train {d}/darcy.h5 --model sfno --out {d}/out/r", "darcy.h5 holds darcy data, which mpno "
+     "generates on the unit square or cube, not on the sphere"),
+    ("evaluate {d}/sfno_run/best.pt --data-test {d}/darcy.h5", "darcy.h5 holds darcy data"),
     ("train --data-train {d}/legendre.h5 --data-test {d}/equi.h5 --model sfno --out {d}/out/r",
      "the data files declare different grids"),
     # train: run directories and config files
@@ -228,6 +235,8 @@ COMMANDS = [
     ("bounds {d}/run/best.pt", "best.pt is an mpno checkpoint (a trained model), but a data file of fields"),
     ("bounds {d}/clouds.h5", "clouds.h5 is a data file of point clouds, but a data file of fields on a grid"),
     ("bounds {d}/train.pt --model {d}/nan_weights.pt", "nan_weights.pt: the weights hold NaN"),
+    ("bounds {d}/legendre.h5", "legendre.h5 holds fields on the sphere; mpno bounds audits Fourier coefficients on "
+     "the cube"),
     # bench
     ("bench --preset huge", "--preset 'huge'"),
     ("bench --preset tiny --steps 0", "--steps"),
@@ -254,6 +263,12 @@ def test_a_bad_command_gets_one_clear_line(bad, command, message, capsys):
 
 API = [
     (lambda: mpno.FNO(0, 1, (4, 4)), ValueError, "in_channels=0"),
+    (lambda: mpno.FNO((16, 16), 1, 1), ValueError, "mpno's order is (in_channels, out_channels, n_modes, ...)"),
+    (lambda: mpno.SFNO((8, 8), 1, 1), ValueError, "write SFNO(in_channels, out_channels, n_modes=(8, 8), ...)"),
+    (lambda: setattr(mpno.TFNO(1, 1, (4, 4)), "n_modes", (2, 2)), AttributeError,
+     "TFNO.n_modes is fixed when the model is built"),
+    (lambda: setattr(mpno.SFNO(1, 1, (4, 4)).blocks[0].conv, "n_modes", (2, 2)), AttributeError,
+     "SphericalConv.n_modes is fixed"),
     (lambda: mpno.FNO(1, 1, (4, 4))(torch.randn(2, 3, 8, 8)), ValueError, "expects 1 input channels"),
     (lambda: mpno.FNO(1, 1, (8, 8))(torch.randn(2, 1, 4, 8)), ValueError, "fewer than n_modes[0]=8"),
     (lambda: mpno.SpectralConv(2, 2, (4, 4), factorization="svd"), ValueError, "factorization='svd'"),

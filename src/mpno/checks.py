@@ -61,6 +61,16 @@ def modes_per_dim(modes: Sequence[int], spatial_dims: int, name: str = "modes") 
     return modes
 
 
+def operator_in_channels(value, who: str) -> int:
+    """``value`` as the first argument of operator ``who``, the input channels; a tuple there is
+    neuraloperator's argument order, which the error names."""
+    if isinstance(value, (tuple, list)):
+        raise ValueError(f"{who}(in_channels={tuple(value)!r}, ...): mpno's order is (in_channels, out_channels, "
+                         f"n_modes, ...), where neuraloperator's {who} takes n_modes first; write "
+                         f"{who}(in_channels, out_channels, n_modes={tuple(value)!r}, ...)")
+    return positive_int("in_channels", value)
+
+
 def positive_int(name: str, value) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise ValueError(f"{name}={value!r} is not supported; give a positive int")

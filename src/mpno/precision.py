@@ -154,6 +154,36 @@ class Precision:
         return text
 
 
+def names_stabilizer(text: str) -> bool:
+    """Whether a policy written ``mode[/dtype][/stabilizer]`` names its stabilizer (``"half/tanh"``,
+    ``"half/float16/none"``) rather than leaving it to the mode (``"half"``, ``"mixed/bfloat16"``)."""
+    _, *rest = text.strip().split("/")
+    return len(rest) > 1 or (len(rest) == 1 and rest[0] not in DTYPES)
+
+
+def inference_policy(requested: str, trained: Precision) -> tuple[Precision, str | None]:
+    """The policy a trained model runs in when ``requested`` is asked for at inference, and a warning or None.
+
+    The stabilizer is part of the function the model learned: a ``requested``
+    policy that does not name one keeps ``trained``'s (``"half"`` for a model
+    trained in ``mixed`` is ``half/no-stabilizer``, not ``half/tanh``). A named
+    stabilizer that differs from ``trained``'s is used, with a warning naming both.
+    """
+    policy = Precision.from_string(requested)
+    if not names_stabilizer(requested):
+        return policy.replace(stabilizer=trained.stabilizer), None
+    if policy.stabilizer == trained.stabilizer:
+        return policy, None
+    return policy, (f"warning: --precision {requested} applies {_stabilizer(policy.stabilizer)}, but the model "
+                    f"was trained with {_stabilizer(trained.stabilizer)}: it computes a function it was not "
+                    f"trained on, and its errors grow; --precision {policy.mode}/{policy.dtype} keeps the trained "
+                    "stabilizer")
+
+
+def _stabilizer(name: str | None) -> str:
+    return f"the {name} stabilizer" if name else "no stabilizer"
+
+
 def set_precision(module: torch.nn.Module, precision) -> Precision:
     """Give every precision-aware submodule of ``module`` the same policy."""
     policy = Precision.parse(precision)

@@ -119,20 +119,44 @@ def identify(path: str | os.PathLike) -> str | None:
     return None
 
 
-def declared_grid(path: str | os.PathLike) -> str | None:
-    """The spherical grid an HDF5 data file declares (its ``grid`` attribute, as
-    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+def _attribute(path: str | os.PathLike, name: str):
+    """An HDF5 data file's attribute ``name``, or ``None`` (no such attribute, not HDF5, unreadable: reading
+    the data says so, naming the file)."""
     path = Path(path)
     try:
         if _kind_by_content(path) != "HDF5":
             return None
         with h5py.File(path, "r") as f:
-            grid = f.attrs.get("grid")
-    except (OSError, zipfile.BadZipFile):  # unreadable: reading the data says so, naming the file
+            return f.attrs.get(name)
+    except (OSError, zipfile.BadZipFile):
         return None
-    if grid is None:
+
+
+def _text(value) -> str:
+    return one_line(value.decode(errors="replace") if isinstance(value, bytes) else str(value))
+
+
+def declared_grid(path: str | os.PathLike) -> str | None:
+    """The spherical grid an HDF5 data file declares (its ``grid`` attribute, as
+    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+    value = _attribute(path, "grid")
+    return None if value is None else _text(value)
+
+
+def declared_equation(path: str | os.PathLike) -> str | None:
+    """The equation whose solver wrote an HDF5 data file (its ``equation`` attribute, as
+    :func:`mpno.data.generate` writes it), or ``None``."""
+    value = _attribute(path, "equation")
+    return None if value is None else _text(value)
+
+
+def declared_channels(path: str | os.PathLike) -> list[str] | None:
+    """The names of the channels an HDF5 data file declares (its ``channels`` attribute, as
+    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+    value = _attribute(path, "channels")
+    if value is None or np.ndim(value) != 1:
         return None
-    return one_line(grid.decode(errors="replace") if isinstance(grid, bytes) else str(grid))
+    return [_text(name) for name in value]
 
 
 def misfit(path: str | os.PathLike, expected: str) -> DataError | None:

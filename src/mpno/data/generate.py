@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import burgers, darcy, navier_stokes, potential_flow, shallow_water
 from .. import memory
 from ..writing import check_output, require_space
 from .files import PairWriter
+from .progress import Progress
 
 EQUATIONS = {
     "darcy": (darcy, 2, 16),  # module, spatial dims, default batch size
@@ -59,7 +59,8 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         n, resolution, seed: sample count, grid points per dimension (grid
             equations only), and seed (sample ``i`` depends only on ``seed`` and
             ``i``, not on the batch size).
-        progress: show a progress bar (default: when writing to a terminal).
+        progress: ``None`` (default): a progress bar on a terminal, and off one a line per chunk of
+            samples on stderr; ``True``: a bar; ``False``: nothing (:class:`mpno.data.progress.Progress`).
         overwrite: replace existing files (otherwise refuse).
         **params: the equation's parameters (see each module's ``DEFAULTS``).
 
@@ -113,8 +114,7 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
                           "generated_resolution": resolution, **described}
             writer = PairWriter(path, n, first[0][stride].shape[1:], first[1][stride].shape[1:], attributes, coords)
             writers[r] = (stack.enter_context(writer), stride)
-        bar = stack.enter_context(tqdm(total=n, unit="sample", desc=f"{equation} {resolution}",
-                                       disable=None if progress is None else not progress))
+        bar = stack.enter_context(Progress(n, f"{equation} {resolution}", progress))
         for x, y in (first, *stream):
             for writer, stride in writers.values():
                 writer.append(x[stride], y[stride])

@@ -19,7 +19,6 @@ and a uniformly random stream direction, and ``points`` surface points uniformly
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
@@ -27,11 +26,11 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 from scipy.special import elliprd
-from tqdm.auto import tqdm
 
 from ..writing import check_output, new_hdf5, require_space
 from .files import FORMAT_VERSION
 from .pointclouds import PointCloudDataset
+from .progress import Progress
 
 DEFAULTS = {"points": 1024, "min_axis": 0.3, "max_axis": 1.0}
 
@@ -100,8 +99,7 @@ def write(out: str | os.PathLike, n: int, seed: int = 0, overwrite: bool = False
     shapes = {"points": (points, 3), "normals": (points, 3), "cp": (points,), "semi_axes": (3,),
               "rotation": (3, 3), "flow": (3,)}
     params = {"points": points, "min_axis": min_axis, "max_axis": max_axis}
-    with new_hdf5(out) as output, contextlib.closing(
-            tqdm(total=n, unit="sample", desc="potential-flow", disable=None if progress is None else not progress)) as bar:
+    with new_hdf5(out) as output, Progress(n, "potential-flow", progress) as bar:
         f = output.file
         f.attrs.update({"mpno_format": FORMAT_VERSION, "equation": "potential-flow", "params": json.dumps(params),
                         "seed": seed})

@@ -144,8 +144,32 @@ class OperatorBlock(nn.Module):
         return F.gelu(y) if activate else y
 
 
-class Operator(nn.Module):
-    """What mpno's operators share: one policy for every layer, kept inside ``torch.autocast``.
+class FixedModes:
+    """``n_modes`` is set once, when a layer or operator is built: its spectral weights hold exactly the kept
+    modes (nothing beyond them), so there is nothing to switch to; setting it again raises ``AttributeError``.
+
+    (neuraloperator's incremental training sets ``model.n_modes`` on weights sized for
+    ``max_n_modes``; in mpno, build a model with the modes wanted.)
+    """
+
+    @property
+    def n_modes(self) -> tuple[int, ...]:
+        """The kept modes, as given when the model was built."""
+        return self.__dict__["_n_modes"]
+
+    @n_modes.setter
+    def n_modes(self, value) -> None:
+        if "_n_modes" in self.__dict__:
+            raise AttributeError(
+                f"{type(self).__name__}.n_modes is fixed when the model is built: its spectral weights hold "
+                f"exactly n_modes={self.n_modes} (mpno has no neuraloperator-style incremental training of "
+                f"modes); build a new {type(self).__name__} with n_modes={value!r}")
+        self.__dict__["_n_modes"] = value
+
+
+class Operator(FixedModes, nn.Module):
+    """What mpno's operators share: one policy for every layer, kept inside ``torch.autocast``, and
+    :class:`FixedModes`.
 
     Subclasses compute in ``_forward`` and call :meth:`_in_own_policy` from ``forward``.
     """

@@ -7,7 +7,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..checks import as_modes, check_field, positive_int
+from ..checks import as_modes, check_field, operator_in_channels, positive_int
 from ..precision import Precision
 from .factorized import factorization_name
 from .layers import ChannelMLP, DomainPadding, Operator, OperatorBlock, grid_coordinates
@@ -50,7 +50,7 @@ class FNO(Operator):
                  factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
                  implementation: str = "factorized"):
         super().__init__()
-        self.in_channels = positive_int("in_channels", in_channels)
+        self.in_channels = operator_in_channels(in_channels, type(self).__name__)
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = as_modes(n_modes)
         self.arguments = {

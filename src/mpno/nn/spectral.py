@@ -12,6 +12,7 @@ from ..ops import transforms
 from ..checks import as_modes, check_field, positive_int
 from ..ops.contraction import complex_pair
 from .factorized import factorized_weight
+from .layers import FixedModes
 from ..precision import Precision
 from ..ops.stabilizers import stabilize
 
@@ -29,9 +30,10 @@ def contract_dense(coeffs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return complex_pair(f"bi{modes},io{modes}->bo{modes}", coeffs, weight)
 
 
-class KernelWeights(nn.Module):
+class KernelWeights(FixedModes, nn.Module):
     """The parameters of a kernel layer: complex weights of ``shape`` (dense, or factorised and
-    contracted as ``implementation`` says) stored as real (re, im) float32 pairs, and a bias."""
+    contracted as ``implementation`` says) stored as real (re, im) float32 pairs, and a bias;
+    ``n_modes`` is fixed (:class:`mpno.nn.layers.FixedModes`)."""
 
     def _make_weights(self, shape, factorization, rank, implementation: str, bias: bool) -> None:
         if implementation not in IMPLEMENTATIONS:

@@ -8,7 +8,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..checks import check_field, positive_int
+from ..checks import check_field, operator_in_channels, positive_int
 from ..ops import sht, tables
 from ..ops.contraction import complex_einsum, complex_pair
 from ..ops.stabilizers import stabilize
@@ -133,7 +133,7 @@ class SFNO(Operator):
                  factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
                  implementation: str = "factorized"):
         super().__init__()
-        self.in_channels = positive_int("in_channels", in_channels)
+        self.in_channels = operator_in_channels(in_channels, type(self).__name__)
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = spherical_modes(n_modes)
         self.grid = sht.check_grid(grid)

@@ -162,9 +162,10 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
 
 def measure_isolated(config: BenchConfig, policy: Precision, device: str, steps: int) -> dict:
     """:func:`measure` in a fresh interpreter, so that memory peaks do not leak between modes."""
-    payload = json.dumps({"config": asdict(config), "policy": asdict(policy), "device": device, "steps": steps})
+    payload = json.dumps({"config": asdict(config), "policy": asdict(policy), "device": device, "steps": steps,
+                          "threads": torch.get_num_threads()})
     code = ("import json, sys, torch; from mpno.run import bench; from mpno.precision import Precision; "
-            "a = json.loads(sys.argv[1]); "
+            "a = json.loads(sys.argv[1]); torch.set_num_threads(a['threads']); "
             "r = bench.measure(bench.BenchConfig(**a['config']), Precision(**a['policy']), "
             "torch.device(a['device']), a['steps']); print(json.dumps(r))")
     done = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True)

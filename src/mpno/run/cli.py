@@ -40,6 +40,19 @@ def _parse_setting(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="CPU threads torch computes with; default: torch's, one per "
+                                                    "core (on a busy machine fewer run faster: a line says so)")
+
+
+def _use_threads(args, device: str = "cpu") -> None:
+    """Set ``--threads`` (on the CPU, a line on stderr when fewer cores are free than torch uses)."""
+    from .experiment import resolve_device
+    from .threads import use_threads
+
+    use_threads(args.threads, lambda line: print(line, file=sys.stderr), resolve_device(device).type)
+
+
 def _add_generate(commands) -> None:
     from ..data import EQUATIONS
 
@@ -63,6 +76,7 @@ def _add_generate(commands) -> None:
     p.add_argument("--set", type=_parse_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="any other parameter of the equation, e.g. --set tau=5")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    _add_threads(p)
     p.set_defaults(run=_run_generate)
 
 
@@ -72,6 +86,7 @@ def _run_generate(args) -> None:
     params = {k: getattr(args, k) for k in ("viscosity", "time", "snapshots", "dt", "points", "nlon")
               if getattr(args, k) is not None}
     params.update(dict(args.set))
+    _use_threads(args)
     paths = generate(args.equation, args.out, n=args.n, resolution=args.resolution, seed=args.seed,
                      coarsen=args.coarsen, batch_size=args.batch_size, overwrite=args.overwrite, **params)
     for path in paths:
@@ -144,17 +159,19 @@ def _run_train(args) -> None:
     given = _given_options(args)
     extend = None
     if args.resume:
-        extra = sorted(set(given) - {"epochs", "device"}) + (["config"] if args.config else [])
+        extra = sorted(set(given) - {"epochs", "device", "threads"}) + (["config"] if args.config else [])
         if extra:
-            raise ValueError(f"--resume continues {args.resume} with its saved options (only --epochs and "
-                             "--device may change); drop " + ", ".join("--" + k.replace("_", "-") for k in extra))
+            raise ValueError(f"--resume continues {args.resume} with its saved options (only --epochs, --device "
+                             "and --threads may change); drop " + ", ".join("--" + k.replace("_", "-") for k in extra))
         config = RunConfig.from_dict(given, source="command line")  # typed and checked
         extend = config.epochs if "epochs" in given else None
     else:
         values = RunConfig.from_file(args.config).to_dict() if args.config else {}
         config = RunConfig.from_dict({**values, **given}, source="command line").validate()
         if args.print_config or args.verbose:
-            print(config.to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
+            from .experiment import what_runs
+
+            print(what_runs(config).to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
             if args.print_config:
                 return
     summary = train(config, resume=args.resume, overwrite=args.overwrite, epochs=extend, progress=not args.quiet)
@@ -176,6 +193,7 @@ def _add_evaluate(commands) -> None:
     p.add_argument("--y-key", help="output key in the data files (default: the run's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, help="default: the run's")
+    _add_threads(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON line, last")
     p.set_defaults(run=_run_evaluate)
 
@@ -184,6 +202,7 @@ def _run_evaluate(args) -> None:
     from .experiment import evaluate_checkpoint
     from .reporting import results_table
 
+    _use_threads(args, args.device)
     report = evaluate_checkpoint(args.checkpoint, args.data_test, args.device, args.batch_size,
                                  precision=args.precision, x_key=args.x_key, y_key=args.y_key)
     print(results_table(report["test"], report["grids"]))
@@ -207,6 +226,7 @@ def _add_predict(commands) -> None:
     p.add_argument("--y-key", help="output key in the data file (default: the run's)")
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_threads(p)
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     p.set_defaults(run=_run_predict)
 
@@ -214,10 +234,11 @@ def _add_predict(commands) -> None:
 def _run_predict(args) -> None:
     from .predict import predict
 
+    _use_threads(args, args.device)
     report = predict(args.checkpoint, args.data, args.out, args.precision, args.batch_size, args.device,
                      args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
-    grid = "×".join(map(str, report["grid"]))
-    print(f"{report['out']}: {report['samples']} predictions at {grid} in {report['precision']}")
+    where = f" at {'×'.join(map(str, report['grid']))}" if report["grid"] else " of point clouds"
+    print(f"{report['out']}: {report['samples']} predictions{where} in {report['precision']}")
     if report["relative_l2"] is not None:
         print(f"relative L2 error: {report['relative_l2']:.4f} (mean over samples)")
     print(f"{report['samples_per_second']:.1f} samples/s, peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB "
@@ -259,7 +280,8 @@ def _run_bounds(args) -> None:
     if args.plot:
         from pathlib import Path
 
-        plot_bounds(report, Path(args.plot), title=f"{Path(args.data).name} ({args.field})")
+        field = "inputs" if args.field == "x" else "outputs"
+        plot_bounds(report, Path(args.plot), title=f"errors of the {field} of {Path(args.data).name}")
         print(f"plot: {args.plot}")
     if args.json:
         _print_json(report)
@@ -288,6 +310,7 @@ def _add_bench(commands) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode, after 3 warm-up steps (10)")
     p.add_argument("--inference", action="store_true",
                    help="time forward passes under no_grad (inference) instead of training steps")
+    _add_threads(p)
     p.add_argument("--in-process", action="store_true",
                    help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
@@ -328,6 +351,7 @@ def _run_bench(args) -> None:
     if args.time_tolerance is not None and not args.time_tolerance >= 0:
         raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
     device = str(resolve_device(args.device))
+    _use_threads(args, device)
     baseline = bench.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
     report = bench.run(config, device, args.steps, isolate=False if args.in_process else None, preset=args.preset,
                        progress=lambda row: print(f"  {row['precision']}: done", file=sys.stderr, flush=True))

@@ -20,6 +20,14 @@ from ..nn.registry import MODELS
 from ..precision import DTYPES, PrecisionSchedule
 from ..writing import write_text
 
+#: The models whose loss is their own (:func:`mpno.run.experiment.losses_for`), not one of :data:`LOSSES`.
+OWN_LOSS = {"sfno": "the relative L2 error over the sphere (quadrature-weighted) of the fields standardised "
+                    "per channel",
+            "gino": "the relative L2 error over each cloud's points"}
+
+#: The evaluation losses of grid models other than the SFNO when ``eval_losses`` is not given.
+EVAL_LOSSES = ("l2", "h1")
+
 #: Option kinds: how a value is read from a flag or a config file.
 KINDS = ("str", "int", "float", "number", "bool", "int_list", "str_list")
 
@@ -107,13 +115,17 @@ class RunConfig:
                           group="optimisation")
     grad_clip: float | None = option(None, "float", "clip the gradient norm to this value", low=0.0, open_low=True,
                                      optional=True, group="optimisation")
-    loss: str = option("l2", "str", "training loss: relative L2, relative H1 or MSE", choices=LOSSES,
-                       group="optimisation")
-    eval_losses: list[str] = option(["l2", "h1"], "str_list", "evaluation losses", choices=LOSSES,
-                                    group="optimisation")
+    loss: str = option("l2", "str", "training loss: relative L2, relative H1 or MSE (sfno, gino: their own "
+                       "relative L2 only)", choices=LOSSES, group="optimisation")
+    eval_losses: list[str] = option([], "str_list", "evaluation losses; default: l2 h1 (sfno, gino: their own "
+                                    "relative L2, l2)", choices=LOSSES, group="optimisation")
     periodic: bool = option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation")
     # run
-    device: str = option("auto", "str", "auto, cpu, cuda or cuda:N", group="run")
+    device: str = option("auto", "str", "auto, cpu, cuda or cuda:N (config.json records the device used)",
+                         group="run")
+    threads: int | None = option(None, "int", "CPU threads torch computes with; default: torch's, one per core "
+                                 "(on a busy machine fewer run faster: a line says so)", low=1, optional=True,
+                                 group="run")
     dist_backend: str = option("auto", "str", "under torchrun: nccl on CUDA, gloo on the CPU",
                                choices=("auto", "nccl", "gloo"), group="run")
     seed: int = option(0, "int", "random seed", low=0, group="run")
@@ -131,6 +143,13 @@ class RunConfig:
         if self.precision == "auto" and self.model in ("sfno", "gino"):
             raise ValueError(f"precision='auto' audits Fourier coefficients of grid data on the cube; give "
                              f"--model {self.model} a precision mode (the spherical audit is mpno.bounds.sphere)")
+        if self.model in OWN_LOSS:
+            for name, value in (("loss", self.loss), ("eval_losses", self.eval_losses)):
+                if value not in ("l2", ["l2"], []):
+                    raise ValueError(f"{name}={value!r} does not apply to model={self.model!r}, which trains and "
+                                     f"is tested with {OWN_LOSS[self.model]} (named l2); drop "
+                                     f"--{name.replace('_', '-')}")
+        self.eval_losses = self.eval_losses or (["l2"] if self.model in OWN_LOSS else list(EVAL_LOSSES))
         if isinstance(self.rank, float) and self.rank > 1:
             raise ValueError(f"rank={self.rank!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
                              "give an int for an explicit rank")

@@ -18,7 +18,7 @@ from ..bounds import audit_data, audit_model, choose_precision
 from ..checks import modes_per_dim, reason
 from .. import memory
 from ..data import DataError, OperatorDataset, coarse_path, generate, split_indices
-from ..data.files import declared_grid
+from ..data.files import GRID, SPHERE, declared_channels, declared_equation, declared_grid, identify
 from ..data.pointclouds import PointCloudBatches, PointCloudDataset
 from ..nn import losses
 from ..nn.point_losses import PointL2Loss
@@ -27,13 +27,14 @@ from ..ops import sht
 from ..nn.models import FNO
 from ..nn.registry import build_operator
 from ..nn.normalized import NormalizedOperator, UnitGaussianNormalizer
-from ..precision import Precision, PrecisionSchedule
+from ..precision import Precision, PrecisionSchedule, inference_policy
 from ..writing import write_text
 from . import checkpoint, defaults, distributed, profiling, rundir
 from .batches import LazyBatches, batches_for
-from .config import RunConfig
+from .config import EVAL_LOSSES, RunConfig
 from .evaluation import evaluate
-from .reporting import MetricsLog, json_safe, plot_curves, plot_samples
+from .reporting import MetricsLog, json_safe, plot_curves, plot_point_samples, plot_samples, plot_sphere_samples
+from .threads import use_threads
 from .trainer import Trainer, TrainingInterrupted
 
 #: The default example: Darcy flow generated at 64², trained at 32², tested at 32² and 64².
@@ -45,19 +46,33 @@ def cache_dir() -> Path:
     return Path(os.environ.get("MPNO_CACHE", Path.home() / ".cache" / "mpno"))
 
 
+def default_paths() -> tuple[str, list[str]]:
+    """The default example's files in :func:`cache_dir` (:func:`default_data` generates them): the training
+    file at 32², the test files at 32² and 64²."""
+    root, coarse = cache_dir(), DEFAULT_DATA["train_resolution"]
+    train, test = root / "darcy_train.h5", root / "darcy_test.h5"
+    return str(coarse_path(train, coarse)), [str(coarse_path(test, coarse)), str(test)]
+
+
 def default_data(log: Callable[[str], None]) -> tuple[str, list[str]]:
     """The default example's Darcy files (generated once, then reused): train at 32², test at 32² and 64²."""
     root = cache_dir()
     fine, coarse = DEFAULT_DATA["resolution"], DEFAULT_DATA["train_resolution"]
-    paths = {}
     for split, n, seed in (("train", DEFAULT_DATA["n_train"], 0), ("test", DEFAULT_DATA["n_test"], 1)):
         out = root / f"darcy_{split}.h5"
-        low = coarse_path(out, coarse)
-        if not (out.exists() and low.exists()):
+        if not (out.exists() and coarse_path(out, coarse).exists()):
             log(f"generating the default Darcy {split} set ({n} samples at {fine}², once) into {root}")
             generate("darcy", out, n=n, resolution=fine, seed=seed, coarsen=[coarse], overwrite=True)
-        paths[split] = (str(low), str(out))
-    return paths["train"][0], [paths["test"][0], paths["test"][1]]
+    return default_paths()
+
+
+def what_runs(config: RunConfig) -> RunConfig:
+    """``config`` with what it leaves to mpno made explicit, as ``config.json`` and ``--print-config`` record
+    it: the default example's files and the device ``auto`` stands for."""
+    if config.data_train is None:
+        config.data_train, config.data_test = default_paths()
+    config.device = str(resolve_device(config.device))
+    return config
 
 
 def resolve_device(name: str) -> torch.device:
@@ -95,7 +110,9 @@ def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
 
 def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
     """The training set and the named test sets, checked against each other and the model's modes."""
-    train_path, test_paths = (config.data_train, config.data_test) if config.data_train else default_data(log)
+    if config.data_train is None:  # the default example: config.json records its files
+        config.data_train, config.data_test = default_data(log)
+    train_path, test_paths = config.data_train, config.data_test
     if config.model == "sfno":
         config.grid = sphere_grid([train_path, *test_paths], config.grid, "--grid")
     train = _dataset(train_path, config)
@@ -119,20 +136,28 @@ def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDa
     (x_train, y_train) = train.shapes
     spatial_dims = len(x_train) - 1
     modes = modes_for(config, spatial_dims)
+    _check_grid(train.path, x_train[1:], modes, "lower --n-modes", config)  # first: a test set may be on it too
     for test in tests.values():
         x_shape, y_shape = test.shapes
         if len(x_shape) != len(x_train) or x_shape[0] != x_train[0] or y_shape[0] != y_train[0]:
             raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
                             f"data's {x_train} → {y_train} (channels and spatial dims must agree)")
         _check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes", config)
-    _check_grid(train.path, x_train[1:], modes, "lower --n-modes", config)
     return train, tests
 
 
 def sphere_grid(paths: Sequence[str], given: str | None, source: str) -> str:
     """The spherical grid of data files: the one they declare (their ``grid`` attribute), which must be known,
     the same in every file and agree with ``given`` (from ``source``: ``--grid``, the model); else ``given``,
-    else equiangular."""
+    else equiangular. Files that mpno generated for a problem on the cube (their ``equation`` says which)
+    are refused."""
+    for path in paths:
+        equation = declared_equation(path)
+        if equation is not None and identify(path) == GRID:  # not SPHERE, not point clouds
+            raise DataError(f"{path} holds {equation} data, which mpno generates on the unit square or cube, not "
+                            "on the sphere (an SFNO would read its rows as latitudes and its columns as "
+                            "longitudes); train --model fno or tfno on it, or give data on the sphere "
+                            "(mpno generate shallow-water)")
     declared = {path: grid for path in paths if (grid := declared_grid(path)) is not None}
     for path, grid in declared.items():
         if grid not in sht.GRIDS:
@@ -252,7 +277,7 @@ def losses_for(config: RunConfig, dataset, model: NormalizedOperator) -> tuple[C
         loss = SphericalL2Loss(config.grid, normalizer=model.outputs)
         return loss, {"l2": loss}
     return (losses.build(config.loss, config.periodic),
-            {name: losses.build(name, config.periodic) for name in config.eval_losses})
+            {name: losses.build(name, config.periodic) for name in config.eval_losses or EVAL_LOSSES})
 
 
 def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: OperatorDataset,
@@ -322,7 +347,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         state = checkpoint.load(run_dir / "checkpoint.pt")
         options = checkpoint.run_options(state, run_dir / "checkpoint.pt")
         config = dataclasses.replace(RunConfig.from_dict(options, source=str(run_dir / "checkpoint.pt")),
-                                     device=config.device, dist_backend=config.dist_backend)
+                                     device=config.device, dist_backend=config.dist_backend, threads=config.threads)
         done = state["epoch"]
         if epochs is not None and epochs <= done:
             raise ValueError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; give more to extend it")
@@ -333,6 +358,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
     else:
         config.validate()
     device = resolve_device(config.device)
+    config.device = str(device)  # what runs: config.json records the device, not "auto"
     if config.model == "gino" and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ValueError("--model gino trains in one process; run it without torchrun")
     owns_group = distributed.current().world == 1  # set up here (torchrun), not by a caller
@@ -342,6 +368,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         torch.cuda.set_device(device)
     if not context.main:
         log = lambda message: None  # noqa: E731
+    config.threads = use_threads(config.threads, log, device.type)
     lock = None
 
     def open_run_directory() -> str:  # process 0 owns the directory and its lock
@@ -400,7 +427,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             "world_size": context.world, "global_batch_size": config.batch_size * context.world,
         }
         if context.main:
-            _write_report(summary, model, trainer, run_dir, config.loss)
+            _write_report(summary, model, trainer, run_dir, config.loss, tests)
         # Release DDP while the process group lives, and leave together: a process that
         # tears the group down while its peer is still busy can abort at exit.
         trainer.close()
@@ -451,29 +478,40 @@ def _grid(dataset) -> list[int]:
     return [] if isinstance(dataset, PointCloudDataset) else list(dataset.shapes[0][1:])
 
 
-def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path, loss_name: str) -> None:
-    """``summary.json``, the loss curves and a few test samples of every test set."""
+def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, run_dir: Path, loss_name: str,
+                  tests: dict) -> None:
+    """``summary.json``, the loss curves and a few test samples of every test set (``tests``: name → dataset):
+    fields on a grid as images, on the sphere as maps (every channel), point clouds as 3D scatter plots."""
     write_text(run_dir / "summary.json", json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
     rows = MetricsLog(run_dir, tensorboard=False).rows()
     if rows:
-        plot_curves(rows, run_dir / "curves.png", loss_name=loss_name)
+        plot_curves(rows, run_dir / "curves.png", loss_name=loss_name, grids=summary["grids"])
     for name, batches in trainer.test_batches.items():
-        if isinstance(batches, PointCloudBatches):  # no grid to draw (benchmarks/geometry_train.py plots clouds)
-            continue
         x, y, _ = next(batches.iterate())
-        plot_samples(model, x[:3], y[:3], run_dir / f"samples_{Path(name).stem}.png", title=name)
+        path = run_dir / f"samples_{Path(name).stem}.png"
+        if isinstance(batches, PointCloudBatches):
+            plot_point_samples(model, x, y, path, title=name)
+        elif isinstance(model.operator, SFNO):
+            plot_sphere_samples(model, x, y, path, model.operator.grid, title=f"{name}: test sample 0",
+                                channels=declared_channels(tests[name].path))
+        else:
+            plot_samples(model, x[:3], y[:3], path, title=name)
 
 
-def checkpoint_model(path: str, device: torch.device, precision: str | None,
-                     batch_size: int | None = None) -> tuple[NormalizedOperator, RunConfig]:
-    """A saved model on ``device`` in ``precision`` (default: as saved), and its run's options
-    (with ``batch_size`` if given)."""
+def checkpoint_model(path: str, device: torch.device, precision: str | None, batch_size: int | None = None,
+                     log: Callable[[str], None] = _log) -> tuple[NormalizedOperator, RunConfig]:
+    """A saved model on ``device`` in ``precision`` (default: as saved; a precision that names no stabilizer
+    keeps the trained one, :func:`mpno.precision.inference_policy`, whose warning goes to ``log``), and its
+    run's options (with ``batch_size`` if given)."""
     if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
         raise ValueError(f"--batch-size {batch_size}: give a positive int")
     state = checkpoint.load(path)
     model = checkpoint.model_from_state(state, path).to(device)
     if precision:
-        model.set_precision(Precision.parse(precision))
+        policy, warning = inference_policy(precision, model.precision)
+        if warning:
+            log(warning)
+        model.set_precision(policy)
     options = state.get("config")  # absent from checkpoints of one's own loop: the defaults then
     config = RunConfig.from_dict(options if isinstance(options, dict) else {}, source=str(path))
     config.batch_size = batch_size or config.batch_size
@@ -525,6 +563,10 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
         raise ValueError(f"--samples {samples}: give a positive int")
     if modes is not None and not all(isinstance(m, int) and m > 0 for m in modes):
         raise ValueError(f"--modes {' '.join(map(str, modes))}: give positive ints")
+    if identify(data) == SPHERE:
+        raise DataError(f"{data} holds fields on the sphere; mpno bounds audits Fourier coefficients on the "
+                        "cube, which would misjudge them: for the sphere's error budget use mpno.bounds.sphere "
+                        "(docs/sphere.md)")
     dataset = OperatorDataset(data, **{k: v for k, v in open_kwargs.items() if v is not None})
     grid = dataset.shapes[0][1:]
     if min(grid) < 4:
@@ -554,8 +596,12 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
     return report
 
 
-def _audit_policy(trained: Precision, requested: str | None) -> Precision:
-    """The policy a model is audited in: as asked, else its last training policy, or ``mixed`` after ``full``."""
+def _audit_policy(trained: Precision, requested: str | None, log: Callable[[str], None] = _log) -> Precision:
+    """The policy a model is audited in: as asked (with the trained stabilizer unless it names one,
+    :func:`mpno.precision.inference_policy`), else its last training policy, or ``mixed`` after ``full``."""
     if requested:
-        return Precision.parse(requested)
-    return trained if trained.mode != "full" else Precision("mixed", trained.dtype)
+        policy, warning = inference_policy(requested, trained)
+        if warning:
+            log(warning)
+        return policy
+    return trained if trained.mode != "full" else trained.replace(mode="mixed", stabilizer=trained.stabilizer)
