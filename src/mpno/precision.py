@@ -20,6 +20,7 @@ table, per device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -171,11 +172,20 @@ def inside_autocast(policy: Precision, device_type: str) -> Precision:
     whose policy is ``full`` runs as ``amp`` in autocast's dtype, which is what
     autocast does to linear layers; ``amp``, ``mixed`` and ``half`` stay as set.
     """
-    if policy.mode != "full" or not torch.is_autocast_enabled(device_type):
+    if policy.mode != "full" or not torch.amp.is_autocast_available(device_type) \
+            or not torch.is_autocast_enabled(device_type):
         return policy
     names = {dtype: name for name, dtype in DTYPES.items()}
     name = names.get(torch.get_autocast_dtype(device_type))
     return policy if name is None else policy.replace(mode="amp", dtype=name, stabilizer=policy.stabilizer)
+
+
+def autocast_off(device_type: str):
+    """A context in which ``torch.autocast`` is off on ``device_type`` (a no-op where autocast does not
+    exist, such as the ``meta`` device that traces the accelerator path: :mod:`mpno.ops.devices`)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 #: The authors' recipe: 25% half (tanh), 50% mixed, 25% full.

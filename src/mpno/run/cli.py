@@ -290,6 +290,11 @@ def _add_bench(commands) -> None:
                    help="time forward passes under no_grad (inference) instead of training steps")
     p.add_argument("--in-process", action="store_true",
                    help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
+    p.add_argument("--compile", action="store_true",
+                   help="time the model compiled with torch.compile(fullgraph=True) (the first step compiles)")
+    p.add_argument("--count-ops", action="store_true",
+                   help="instead of timing, count the operations one step (forward, loss, backward) dispatches, "
+                        "per precision, on the CPU path and on the CUDA path traced with meta tensors")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     guard = p.add_argument_group("regression guard")
     kept = guard.add_mutually_exclusive_group()
@@ -314,7 +319,7 @@ def _run_bench(args) -> None:
     if args.preset not in bench.PRESETS:
         raise ValueError(f"--preset {args.preset!r} is not one of {', '.join(bench.PRESETS)}")
     config = dataclasses.replace(bench.PRESETS[args.preset])
-    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference"):
+    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference", "compile"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.modes:
@@ -327,6 +332,15 @@ def _run_bench(args) -> None:
         raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
     if args.time_tolerance is not None and not args.time_tolerance >= 0:
         raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
+    if args.count_ops:
+        if args.baseline or args.save_baseline or args.compile or args.inference:
+            raise ValueError("--count-ops counts the operations of a training step; drop --baseline, "
+                             "--save-baseline, --compile and --inference")
+        report = bench.run_counts(config, preset=args.preset)
+        print(bench.count_table(report))
+        if args.json:
+            _print_json(report)
+        return
     device = str(resolve_device(args.device))
     baseline = bench.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
     report = bench.run(config, device, args.steps, isolate=False if args.in_process else None, preset=args.preset,
