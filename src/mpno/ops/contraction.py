@@ -115,8 +115,9 @@ def block_product(coeffs: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
 
 
 def as_complex(t: torch.Tensor) -> torch.Tensor:
-    """A real-pair tensor (…, 2) viewed as complex (copied first only where its strides forbid the view)."""
-    if t.stride(-1) != 1 or t.storage_offset() % 2 or any(stride % 2 for stride in t.stride()[:-1]):
+    """A real-pair tensor (…, 2) viewed as complex (copied first only where its strides forbid the view; the
+    pairs mpno makes start at even offsets)."""
+    if t.stride(-1) != 1 or any(stride % 2 for stride in t.stride()[:-1]):
         t = t.contiguous()
     return torch.view_as_complex(t)
 

@@ -34,6 +34,7 @@ def kernels(device: torch.device | str) -> str:
     return TRACED_ACCELERATOR if device_type == "meta" else device_type
 
 
+@torch.compiler.assume_constant_result  # torch.compile asks once, when it traces
 def native_bfloat16_cpu() -> bool:
     """Whether this CPU multiplies bfloat16 natively and accumulates in float32.
 

@@ -65,17 +65,30 @@ def emulated(*operands: torch.Tensor | None) -> bool:
     return not (dtype == torch.bfloat16 and native_bfloat16_cpu())
 
 
+def _emulate(fn, *operands: torch.Tensor | None) -> torch.Tensor:
+    """``fn(*operands)`` computed in float32 from half operands, rounded to half.
+
+    Under ``torch.compile`` this is written as what it computes (upcasts, the
+    float32 product, a cast), and the compiler's partitioner decides what to save
+    for backward (the half operands: the upcasts are cheaper to redo than to keep);
+    the gradients are the same.
+    """
+    if torch.compiler.is_compiling():
+        return fn(*(None if t is None else t.float() for t in operands)).to(operands[0].dtype)
+    return _EmulatedHalfProduct.apply(fn, *operands)
+
+
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.matmul(a, b)``, with tensor-core numerics for half operands on the CPU."""
     if emulated(a, b):
-        return _EmulatedHalfProduct.apply(torch.matmul, a, b)
+        return _emulate(torch.matmul, a, b)
     return torch.matmul(a, b)
 
 
 def einsum(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.einsum`` of two operands, with tensor-core numerics for half operands on the CPU."""
     if emulated(a, b):
-        return _EmulatedHalfProduct.apply(lambda x, y: torch.einsum(equation, x, y), a, b)
+        return _emulate(lambda x, y: torch.einsum(equation, x, y), a, b)
     return torch.einsum(equation, a, b)
 
 
@@ -93,5 +106,5 @@ def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None =
     conv = _CONVOLUTIONS[x.ndim - 2]
     kernel = weight.view(*weight.shape, *([1] * (x.ndim - 2)))
     if emulated(x, kernel, bias):
-        return _EmulatedHalfProduct.apply(conv, x, kernel, bias)
+        return _emulate(conv, x, kernel, bias)
     return conv(x, kernel, bias)

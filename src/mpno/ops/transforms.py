@@ -60,10 +60,17 @@ from .products import HALF_DTYPES
 _GRID_LETTERS = "hijklmn"  # spatial dimensions in einsum equations (up to 7)
 
 
-@contextlib.contextmanager
 def _complex_half_quietly():
     """cuFFT's half-precision results are complex32, which PyTorch flags as experimental on
-    creation; mpno only views them as real pairs. The filter lasts for the call only."""
+    creation; mpno only views them as real pairs. The filter lasts for the call only. (Under
+    ``torch.compile`` the call is traced, not run: nothing to filter, and no filter to trace.)"""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return _quiet_complex_half()
+
+
+@contextlib.contextmanager
+def _quiet_complex_half():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
         yield

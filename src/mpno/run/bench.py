@@ -16,7 +16,7 @@ import torch
 
 from ..nn import losses
 from ..nn.registry import build_operator
-from ..precision import DTYPES, UNIT_ROUNDOFF, Precision
+from ..precision import DTYPES, UNIT_ROUNDOFF, Precision, compiled
 from ..writing import write_text
 from . import profiling
 from .reporting import json_safe
@@ -161,12 +161,6 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
     result.update(step_seconds=seconds, step_seconds_quartiles=[times[len(times) // 4], times[3 * len(times) // 4]],
                   samples_per_second=config.batch / seconds)
     return result
-
-
-def compiled(model: torch.nn.Module) -> torch.nn.Module:
-    """``torch.compile(model, fullgraph=True)``: one graph for the whole forward pass, in the model's policy
-    (docs/precision.md says what a compiled model computes in each precision)."""
-    return torch.compile(model, fullgraph=True)
 
 
 def measure_isolated(config: BenchConfig, policy: Precision, device: str, steps: int) -> dict:
