@@ -275,3 +275,23 @@ def test_count_ops_cli_reports_both_paths(capsys):
     assert report["modes"][0]["cpu"]["ratio_to_full"] == 1.0
     assert "accelerator ops" in out.splitlines()[0]
     assert cli.main(["bench", "--preset", "tiny", "--count-ops", "--baseline", "x.json"]) == 2
+
+
+def test_precisions_chooses_the_policies_measured(capsys, one_thread):
+    assert cli.main(["bench", "--preset", "tiny", "--precisions", "half/bfloat16", "--steps", "1", "--in-process",
+                     "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [row["precision"] for row in report["modes"]] == ["full", "half/bfloat16/tanh"]
+    assert cli.main(["bench", "--preset", "tiny", "--precisions", "half", "--save-baseline", "b.json"]) == 2
+
+
+@pytest.mark.slow
+def test_bench_times_the_compiled_model(capsys, one_thread):
+    assert cli.main(["bench", "--preset", "tiny", "--compile", "--precisions", "mixed/float16", "--steps", "1",
+                     "--in-process", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["config"]["compile"] is True and all(row["compiled"] for row in report["modes"])
+    eager = bench.measure(bench.PRESETS["tiny"], Precision("mixed", "float16"), torch.device("cpu"), steps=1)
+    mixed = report["modes"][1]
+    assert mixed["output_relative_difference"] == pytest.approx(eager["output_relative_difference"],
+                                                                abs=UNIT_ROUNDOFF[torch.float16])

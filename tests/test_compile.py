@@ -11,6 +11,16 @@ from mpno.precision import UNIT_ROUNDOFF
 from reference import relative_error
 
 POLICIES = ["full", "mixed/float16", "mixed/bfloat16", "half/float16", "half/bfloat16"]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_compiler():
+    """Each test compiles its own model: the compiler's caches are per code object, shared by all models, and
+    would reach its recompilation limit over this file's thirty models."""
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
 OPERATORS = ["fno", "tfno-cp", "tfno-tucker", "tfno-tt", "sfno", "gino"]
 
 

@@ -116,8 +116,14 @@ def block_product(coeffs: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
 
 def as_complex(t: torch.Tensor) -> torch.Tensor:
     """A real-pair tensor (…, 2) viewed as complex (copied first only where its strides forbid the view; the
-    pairs mpno makes start at even offsets)."""
-    if t.stride(-1) != 1 or any(stride % 2 for stride in t.stride()[:-1]):
+    pairs mpno makes start at even offsets).
+
+    Under ``torch.compile`` a tensor that is not contiguous is copied first:
+    inductor (torch 2.13) computes wrong gradients through a complex view of a
+    permuted real tensor, such as a spectral weight stored modes first.
+    """
+    if t.stride(-1) != 1 or any(stride % 2 for stride in t.stride()[:-1]) \
+            or (torch.compiler.is_compiling() and not t.is_contiguous()):
         t = t.contiguous()
     return torch.view_as_complex(t)
 

@@ -69,9 +69,8 @@ def _emulate(fn, *operands: torch.Tensor | None) -> torch.Tensor:
     """``fn(*operands)`` computed in float32 from half operands, rounded to half.
 
     Under ``torch.compile`` this is written as what it computes (upcasts, the
-    float32 product, a cast), and the compiler's partitioner decides what to save
-    for backward (the half operands: the upcasts are cheaper to redo than to keep);
-    the gradients are the same.
+    float32 product, a cast: autograd's own backward of that is the same), and the
+    compiler's partitioner decides what to save for backward.
     """
     if torch.compiler.is_compiling():
         return fn(*(None if t is None else t.float() for t in operands)).to(operands[0].dtype)

@@ -202,6 +202,8 @@ def _add_predict(commands) -> None:
     p.add_argument("--out", required=True, help="output .h5 file (never the input file)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--precision", help="predict in this policy instead of the saved one, e.g. half, mixed/bfloat16")
+    p.add_argument("--dtype", choices=("float16", "bfloat16"),
+                   help="the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)")
     p.add_argument("--batch-size", type=int, help="default: the run's")
     p.add_argument("--x-key", help="input key in the data file (default: the run's)")
     p.add_argument("--y-key", help="output key in the data file (default: the run's)")
@@ -212,9 +214,16 @@ def _add_predict(commands) -> None:
 
 
 def _run_predict(args) -> None:
+    from ..precision import Precision
     from .predict import predict
 
-    report = predict(args.checkpoint, args.data, args.out, args.precision, args.batch_size, args.device,
+    precision = args.precision
+    if args.dtype:
+        if not precision:
+            raise ValueError("--dtype sets the half dtype of --precision; give both, e.g. --precision mixed "
+                             f"--dtype {args.dtype}")
+        precision = str(Precision.from_string(precision, args.dtype))
+    report = predict(args.checkpoint, args.data, args.out, precision, args.batch_size, args.device,
                      args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
     grid = "×".join(map(str, report["grid"]))
     print(f"{report['out']}: {report['samples']} predictions at {grid} in {report['precision']}")
@@ -291,7 +300,10 @@ def _add_bench(commands) -> None:
     p.add_argument("--in-process", action="store_true",
                    help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
     p.add_argument("--compile", action="store_true",
-                   help="time the model compiled with torch.compile(fullgraph=True) (the first step compiles)")
+                   help="time the model compiled by mpno.compiled (torch.compile, one graph; warm-up steps compile)")
+    p.add_argument("--precisions", nargs="+", metavar="POLICY",
+                   help="measure only these policies, e.g. mixed/float16 half/bfloat16 (full is always measured "
+                        "first: the ratios are to it)")
     p.add_argument("--count-ops", action="store_true",
                    help="instead of timing, count the operations one step (forward, loss, backward) dispatches, "
                         "per precision, on the CPU path and on the CUDA path traced with meta tensors")
@@ -332,11 +344,19 @@ def _run_bench(args) -> None:
         raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
     if args.time_tolerance is not None and not args.time_tolerance >= 0:
         raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
+    policies = bench.POLICIES
+    if args.precisions:
+        from ..precision import Precision
+
+        chosen = [Precision.from_string(text) for text in args.precisions]
+        policies = [bench.POLICIES[0]] + [p for p in chosen if p != bench.POLICIES[0]]
+        if args.baseline or args.save_baseline:
+            raise ValueError("--precisions measures some policies only; a baseline holds them all: drop it")
     if args.count_ops:
         if args.baseline or args.save_baseline or args.compile or args.inference:
             raise ValueError("--count-ops counts the operations of a training step; drop --baseline, "
                              "--save-baseline, --compile and --inference")
-        report = bench.run_counts(config, preset=args.preset)
+        report = bench.run_counts(config, policies, preset=args.preset)
         print(bench.count_table(report))
         if args.json:
             _print_json(report)
@@ -344,6 +364,7 @@ def _run_bench(args) -> None:
     device = str(resolve_device(args.device))
     baseline = bench.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
     report = bench.run(config, device, args.steps, isolate=False if args.in_process else None, preset=args.preset,
+                       policies=policies,
                        progress=lambda row: print(f"  {row['precision']}: done", file=sys.stderr, flush=True))
     print(bench.table(report))
     if args.save_baseline:
