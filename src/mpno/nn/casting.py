@@ -14,7 +14,9 @@ those of per-parameter casts (a cast rounds each element on its own), and so
 are the gradients.
 
 A layer called on its own, outside an operator's forward pass, casts its
-parameters itself.
+parameters itself. Without gradients (inference) the copies are kept with the
+model and reused while its parameters do not change, so predicting batch after
+batch casts them once.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import math
 
 import torch
 from torch import nn
+from torch.utils.weak import WeakIdKeyDictionary
 
 from ..ops import contraction
 
@@ -163,11 +166,33 @@ def begin(model: nn.Module) -> list:
     for dtype in dict.fromkeys([*plain, *weights]):
         some = list(plain.get(dtype, ()))
         blocked = sorted(weights.get(dtype, ()), key=lambda w: tuple(w.shape))  # stable: one group per shape
-        copies = _HalfCopies.apply(dtype, len(some), tuple(tuple(w.shape) for w in blocked), *some, *blocked)
+        copies = _copies(model, dtype, some, blocked)
         _ACTIVE.update(zip(some, copies[:len(some)]))
         _BLOCKS.update(zip(blocked, copies[len(some):]))
         started += some + blocked
     return started
+
+
+#: model -> {dtype: (the parameters, their versions, their half copies)}, kept for inference
+_KEPT = WeakIdKeyDictionary()
+
+
+def _copies(model: nn.Module, dtype: torch.dtype, plain: list, blocked: list) -> tuple:
+    """:class:`_HalfCopies` of ``plain`` and ``blocked``. Without gradients (inference), the copies are kept with
+    the model and reused until a parameter changes (its version counter moves, or it is replaced)."""
+    shapes = tuple(tuple(w.shape) for w in blocked)
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        _KEPT.pop(model, None)
+        return _HalfCopies.apply(dtype, len(plain), shapes, *plain, *blocked)
+    parameters = tuple(plain + blocked)
+    versions = tuple(p._version for p in parameters)
+    kept = _KEPT.setdefault(model, {}).get(dtype)
+    if kept is not None and len(kept[0]) == len(parameters) and all(a is b for a, b in zip(kept[0], parameters)) \
+            and kept[1] == versions:
+        return kept[2]
+    copies = _HalfCopies.apply(dtype, len(plain), shapes, *plain, *blocked)
+    _KEPT[model][dtype] = (parameters, versions, copies)
+    return copies
 
 
 def end(started: list) -> None:
