@@ -5,6 +5,8 @@ import torch
 
 import mpno
 from mpno.nn import casting
+from mpno.precision import UNIT_ROUNDOFF
+from reference import relative_error
 
 
 def _output_and_gradients(model, x):
@@ -49,3 +51,23 @@ def test_inference_reuses_the_copies_until_a_parameter_changes(monkeypatch):
     model(x).sum().backward()  # with gradients the copies are made for each forward pass
     model(x).sum().backward()
     assert len(calls) == 5
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_blocks_are_the_rounded_weights_2x2_blocks_with_their_gradient(dtype):
+    """The block of all layers' weights at once equals each weight rounded, then expanded to [[re, im], [-im, re]]
+    (mpno.ops.contraction.complex_block), in values and in the gradient it passes back."""
+    from mpno.nn.spectral import _modes_outermost
+    from mpno.ops.contraction import complex_block
+
+    weights = [torch.nn.Parameter(_modes_outermost(torch.randn(3, 4, 5, 3, 2))) for _ in range(2)]
+    blocks = casting._HalfCopies.apply(dtype, 0, ((3, 4, 5, 3, 2),) * 2, *weights)
+    probes = [torch.randn(b.shape).to(dtype) for b in blocks]
+    sum(((b.double() * p.double()).sum() for b, p in zip(blocks, probes))).backward()
+    for w, b, probe in zip(weights, blocks, probes):
+        half = w.detach().to(dtype).requires_grad_()
+        expected = complex_block(half)
+        assert b.dtype == dtype and torch.equal(b, expected)
+        (expected.double() * probe.double()).sum().backward()
+        assert relative_error(w.grad, half.grad) <= UNIT_ROUNDOFF[dtype]  # theirs rounded once more, to half
+        assert w.grad.stride() == w.stride()  # in the weight's own (modes first) layout

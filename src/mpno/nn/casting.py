@@ -69,7 +69,7 @@ class _HalfCopies(torch.autograd.Function):
     Forward: one concatenation of everything (in memory order), one cast of the
     plain part, and per shape of weights one product and one cast
     (:func:`mpno.ops.contraction.blocks`). Backward: one concatenation of all the
-    gradients, one cast of the plain part, and per shape one cast and one product
+    gradients, one cast of the plain part, and per shape one cast and one sum
     (:func:`mpno.ops.contraction.blocks_adjoint`); the gradients come back as views
     in each parameter's memory layout.
     """
@@ -81,22 +81,22 @@ class _HalfCopies(torch.autograd.Function):
         ctx.orders = [_memory_order(p) for p in plain]
         ctx.plain_shapes = [tuple(p.shape) for p in plain]
         layouts = [contraction.weight_layout(w.ndim - 3) for w in weights]
-        flat = torch.cat([p.permute(order).reshape(-1) for p, order in zip((*plain, *weights),
-                                                                             (*ctx.orders, *layouts))])
-        sizes = [p.numel() for p in plain]
-        plain_size = sum(sizes)
-        copies = []
-        if plain:
-            for p, order, piece in zip(plain, ctx.orders, flat[:plain_size].to(dtype).split(sizes)):
-                copies.append(piece.view([p.shape[d] for d in order]).permute(_inverse(order)))
-        start = plain_size
+        # the complex weights first: at even offsets, where they can be viewed as complex
+        flat = torch.cat([p.permute(order).reshape(-1) for p, order in zip((*weights, *plain),
+                                                                             (*layouts, *ctx.orders))])
+        blocks, start = [], 0
         for shape, count in _groups(block_shapes):
             ndim = len(shape) - 3
             memory = [shape[d] for d in contraction.weight_layout(ndim)]
             stacked = flat[start:start + count * math.prod(shape)].view(count, *memory)
-            copies += contraction.blocks(stacked, dtype)
+            blocks += contraction.blocks(stacked, dtype)
             start += count * math.prod(shape)
-        return tuple(copies)
+        copies = []
+        if plain:
+            sizes = [p.numel() for p in plain]
+            for p, order, piece in zip(plain, ctx.orders, flat[start:].to(dtype).split(sizes)):
+                copies.append(piece.view([p.shape[d] for d in order]).permute(_inverse(order)))
+        return (*copies, *blocks)
 
     @staticmethod
     @torch.autograd.function.once_differentiable

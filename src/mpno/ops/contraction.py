@@ -81,14 +81,15 @@ def weight_layout(ndim: int) -> tuple[int, ...]:
 def blocks(weights: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
     """The 2×2 blocks ``[[re, im], [-im, re]]`` of complex weights, rounded to the half ``dtype``.
 
-    ``weights``: (L, *modes, in, out, 2), L weights in :func:`weight_layout`. One
-    product with a constant basis (exact) and one cast that also lays the blocks
-    out modes first, then in, E, out, F, as :func:`block_product` reads them.
+    ``weights``: (L, *modes, in, out, 2), L weights in :func:`weight_layout`. Row
+    ``E = 0`` of a block is the weight ``z`` itself and row ``E = 1`` is ``i·z``: one
+    complex product with ``(1, i)`` (exact) writes the blocks modes first, then in,
+    E, out, F, as :func:`block_product` reads them, and one cast rounds them.
     Returns the L blocks as (in, out, *modes, E, F) views.
     """
     ndim = weights.ndim - 4
-    block = torch.matmul(weights, _block_basis(weights.dtype, weights.device)).unflatten(-1, (2, 2))
-    block = block.transpose(-3, -2).to(dtype, memory_format=torch.contiguous_format)  # (L, *modes, in, E, out, F)
+    rows = torch.view_as_complex(weights).unsqueeze(-2) * _block_rows(weights.dtype, weights.device)
+    block = torch.view_as_real(rows).to(dtype)  # (L, *modes, in, E, out, F)
     logical = (ndim, ndim + 2, *range(ndim), ndim + 1, ndim + 3)
     return [b.permute(logical) for b in block.unbind(0)]
 
@@ -100,9 +101,16 @@ def block_memory(ndim: int) -> tuple[int, ...]:
 
 def blocks_adjoint(grads: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """The gradient of :func:`blocks`: from the blocks' gradients (L, *modes, in, E, out, F) to the weights'
-    (L, *modes, in, out, 2) in ``dtype``: one cast that lays them out, one product with the basis."""
-    grads = grads.transpose(-3, -2).to(dtype, memory_format=torch.contiguous_format).flatten(-2)
-    return torch.matmul(grads, _block_basis(dtype, grads.device).T)
+    (L, *modes, in, out, 2) in ``dtype``: ``g_0 - i·g_1`` (rows E), after one cast."""
+    grads = torch.view_as_complex(grads.to(dtype))
+    return torch.view_as_real(torch.add(grads.select(-2, 0), grads.select(-2, 1), alpha=-1j))
+
+
+@tables.cached(maxsize=32)
+def _block_rows(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(2, 1) complex: 1 and i, the factors of a block's two rows."""
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    return torch.tensor([[1.0], [1j]], dtype=complex_dtype, device=device)
 
 
 def block_product(coeffs: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
