@@ -4,7 +4,10 @@ Times training steps (forward, relative L2 loss, backward, AdamW step) of
 neuraloperator's FNO/TFNO in every precision it supports on the device —
 ``fno_block_precision`` full, mixed and half, each with and without
 ``torch.autocast`` — and mpno's in the matching modes, and reports our/their
-ratios of step time and memory. neuraloperator is not a dependency of mpno;
+ratios of step time and memory. With ``--count-ops`` it counts instead the
+operations one step (forward, loss, backward) dispatches, theirs and ours, with
+mpno's counter (``mpno.run.profiling.OpCounter``) on the CPU path and on the CUDA
+path traced with meta tensors. neuraloperator is not a dependency of mpno;
 install it in a separate environment next to mpno:
 
     python -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 neuraloperator -e .

@@ -181,7 +181,9 @@ def _copies(model: nn.Module, dtype: torch.dtype, plain: list, blocked: list) ->
     """:class:`_HalfCopies` of ``plain`` and ``blocked``. Without gradients (inference), the copies are kept with
     the model and reused until a parameter changes (its version counter moves, or it is replaced)."""
     shapes = tuple(tuple(w.shape) for w in blocked)
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+    if torch.compiler.is_compiling():  # part of the graph
+        return _HalfCopies.apply(dtype, len(plain), shapes, *plain, *blocked)
+    if torch.is_grad_enabled():
         _KEPT.pop(model, None)
         return _HalfCopies.apply(dtype, len(plain), shapes, *plain, *blocked)
     parameters = tuple(plain + blocked)
