@@ -159,7 +159,7 @@ class OperatorBlock(nn.Module):
             self.mlp = self.mlp_skip = None
 
     def forward(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
-        y = self.conv(x) + self.skip(x)
+        y = self.skip(x) + self.conv(x)  # the sum takes the first term's memory layout: channels last
         if self.mlp is not None:
             y = self.mlp(F.gelu(y)) + self.mlp_skip(x)
         return F.gelu(y) if activate else y
