@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/mpno train
 
+# The default run leaves out the tests marked slow (pyproject.toml); test-slow runs only those.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
 
 # Removes the environment, the runs and Python's caches; keeps generated data (data/ and the default
 # example's cache, $MPNO_CACHE or ~/.cache/mpno) and says what else git does not track.

@@ -107,6 +107,12 @@ def test_predict_writes_predictions_with_and_without_targets(files, tmp_path, ca
         assert set(f) == {"prediction"} and f.attrs["precision"] == "full"
     assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "q.txt")]) == 2
     assert "give a .h5 path" in capsys.readouterr().err
+    assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "b.h5"),
+                     "--precision", "mixed", "--dtype", "bfloat16", "-q"]) == 0
+    assert "in mixed/bfloat16" in capsys.readouterr().out
+    assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "c.h5"),
+                     "--dtype", "bfloat16"]) == 2
+    assert "give both" in capsys.readouterr().err
 
 
 def other_value(spec):

@@ -20,6 +20,7 @@ table, per device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -201,11 +202,43 @@ def inside_autocast(policy: Precision, device_type: str) -> Precision:
     whose policy is ``full`` runs as ``amp`` in autocast's dtype, which is what
     autocast does to linear layers; ``amp``, ``mixed`` and ``half`` stay as set.
     """
-    if policy.mode != "full" or not torch.is_autocast_enabled(device_type):
+    if policy.mode != "full" or not torch.amp.is_autocast_available(device_type) \
+            or not torch.is_autocast_enabled(device_type):
         return policy
     names = {dtype: name for name, dtype in DTYPES.items()}
     name = names.get(torch.get_autocast_dtype(device_type))
     return policy if name is None else policy.replace(mode="amp", dtype=name, stabilizer=policy.stabilizer)
+
+
+def autocast_off(device_type: str):
+    """A context in which ``torch.autocast`` is off on ``device_type`` (a no-op where autocast does not
+    exist, such as the ``meta`` device that traces the accelerator path: :mod:`mpno.ops.devices`)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+#: Inductor options under which compiled code rounds where the policy says (:func:`compiled`).
+COMPILE_OPTIONS = {"emulate_precision_casts": True}
+
+
+def compiled(model: torch.nn.Module, backend: str = "inductor", **kwargs) -> torch.nn.Module:
+    """``torch.compile(model, fullgraph=True)`` computing what ``model`` computes uncompiled, in any policy.
+
+    Inductor fuses elementwise operations into kernels that keep their
+    intermediates in float32, and by default drops a rounding to half between two
+    fused operations: a compiled ``mixed`` or ``half`` model is then a little more
+    accurate than the policy says, and differs from the uncompiled model by about
+    that model's own rounding error. :data:`COMPILE_OPTIONS` makes inductor round
+    at every cast to half, as the uncompiled model does (on the CPU the two agree
+    to the last bit). Other ``torch.compile`` arguments pass through; ``options``
+    add to :data:`COMPILE_OPTIONS` (inductor only).
+    """
+    options = kwargs.pop("options", None)
+    if backend == "inductor":
+        options = {**COMPILE_OPTIONS, **(options or {})}
+    kwargs.setdefault("fullgraph", True)
+    return torch.compile(model, backend=backend, options=options, **kwargs)
 
 
 #: The authors' recipe: 25% half (tanh), 50% mixed, 25% full.

@@ -10,7 +10,8 @@ from torch import nn
 from ..checks import as_modes, check_field, operator_in_channels, positive_int
 from ..precision import Precision
 from .factorized import factorization_name
-from .layers import ChannelMLP, DomainPadding, Operator, OperatorBlock, grid_coordinates
+from .layers import (ChannelMLP, DomainPadding, Operator, OperatorBlock, cat_channels, channels_last,
+                     grid_coordinates)
 from .spectral import SpectralConv
 
 
@@ -84,8 +85,7 @@ class FNO(Operator):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype, grid = x.dtype, x.shape[2:]
-        if self.positional_embedding:
-            x = torch.cat([x, grid_coordinates(x)], dim=1)
+        x = cat_channels([x, grid_coordinates(x)]) if self.positional_embedding else channels_last(x)
         x = self.lifting(x)
         if self.padding is not None:
             x = self.padding.pad(x)

@@ -12,9 +12,10 @@ from ..checks import check_field, operator_in_channels, positive_int
 from ..ops import sht, tables
 from ..ops.contraction import complex_einsum, complex_pair
 from ..ops.stabilizers import stabilize
-from ..precision import Precision
+from ..precision import Precision, autocast_off
+from . import casting
 from .factorized import factorization_name
-from .layers import ChannelMLP, Operator, OperatorBlock
+from .layers import ChannelMLP, Operator, OperatorBlock, cat_channels, channels_last
 from .losses import _relative, _working
 from .spectral import KernelWeights
 
@@ -65,16 +66,16 @@ class SphericalConv(KernelWeights):
         """Multiply coefficients (batch, in, lmax, mmax, 2) by the per-degree weights, in ``dtype``."""
         coeffs = coeffs.to(dtype)
         if self.factorized is None:
-            return complex_pair(_DENSE, coeffs, self.weight.to(dtype))
+            return complex_pair(_DENSE, coeffs, casting.weight(self.weight, dtype))
         if self.implementation == "reconstructed":
             return complex_pair(_DENSE, coeffs, self.factorized.to_dense(dtype))
         i, o, l = self.factorized.letters  # "m" (the order) is no factor's letter
         equation = f"b{i}{l}m,{','.join(self.factorized.terms)}->b{o}{l}m"
-        return complex_einsum(equation, coeffs, *[f.to(dtype) for f in self.factorized.factors])
+        return complex_einsum(equation, coeffs, *[casting.weight(f, dtype) for f in self.factorized.factors])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        with torch.autocast(x.device.type, enabled=False):  # the policy decides, not autocast
+        with autocast_off(x.device.type):  # the policy decides, not autocast
             return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,10 +84,7 @@ class SphericalConv(KernelWeights):
         x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
         coeffs = sht.forward(x, *self.n_modes, grid=self.grid, backend=policy.fft_backend)
         coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
-        y = sht.inverse(coeffs, nlat, nlon, self.grid, backend=policy.fft_backend)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype).view(-1, 1, 1)
-        return y
+        return self.add_bias(sht.inverse(coeffs, nlat, nlon, self.grid, backend=policy.fft_backend))
 
     def extra_repr(self) -> str:
         kind = "dense" if self.factorized is None else f"{self.factorized.kind}, {self.implementation}"
@@ -167,7 +165,9 @@ class SFNO(Operator):
         out_dtype = x.dtype
         if self.positional_embedding:
             points = _sphere_points(*x.shape[2:], self.grid, x.dtype, x.device)
-            x = torch.cat([x, points.expand(x.shape[0], *points.shape)], dim=1)
+            x = cat_channels([x, points.expand(x.shape[0], *points.shape)])
+        else:
+            x = channels_last(x)
         x = self.lifting(x)
         for i, block in enumerate(self.blocks):
             x = block(x, activate=i < len(self.blocks) - 1)

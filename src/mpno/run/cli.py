@@ -221,6 +221,8 @@ def _add_predict(commands) -> None:
     p.add_argument("--out", required=True, help="output .h5 file (never the input file)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--precision", help="predict in this policy instead of the saved one, e.g. half, mixed/bfloat16")
+    p.add_argument("--dtype", choices=("float16", "bfloat16"),
+                   help="the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)")
     p.add_argument("--batch-size", type=int, help="default: the run's")
     p.add_argument("--x-key", help="input key in the data file (default: the run's)")
     p.add_argument("--y-key", help="output key in the data file (default: the run's)")
@@ -232,10 +234,20 @@ def _add_predict(commands) -> None:
 
 
 def _run_predict(args) -> None:
+    from ..precision import DTYPES
     from .predict import predict
 
     _use_threads(args, args.device)
-    report = predict(args.checkpoint, args.data, args.out, args.precision, args.batch_size, args.device,
+    precision = args.precision
+    if args.dtype:
+        if not precision:
+            raise ValueError("--dtype sets the half dtype of --precision; give both, e.g. --precision mixed "
+                             f"--dtype {args.dtype}")
+        mode, *rest = precision.split("/")
+        if rest and rest[0] in DTYPES and rest[0] != args.dtype:
+            raise ValueError(f"--precision {precision} names the dtype {rest[0]}, --dtype {args.dtype}; give one")
+        precision = "/".join([mode, args.dtype, *(rest[1:] if rest and rest[0] in DTYPES else rest)])
+    report = predict(args.checkpoint, args.data, args.out, precision, args.batch_size, args.device,
                      args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
     where = f" at {'×'.join(map(str, report['grid']))}" if report["grid"] else " of point clouds"
     print(f"{report['out']}: {report['samples']} predictions{where} in {report['precision']}")
@@ -313,6 +325,14 @@ def _add_bench(commands) -> None:
     _add_threads(p)
     p.add_argument("--in-process", action="store_true",
                    help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
+    p.add_argument("--compile", action="store_true",
+                   help="time the model compiled by mpno.compiled (torch.compile, one graph; warm-up steps compile)")
+    p.add_argument("--precisions", nargs="+", metavar="POLICY",
+                   help="measure only these policies, e.g. mixed/float16 half/bfloat16 (full is always measured "
+                        "first: the ratios are to it)")
+    p.add_argument("--count-ops", action="store_true",
+                   help="instead of timing, count the operations one step (forward, loss, backward) dispatches, "
+                        "per precision, on the CPU path and on the CUDA path traced with meta tensors")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     guard = p.add_argument_group("regression guard")
     kept = guard.add_mutually_exclusive_group()
@@ -337,7 +357,7 @@ def _run_bench(args) -> None:
     if args.preset not in bench.PRESETS:
         raise ValueError(f"--preset {args.preset!r} is not one of {', '.join(bench.PRESETS)}")
     config = dataclasses.replace(bench.PRESETS[args.preset])
-    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference"):
+    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference", "compile"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.modes:
@@ -350,10 +370,28 @@ def _run_bench(args) -> None:
         raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
     if args.time_tolerance is not None and not args.time_tolerance >= 0:
         raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
+    policies = bench.POLICIES
+    if args.precisions:
+        from ..precision import Precision
+
+        chosen = [Precision.from_string(text) for text in args.precisions]
+        policies = [bench.POLICIES[0]] + [p for p in chosen if p != bench.POLICIES[0]]
+        if args.baseline or args.save_baseline:
+            raise ValueError("--precisions measures some policies only; a baseline holds them all: drop it")
+    if args.count_ops:
+        if args.baseline or args.save_baseline or args.compile or args.inference:
+            raise ValueError("--count-ops counts the operations of a training step; drop --baseline, "
+                             "--save-baseline, --compile and --inference")
+        report = bench.run_counts(config, policies, preset=args.preset)
+        print(bench.count_table(report))
+        if args.json:
+            _print_json(report)
+        return
     device = str(resolve_device(args.device))
     _use_threads(args, device)
     baseline = bench.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
     report = bench.run(config, device, args.steps, isolate=False if args.in_process else None, preset=args.preset,
+                       policies=policies,
                        progress=lambda row: print(f"  {row['precision']}: done", file=sys.stderr, flush=True))
     print(bench.table(report))
     if args.save_baseline:

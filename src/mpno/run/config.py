@@ -133,6 +133,9 @@ class RunConfig:
     tensorboard: bool = option(True, "bool", "also log to TensorBoard when it is installed", group="run")
     in_memory_limit_gb: float = option(2.0, "float", "data sets up to this size are loaded into memory; larger "
                                        "ones are read lazily", low=0.0, group="run")
+    compile: bool = option(False, "bool", "train the model compiled with torch.compile, one graph, rounding where "
+                           "the precision says (mpno.compiled); the first step of each precision compiles",
+                           group="run")
 
     def validate(self) -> "RunConfig":
         """Raise ``ValueError`` naming the option for values of the wrong kind or out of range."""

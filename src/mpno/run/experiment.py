@@ -292,7 +292,7 @@ def trainer_for(config: RunConfig, model: NormalizedOperator, train_set: Operato
                    eval_losses=eval_losses,
                    grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
                    run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
-                   log=log, progress=progress)
+                   log=log, progress=progress, compile=config.compile)
 
 
 def _choose_precision(config: RunConfig, train_set: OperatorDataset, model: NormalizedOperator,
