@@ -1,7 +1,9 @@
 """mpno against neuraloperator at the same configuration, in the same run.
 
 Times training steps (forward, relative L2 loss, backward, AdamW step) of
-neuraloperator's FNO/TFNO in every precision it supports on the device —
+neuraloperator's FNO/TFNO (or SFNO, with ``--preset swe``; it needs torch-harmonics
+0.8: ``pip install --no-deps --no-build-isolation torch-harmonics==0.8.0`` into the
+same environment, since 0.9 breaks neuraloperator 2.0.0's SFNO) in every precision it supports on the device —
 ``fno_block_precision`` full, mixed and half, each with and without
 ``torch.autocast`` — and mpno's in the matching modes, and reports our/their
 ratios of step time and memory. With ``--count-ops`` it counts instead the
@@ -44,10 +46,12 @@ PAIRS = {
 
 
 def their_model(config: bench.BenchConfig, block_precision: str):
-    from neuralop.models import FNO, TFNO
+    from neuralop.models import FNO, SFNO, TFNO
 
     kwargs = dict(n_modes=tuple(config.modes), in_channels=config.channels, out_channels=config.channels,
                   hidden_channels=config.width, n_layers=config.layers, fno_block_precision=block_precision)
+    if config.model == "sfno":  # their n_modes=(a, b) keeps degrees < a and orders < b // 2: ours (a, b // 2)
+        return SFNO(**{**kwargs, "n_modes": (config.modes[0], 2 * config.modes[1])}, factorization="dense")
     if config.model == "tfno":
         return TFNO(factorization=config.factorization or "tucker", rank=config.rank,
                     implementation="factorized", **kwargs)
