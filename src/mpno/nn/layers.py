@@ -144,6 +144,10 @@ class OperatorBlock(nn.Module):
         return F.gelu(y) if activate else y
 
 
+class OutdatedArchitecture(ValueError):
+    """Saved weights of an operator whose design has since changed (they cannot be loaded into the new one)."""
+
+
 class Operator(nn.Module):
     """What mpno's operators share: one policy for every layer, kept inside ``torch.autocast``.
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from ..nn.layers import OutdatedArchitecture
 from ..nn.normalized import NormalizedOperator
 from ..precision import Precision
 
@@ -66,6 +67,8 @@ def model_from_state(state: dict, path: str | os.PathLike) -> NormalizedOperator
         model = NormalizedOperator.from_spec(state["operator"])
         model.load_state_dict(state["model"])
         model.set_precision(Precision(**state["precision"]))
+    except OutdatedArchitecture as err:
+        raise CheckpointError(f"{path}: {err}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f"{path}: the weights do not fit the architecture it records ({reason}); "

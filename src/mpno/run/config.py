@@ -75,10 +75,11 @@ class RunConfig:
     grid: str = option("equiangular", "str", "sfno: the spherical grid of the data",
                        choices=("equiangular", "legendre-gauss"), group="model")
     latent_grid: int = option(16, "int", "gino: points per dimension of the latent grid", low=2, group="model")
-    radius: float = option(0.2, "float", "gino: neighbourhood radius of the graph kernel integrals", low=0.0,
-                           open_low=True, group="model")
-    kernel: str = option("linear", "str", "gino: the kernel integral's form", choices=("linear", "nonlinear"),
-                         group="model")
+    radius: float | None = option(None, "float", "gino: neighbourhood radius of the graph kernel integrals, in the "
+                                  "latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
+                                  optional=True, group="model")
+    kernel: str = option("nonlinear", "str", "gino: the input kernel integral's form (the output one is linear)",
+                         choices=("linear", "nonlinear"), group="model")
     chunk_size: int = option(65536, "int", "gino: edges per message-passing chunk (bounds its memory)", low=1,
                              group="model")
     # precision

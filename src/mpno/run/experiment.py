@@ -148,7 +148,8 @@ def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes
 
 
 def model_for(config: RunConfig, train_set) -> NormalizedOperator:
-    """The operator ``config`` describes for ``train_set``, with normalisers fitted on it."""
+    """The operator ``config`` describes for ``train_set``, with normalisers (and a GINO's position map)
+    fitted on it."""
     if isinstance(train_set, PointCloudDataset):
         (cin, cout), modes = train_set.channels, modes_for(config, train_set[0][0].points.shape[-1])
         samples = [train_set[i] for i in range(len(train_set))]
@@ -158,6 +159,8 @@ def model_for(config: RunConfig, train_set) -> NormalizedOperator:
         cin, cout, modes = x_shape[0], y_shape[0], modes_for(config, len(x_shape) - 1)
         inputs, outputs = (x for x, _ in train_set), (y for _, y in train_set)
     operator = operator_for(config, cin, cout, modes)
+    if samples is not None:  # the position map, before any neighbourhood is searched
+        operator.fit_positions(x.points for x, _ in samples)
     return NormalizedOperator(operator, UnitGaussianNormalizer.fit(inputs), UnitGaussianNormalizer.fit(outputs))
 
 
