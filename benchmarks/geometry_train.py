@@ -32,6 +32,7 @@ from mpno import data
 from mpno.data.pointclouds import PointCloudBatches, PointCloudDataset, PointClouds, PointValues
 from mpno.nn.normalized import UnitGaussianNormalizer
 from mpno.nn.point_losses import PointL2Loss
+from mpno.run import profiling
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train as train_run
 
@@ -162,6 +163,7 @@ def main() -> None:
                 config = RunConfig(model="gino", data_train=files["train"], data_test=[files["test"], files["ood"]],
                                    epochs=args.epochs, seed=seed, precision=precision, batch_size=args.batch_size,
                                    lr=args.lr, device="cpu", tensorboard=False, out=str(Path(tmp) / f"{precision}-{seed}"))
+                profiling.reset_peak_rss()  # the run's own peak, not the process's so far
                 summary = train_run(config, progress=False)
                 first_run = first_run or Path(summary["run_dir"])
                 names = dict(zip(("test", "ood"), summary["test"]))

@@ -140,6 +140,8 @@ def _bounds(bounds, ndim: int) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in pairs]
 
 
+#: The fraction of the dense spectral parameters a GINO's latent FNO keeps by default (Tucker factorisation).
+RANK = 0.05
 #: Radius of a GINO's neighbourhoods when none is given, in latent cells (the largest spacing of the grid).
 RADIUS_CELLS = 1.5
 
@@ -167,6 +169,10 @@ class GINO(Operator):
         kernel_hidden, chunk_size: of both :class:`GNOBlock` s.
         projection_channels: hidden width of the final per-point MLP (default
             ``2 * hidden_channels``).
+        factorization, rank: the latent FNO's spectral weights (see :class:`mpno.SpectralConv`;
+            default: Tucker, keeping ``rank`` = 5% of the dense parameters, which
+            generalises far better from few geometries than dense weights; ``None``
+            or ``"dense"`` for dense weights).
         **fno_options: other arguments of the latent :class:`mpno.FNO` (``skip``,
             ``channel_mlp``, ``domain_padding``, ``factorization``, ``rank``, ...).
 
@@ -197,7 +203,7 @@ class GINO(Operator):
                  latent_grid: int | Sequence[int] = 16, radius: float | None = None,
                  bounds: Sequence = (-1.0, 1.0), gno_channels: int | None = None, kernel: str = "nonlinear",
                  kernel_hidden: int = 64, chunk_size: int | None = 2**16, projection_channels: int | None = None,
-                 **fno_options):
+                 factorization: str | None = "tucker", rank: float | int | Sequence[int] = RANK, **fno_options):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
@@ -222,10 +228,12 @@ class GINO(Operator):
             "hidden_channels": hidden_channels, "n_layers": n_layers, "latent_grid": list(grid),
             "radius": self.radius, "bounds": [list(b) for b in self.bounds], "gno_channels": gno_channels,
             "kernel": kernel, "kernel_hidden": kernel_hidden, "chunk_size": chunk_size,
-            "projection_channels": projection_channels, **fno_options,
+            "projection_channels": projection_channels, "factorization": factorization,
+            "rank": rank if isinstance(rank, (int, float)) else list(rank), **fno_options,
         }
         self.gno_in = GNOBlock(in_channels, gno, ndim, self.radius, kernel, kernel_hidden, chunk_size)
-        self.fno = FNO(gno + 1, hidden, self.n_modes, hidden_channels=hidden, n_layers=n_layers, **fno_options)
+        self.fno = FNO(gno + 1, hidden, self.n_modes, hidden_channels=hidden, n_layers=n_layers,
+                       factorization=factorization, rank=rank, **fno_options)
         self.gno_out = GNOBlock(hidden, hidden, ndim, self.radius, "linear", kernel_hidden, chunk_size)
         self.projection = ChannelMLP(hidden + in_channels, projection_channels or 2 * hidden, out_channels)
         self.register_buffer("position_scale", torch.ones(()))

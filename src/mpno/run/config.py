@@ -61,11 +61,12 @@ class RunConfig:
     outputs: list[str] = option([], "str_list", "point clouds (gino): the output arrays (default: cp)", group="data")
     # model
     model: str = option("fno", "str", "the operator", choices=tuple(MODELS), group="model")
-    n_modes: list[int] = option([12], "int_list", "kept modes: one value, or one per spatial dimension",
-                                low=1, aliases=("modes",), group="model")
+    n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension "
+                                       "(default: 12; gino: 8)", low=1, aliases=("modes",), optional=True,
+                                       group="model")
     hidden_channels: int = option(32, "int", "width of the Fourier layers", low=1, aliases=("width",), group="model")
     n_layers: int = option(4, "int", "Fourier layers", low=1, aliases=("layers",), group="model")
-    factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno)",
+    factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno and gino)",
                                        choices=FACTORIZATIONS, optional=True, group="model")
     rank: float | int = option(0.05, "number", "factorised weights: a fraction of the dense parameters in (0, 1], "
                                "or an int rank", low=0.0, open_low=True, group="model")
@@ -253,7 +254,8 @@ def coerce(spec: dataclasses.Field, value):
     kind = meta["kind"]
     if kind.endswith("_list"):
         items = value if isinstance(value, (list, tuple)) else [value]  # TOML modes = 8, data_test = "file"
-        if not items and spec.default_factory():
+        default = spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
+        if not items and default:
             raise ValueError(f"{spec.name} needs at least one value")
         items = [_scalar(spec, item, kind.removesuffix("_list")) for item in items]
         for item in items:

@@ -81,8 +81,15 @@ def test_names(paths: Sequence[str]) -> dict[str, str]:
     return dict(zip(names if len(set(names)) == len(names) else map(str, paths), paths))
 
 
+#: Kept modes per dimension when ``--n-modes`` is not given, by model (the rest: :data:`DEFAULT_MODES`).
+MODEL_MODES = {"gino": 8}
+DEFAULT_MODES = 12
+
+
 def modes_for(config: RunConfig, spatial_dims: int) -> tuple[int, ...]:
-    return modes_per_dim(config.n_modes, spatial_dims, "--n-modes")
+    """The kept modes per spatial dimension: ``--n-modes``, or the model's default."""
+    modes = config.n_modes or [MODEL_MODES.get(config.model, DEFAULT_MODES)]
+    return modes_per_dim(modes, spatial_dims, "--n-modes")
 
 
 def open_data(config: RunConfig, log: Callable[[str], None]) -> tuple[OperatorDataset, dict[str, OperatorDataset]]:
