@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench clean
+.PHONY: setup run test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -19,10 +19,20 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/mpno train
 
+# The default run leaves out the tests marked slow (pyproject.toml); test-slow runs only those.
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
-# Generated data are kept: the default example's cache is $MPNO_CACHE, else ~/.cache/mpno.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+# Removes the environment, the runs and Python's caches; keeps generated data (data/ and the default
+# example's cache, $MPNO_CACHE or ~/.cache/mpno) and says what else git does not track.
+CACHE = $${MPNO_CACHE:-$$HOME/.cache/mpno}
 clean:
-	rm -rf $(VENV) runs .cache
-	@echo "kept the generated data in $${MPNO_CACHE:-$$HOME/.cache/mpno}; remove it with: rm -rf $${MPNO_CACHE:-$$HOME/.cache/mpno}"
+	rm -rf $(VENV) runs .cache .pytest_cache src/*.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+	@echo "kept the default example's data in $(CACHE); remove it with: rm -rf $(CACHE)"
+	@left="$$(git status --porcelain --ignored 2>/dev/null | sed -n 's/^[?!][?!] //p')"; \
+	if [ -n "$$left" ]; then echo "kept in this checkout, not tracked by git (remove what you no longer need):"; \
+	echo "$$left" | sed 's/^/  /'; else echo "nothing else is left that git does not track"; fi

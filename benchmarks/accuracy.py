@@ -8,9 +8,12 @@ by mpno's solvers into ``--data-dir``.
 Problems (each an FNO with 4 layers, width 32, 30 epochs, AdamW, cosine schedule):
 
 * ``navier-stokes``: ν = 1e-3, T = 10, 200 training (seed 0) / 40 test (seed 1)
-  samples at 64², 16 modes, H1 loss, batch 16;
+  samples at 64², 16 modes, H1 loss;
 * ``darcy``: 200 training / 100 test samples at 32² (solved at 64²), 12 modes, L2 loss;
 * ``burgers``: 200 training / 100 test samples at 256 points (solved at 1024), 16 modes, L2 loss.
+
+The batch size is ``mpno train``'s default for the data (``mpno.run.defaults``:
+4 for 200 samples); ``--batch-size N`` fixes it instead.
 
 The core set (the default) is every mode in float16 plus ``mixed`` in bfloat16 and
 ``auto``, over 2 seeds (42 runs): about 50 minutes with one thread per run
@@ -19,7 +22,8 @@ bfloat16 variants of amp, half and schedule; ``--quick`` shrinks everything to a
 smoke test of a minute or two.
 
     python benchmarks/accuracy.py [--quick] [--problems darcy navier-stokes burgers] [--seeds 0 1]
-                                  [--dtypes core|both] [--out results.json]
+                                  [--dtypes core|both] [--precisions full mixed/float16] [--batch-size N]
+                                  [--out results.json]
 """
 
 from __future__ import annotations
@@ -39,13 +43,13 @@ from mpno.run.experiment import cache_dir, train
 PROBLEMS = {
     "navier-stokes": {"generate": {"equation": "navier-stokes", "resolution": 64}, "train_resolution": None,
                       "n_train": 200, "n_test": 40,
-                      "config": {"n_modes": [16], "batch_size": 16, "loss": "h1"}},
+                      "config": {"n_modes": [16], "loss": "h1"}},
     "darcy": {"generate": {"equation": "darcy", "resolution": 64, "coarsen": [32]}, "train_resolution": 32,
               "n_train": 200, "n_test": 100,
-              "config": {"n_modes": [12], "batch_size": 32, "loss": "l2"}},
+              "config": {"n_modes": [12], "loss": "l2"}},
     "burgers": {"generate": {"equation": "burgers", "resolution": 1024, "coarsen": [256]}, "train_resolution": 256,
                 "n_train": 200, "n_test": 100,
-                "config": {"n_modes": [16], "batch_size": 32, "loss": "l2", "spatial_dims": 1}},
+                "config": {"n_modes": [16], "loss": "l2", "spatial_dims": 1}},
 }
 CORE = [("full", "float16"), ("amp", "float16"), ("mixed", "float16"), ("mixed", "bfloat16"), ("half", "float16"),
         ("schedule", "float16"), ("auto", "float16")]
@@ -68,15 +72,17 @@ def data_files(problem: str, root: Path, quick: bool) -> tuple[str, str]:
 
 
 def run_cell(problem: str, files: tuple[str, str], mode: str, dtype: str, seed: int, out: Path,
-             quick: bool) -> dict:
+             quick: bool, batch_size: int | None = None) -> dict:
+    fixed = {"batch_size": batch_size} if batch_size else {}
     config = RunConfig(data_train=files[0], data_test=[files[1]], precision=mode, dtype=dtype, seed=seed,
                        epochs=QUICK["epochs"] if quick else 30, hidden_channels=32, n_layers=4, device="cpu",
-                       out=str(out), tensorboard=False, **PROBLEMS[problem]["config"])
+                       out=str(out), tensorboard=False, **fixed, **PROBLEMS[problem]["config"])
     start = time.perf_counter()
     summary = train(config, overwrite=True, log=lambda message: None)
     errors = next(iter(summary["test"].values()))
     return {"problem": problem, "precision": mode, "dtype": dtype, "seed": seed, "l2": errors["l2"],
             "h1": errors["h1"], "seconds": time.perf_counter() - start,
+            "batch_size": config.batch_size, "lr": config.lr,
             "phases": [h["precision"] for h in summary["precision_history"]],
             "auto": summary["precision_auto"]}
 
@@ -101,6 +107,9 @@ def main() -> None:
     parser.add_argument("--problems", nargs="+", default=list(PROBLEMS), choices=list(PROBLEMS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--dtypes", choices=("core", "both"), default="core")
+    parser.add_argument("--precisions", nargs="+", metavar="MODE/DTYPE",
+                        help="only these cells of the set, e.g. full mixed/float16")
+    parser.add_argument("--batch-size", type=int, help="a fixed batch size instead of the default")
     parser.add_argument("--quick", action="store_true", help="tiny data and 3 epochs: a smoke test")
     parser.add_argument("--data-dir", type=Path, default=cache_dir() / "accuracy")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "accuracy")
@@ -113,6 +122,9 @@ def main() -> None:
     cells = kept["cells"]
     done = {(c["problem"], c["precision"], c["dtype"], c["seed"]) for c in cells}
     precisions = CORE if args.dtypes == "core" else BOTH
+    if args.precisions:
+        precisions = [(m, d) for m, d in precisions if m == "full" and "full" in args.precisions
+                      or f"{m}/{d}" in args.precisions]
     for problem in args.problems:
         files = data_files(problem, args.data_dir, args.quick)
         for seed in args.seeds:
@@ -120,7 +132,7 @@ def main() -> None:
                 if (problem, mode, dtype, seed) in done:
                     continue
                 run_dir = args.runs_dir / f"{problem}-{mode}-{dtype}-{seed}"
-                cell = run_cell(problem, files, mode, dtype, seed, run_dir, args.quick)
+                cell = run_cell(problem, files, mode, dtype, seed, run_dir, args.quick, args.batch_size)
                 cells.append(cell)
                 print(json.dumps(cell), flush=True)
                 if args.out:  # keep what has run, in case the matrix is stopped

@@ -33,6 +33,7 @@ from mpno.data.pointclouds import PointCloudBatches, PointCloudDataset, PointClo
 from mpno.nn.normalized import UnitGaussianNormalizer
 from mpno.nn.point_losses import PointL2Loss
 from mpno.run import profiling
+from mpno.run.reporting import plot_point_samples
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train as train_run
 
@@ -92,40 +93,6 @@ def pointwise_mlp(train: PointCloudDataset, tests: dict, positions: bool, epochs
         return {name: loss(predict(x), y).item() for name, (x, y) in ((n, whole(d)) for n, d in tests.items())}
 
 
-def plot(run_dir: Path, test: str, path: Path) -> None:
-    """Truth, prediction and error of the first test cloud, from a trained run's checkpoint."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    model = mpno.load_model(run_dir / "checkpoint.pt")
-    model.set_precision("full")
-    x, y = PointCloudDataset(test)[0]
-    with torch.no_grad():
-        prediction = model(x)
-    points, truth, guess = x.points.numpy(), y.values[:, 0].numpy(), prediction[:, 0].numpy()
-    figure = plt.figure(figsize=(13, 4.2))
-    low, high = min(truth.min(), guess.min()), max(truth.max(), guess.max())
-    panels = [("truth Cp", truth, "viridis", (low, high)), ("prediction", guess, "viridis", (low, high)),
-              ("|error|", abs(guess - truth), "magma", (0, abs(guess - truth).max()))]
-    for i, (title, values, cmap, (vmin, vmax)) in enumerate(panels):
-        axis = figure.add_subplot(1, 3, i + 1, projection="3d")
-        shown = axis.scatter(*points.T, c=values, cmap=cmap, vmin=vmin, vmax=vmax, s=6)
-        axis.set_title(title)
-        axis.set_box_aspect((1, 1, 1))
-        limit = abs(points).max()
-        for set_limit in (axis.set_xlim, axis.set_ylim, axis.set_zlim):
-            set_limit(-limit, limit)
-        figure.colorbar(shown, ax=axis, shrink=0.6)
-    error = (((guess - truth) ** 2).sum() / (truth**2).sum()) ** 0.5
-    figure.suptitle(f"GINO on potential flow past an ellipsoid (test cloud 0, {len(points)} points, "
-                    f"relative L2 {error:.3f})")
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train", help="training file (default: generated)")
@@ -171,7 +138,11 @@ def main() -> None:
                     **{short: summary["test"][long]["l2"] for short, long in names.items()},
                     "seconds": summary["seconds"], "peak_rss_MiB": summary["peak_memory_bytes"] / 2**20}
         if args.plot and first_run is not None:
-            plot(first_run, files["test"], args.plot)
+            model = mpno.load_model(first_run / "checkpoint.pt")
+            model.set_precision("full")
+            x, y, _ = next(PointCloudBatches(PointCloudDataset(files["test"]), 1).iterate())
+            plot_point_samples(model, x, y, args.plot, title="GINO (mpno train defaults) on potential flow past an "
+                               "ellipsoid, test cloud 0")
     report = {"files": {k: v if v and not v.startswith(tmp) else "generated" for k, v in files.items()},
               "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}

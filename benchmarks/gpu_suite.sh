@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Everything GPU-only, in one call on a lent GPU (under 8 minutes on an H100):
+# Everything GPU-only, in one call on a lent GPU (under 8 minutes on an H100 without the compiled bench, SKIP=compiled):
 #   1. the gpu-marked tests                      -> tests.json
 #   2. mpno bench --preset ns128 (128²; also with every transform as a DFT), at 256² and at 96²
 #      (not a power of two)    -> bench_ns128.json, bench_ns128_dft.json, bench_ns256.json, bench_ns96.json
 #   3. benchmarks/fft_accuracy.py and benchmarks/contraction.py on CUDA -> fft_accuracy.json, contraction.json
-#   4. benchmarks/peer_neuraloperator.py, if neuraloperator imports -> peer.json
-# SKIP="contraction fft_accuracy" leaves those steps out.
+#   4. the compiled model (mpno.compiled) at ns128 in full, mixed and half -> bench_ns128_compiled.json, and the
+#      operations per step on the CPU and CUDA paths (mpno bench --count-ops) -> counts.json
+#   5. benchmarks/peer_neuraloperator.py, if neuraloperator imports -> peer.json (and peer_counts.json)
+# SKIP="contraction fft_accuracy compiled" leaves those steps out.
 # Results go to $RESULTS_DIR (default benchmarks/results/<date>-<gpu>/), logs to suite.log there.
 # Whatever is missing is skipped with the reason; with no CUDA device nothing runs and it exits 0.
 #
@@ -61,6 +63,9 @@ run bench_ns128_dft 120 "$PY" -m mpno bench --preset ns128 --fft-backend dft --d
 run bench_ns256 150 "$PY" -m mpno bench --preset ns128 --grid 256 --device cuda --json
 run bench_ns96 120 "$PY" -m mpno bench --preset ns128 --grid 96 --device cuda --json
 skip contraction || run contraction 150 "$PY" benchmarks/contraction.py --device cuda --json
+skip compiled || run bench_ns128_compiled 300 "$PY" -m mpno bench --preset ns128 --device cuda --compile \
+    --precisions mixed/float16 half/float16 half/bfloat16 --json
+run counts 60 "$PY" -m mpno bench --count-ops --preset darcy64 --batch 2 --grid 32 --json
 
 if ! "$PY" -c "import wandb" 2>/dev/null; then
     # neuraloperator imports wandb at import time but its models never call it
@@ -69,6 +74,7 @@ if ! "$PY" -c "import wandb" 2>/dev/null; then
 fi
 if "$PY" -c "import neuralop" 2>/dev/null; then
     run peer 150 "$PY" benchmarks/peer_neuraloperator.py --preset ns128 --device cuda --json
+    run peer_counts 60 "$PY" benchmarks/peer_neuraloperator.py --preset darcy64 --batch 2 --grid 32 --count-ops --json
 else
     echo "gpu_suite: peer comparison skipped: neuraloperator is not installed (carry its wheels, see benchmarks/README.md)" | tee -a "$log"
 fi

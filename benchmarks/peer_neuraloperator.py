@@ -4,11 +4,15 @@ Times training steps (forward, relative L2 loss, backward, AdamW step) of
 neuraloperator's FNO/TFNO in every precision it supports on the device —
 ``fno_block_precision`` full, mixed and half, each with and without
 ``torch.autocast`` — and mpno's in the matching modes, and reports our/their
-ratios of step time and memory. neuraloperator is not a dependency of mpno;
+ratios of step time and memory. With ``--count-ops`` it counts instead the
+operations one step (forward, loss, backward) dispatches, theirs and ours, with
+mpno's counter (``mpno.run.profiling.OpCounter``) on the CPU path and on the CUDA
+path traced with meta tensors. neuraloperator is not a dependency of mpno;
 install it in a separate environment next to mpno:
 
     python -m venv /tmp/peer && /tmp/peer/bin/pip install torch==2.13.0 neuraloperator -e .
     /tmp/peer/bin/python benchmarks/peer_neuraloperator.py --preset darcy64 --json
+    /tmp/peer/bin/python benchmarks/peer_neuraloperator.py --preset darcy64 --batch 2 --grid 32 --count-ops
 
 Without neuraloperator the script says so and exits cleanly.
 """
@@ -78,6 +82,49 @@ def measure_theirs(config, block_precision, autocast, device, steps):
     return row
 
 
+def count_theirs(config, block_precision, path):
+    """Operations one training step of their model dispatches (forward, our relative L2 loss, backward), counted
+    as mpno counts its own (``mpno.run.profiling.OpCounter``): on the CPU, or on ``meta`` tensors."""
+    device = torch.device(bench.PATHS[path])
+    torch.manual_seed(0)
+    model = their_model(config, block_precision).to(device)
+    x = torch.randn(config.batch, config.channels, *config.grid, device=device)
+    y = torch.randn_like(x)
+    loss = losses.LpLoss(2)
+    counter = profiling.step_op_counts(model, x, y, lambda out, target: loss(out.float(), target))
+    return {"ops": counter.total, "products": sum(counter.kernels[name] for name in bench.PRODUCTS),
+            "kernels": dict(sorted(counter.kernels.items()))}
+
+
+def count_ops(config) -> list[dict]:
+    """Their operation counts per ``fno_block_precision`` and ours per matching policy, on both paths."""
+    rows = []
+    for block_precision, ours_policy in (("full", Precision("full")), ("mixed", Precision("mixed", "float16")),
+                                         ("half", Precision("half", "float16"))):
+        row = {"block_precision": block_precision, "ours_precision": str(ours_policy)}
+        for path in bench.PATHS:
+            try:
+                theirs = count_theirs(config, block_precision, path)
+            except Exception as err:  # whatever their library raises for an unsupported combination
+                theirs = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
+            row[path] = {"theirs": theirs, "ours": bench.count_ops(config, ours_policy, path)}
+        rows.append(row)
+    return rows
+
+
+def count_table(rows) -> str:
+    lines = [f"{'their block precision':<22} {'path':<12} {'their ops':>9} {'(products)':>10} {'our policy':<20} "
+             f"{'our ops':>8} {'(products)':>10}"]
+    for row in rows:
+        for path in bench.PATHS:
+            theirs, ours = row[path]["theirs"], row[path]["ours"]
+            shown = (f"{theirs['ops']:>9} {theirs['products']:>10}" if "ops" in theirs
+                     else f"{'fails':>9} {'':>10}")
+            lines.append(f"{row['block_precision']:<22} {path:<12} {shown} {row['ours_precision']:<20} "
+                         f"{ours['ops']:>8} {ours['products']:>10}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="darcy64", choices=list(bench.PRESETS))
@@ -85,6 +132,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--batch", type=int, help="batch size (default: the preset's)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--count-ops", action="store_true",
+                        help="count the operations of one step (forward, loss, backward), theirs and ours, on the "
+                             "CPU path and the CUDA path traced with meta tensors, instead of timing")
+    parser.add_argument("--grid", type=int, help="grid size per dimension (default: the preset's)")
     args = parser.parse_args()
     try:
         import neuralop
@@ -98,6 +149,15 @@ def main() -> None:
     config = bench.PRESETS[args.preset]
     if args.batch:
         config = dataclasses.replace(config, batch=args.batch)
+    if args.grid:
+        config = dataclasses.replace(config, grid=(args.grid,) * len(config.modes))
+    if args.count_ops:
+        rows = count_ops(config)
+        print(count_table(rows), file=sys.stderr)
+        if args.json:
+            print(json.dumps({"preset": args.preset, "config": dataclasses.asdict(config), "count_ops": rows,
+                              "neuraloperator": getattr(neuralop, "__version__", "?"), "torch": torch.__version__}))
+        return
     rows = []
     for (block_precision, autocast), ours_policy in PAIRS.items():
         try:

@@ -11,7 +11,12 @@ ran in a coarser dtype, or at a point it should not, exceeds it.
 
 from __future__ import annotations
 
+import hashlib
 import math
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import torch
 
@@ -142,3 +147,37 @@ def last_layer_amplification(reference: torch.nn.Module, x64: torch.Tensor) -> f
     handle.remove()
     terms = layer.weight.abs() @ captured["h"].abs().flatten(2) + layer.bias.abs()[:, None]
     return (terms.norm() / captured["y"].norm()).item()
+
+
+def snapshot(root: Path) -> dict:
+    """Every file under ``root`` and its content hash, but the runs the cases create (under ``out/``) and
+    run locks (which record the pid of the last process that held them)."""
+    return {str(p.relative_to(root)): hashlib.sha1(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and "out" not in p.relative_to(root).parts and p.name != ".lock"}
+
+
+def the_error(err: str) -> str:
+    """The one line an ``mpno`` command printed for its error (stderr may hold log lines before it):
+    exactly one, and the last line."""
+    lines = [line for line in err.splitlines() if line.startswith("mpno ")]
+    assert len(lines) == 1 and err.rstrip().splitlines()[-1] == lines[0], err
+    return lines[0]
+
+
+#: ``mpno train`` flags of a tiny, quiet CPU model.
+TINY = ["--n-modes", "4", "--hidden-channels", "4", "--n-layers", "1", "--device", "cpu", "-q"]
+
+
+def training_process(files: Path, out: Path) -> subprocess.Popen:
+    """A long ``mpno train`` on ``files/train.pt`` in its own process, once its first checkpoint is saved."""
+    command = [sys.executable, "-m", "mpno", "train", "--data-train", str(files / "train.pt"), *TINY,
+               "--epochs", "400", "--out", str(out)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.pt").exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError(f"the run saved no checkpoint: {process.communicate()[1]}")
+        time.sleep(0.1)
+    return process

@@ -218,3 +218,80 @@ def test_inference_times_forward_passes_only(capsys, one_thread):
         assert "saved_for_backward_bytes" not in row and row["step_seconds"] > 0
         u = UNIT_ROUNDOFF[torch.bfloat16 if row["dtype"] == "bfloat16" else torch.float16]
         assert row["output_difference_float64"] < (50 * u if row["mode"] != "full" else 1e-6)
+
+
+def test_op_counter_counts_kernels_and_leaves_views_apart():
+    from mpno.run.profiling import OpCounter
+
+    x = torch.randn(4, 3, 2)
+    with OpCounter() as counter:
+        y = x.permute(2, 0, 1).reshape(2, 12).t().unsqueeze(0).expand(3, 12, 2)  # views only
+        z = (y * 2).sum()  # two kernels
+        x.view(-1)[1:5].detach()
+    assert counter.total == 2 and counter.kernels == {"mul": 1, "sum": 1}
+    assert {"permute", "view", "t", "unsqueeze", "expand", "slice", "detach"} <= set(counter.views)
+    assert float(z) == pytest.approx(6 * float(x.sum()), rel=1e-5)  # the views changed no value
+
+
+#: FNO-2D, width 32, 16 modes, 4 layers, batch 2, 32²: the configuration of docs/benchmarks.md's counts.
+COUNT_CONFIG = dataclasses.replace(bench.PRESETS["darcy64"], batch=2, grid=(32, 32))
+#: neuraloperator 2.0.0's count there (benchmarks/peer_neuraloperator.py --count-ops, torch 2.13).
+NEURALOPERATOR_FULL_OPS = 221
+
+
+def test_kernels_per_step_stay_within_the_budget():
+    """A full step dispatches no more operations than neuraloperator's at the same configuration, and mixed and
+    half on the accelerator path at most 1.15× full: the launch budget of docs/benchmarks.md."""
+    full = bench.count_ops(COUNT_CONFIG, Precision("full"), "accelerator")
+    assert full["ops"] <= NEURALOPERATOR_FULL_OPS
+    assert bench.count_ops(COUNT_CONFIG, Precision("full"), "cpu")["ops"] == full["ops"]  # no device branch in full
+    for policy in (Precision("mixed", "float16"), Precision("half", "float16")):
+        assert bench.count_ops(COUNT_CONFIG, policy, "accelerator")["ops"] <= 1.15 * full["ops"], policy
+
+
+def test_the_accelerator_path_is_the_cuda_path():
+    """On meta tensors half float16 transforms of a power-of-two grid are cuFFT calls and products are native;
+    on the CPU they are the DFT's emulated products; bfloat16 is never transformed by torch.fft in half."""
+    config = dataclasses.replace(bench.PRESETS["tiny"], grid=(16, 16))
+    fft = ("_fft_r2c", "_fft_c2c", "_fft_c2r")
+    half = bench.count_ops(config, Precision("half", "float16"), "accelerator")["kernels"]
+    assert all(half.get(op, 0) > 0 for op in fft)
+    assert half.get("_to_copy", 0) < 10  # input, output, parameters: no upcasts around products
+    cpu = bench.count_ops(config, Precision("half", "float16"), "cpu")["kernels"]
+    assert not any(cpu.get(op, 0) for op in fft) and cpu["_to_copy"] > 20
+    bf16 = bench.count_ops(config, Precision("half", "bfloat16"), "accelerator")["kernels"]
+    assert not any(bf16.get(op, 0) for op in fft)
+
+
+def test_count_ops_cli_reports_both_paths(capsys):
+    assert cli.main(["bench", "--preset", "tiny", "--count-ops", "--json"]) == 0
+    out = capsys.readouterr().out
+    report = json.loads(out.strip().splitlines()[-1])
+    assert report["paths"] == ["cpu", "accelerator"]
+    assert [row["precision"] for row in report["modes"]] == [str(p) for p in bench.POLICIES]
+    for row in report["modes"]:
+        for path in report["paths"]:
+            assert row[path]["ops"] == sum(row[path]["kernels"].values()) > 0
+    assert report["modes"][0]["cpu"]["ratio_to_full"] == 1.0
+    assert "accelerator ops" in out.splitlines()[0]
+    assert cli.main(["bench", "--preset", "tiny", "--count-ops", "--baseline", "x.json"]) == 2
+
+
+def test_precisions_chooses_the_policies_measured(capsys, one_thread):
+    assert cli.main(["bench", "--preset", "tiny", "--precisions", "half/bfloat16", "--steps", "1", "--in-process",
+                     "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert [row["precision"] for row in report["modes"]] == ["full", "half/bfloat16/tanh"]
+    assert cli.main(["bench", "--preset", "tiny", "--precisions", "half", "--save-baseline", "b.json"]) == 2
+
+
+@pytest.mark.slow
+def test_bench_times_the_compiled_model(capsys, one_thread):
+    assert cli.main(["bench", "--preset", "tiny", "--compile", "--precisions", "mixed/float16", "--steps", "1",
+                     "--in-process", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["config"]["compile"] is True and all(row["compiled"] for row in report["modes"])
+    eager = bench.measure(bench.PRESETS["tiny"], Precision("mixed", "float16"), torch.device("cpu"), steps=1)
+    mixed = report["modes"][1]
+    assert mixed["output_relative_difference"] == pytest.approx(eager["output_relative_difference"],
+                                                                abs=UNIT_ROUNDOFF[torch.float16])

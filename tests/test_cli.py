@@ -4,6 +4,7 @@ import dataclasses
 import json
 from pathlib import Path
 
+import h5py
 import pytest
 import torch
 
@@ -25,6 +26,8 @@ def test_cli_train_and_evaluate_with_json(files, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(summary["test"]) == {"test16.pt", "test32.pt"} and summary["epochs"] == 2
     assert summary["precision_history"][0]["precision"] == "mixed/bfloat16" and summary["seconds"] > 0
+    used = "cuda" if torch.cuda.is_available() else "cpu"
+    assert json.loads((out / "config.json").read_text())["device"] == used == summary["device"]  # not "auto"
     code = cli.main(["evaluate", str(out / "best.pt"), "--data", str(files / "test32.pt"), "--json"])
     assert code == 0
     results = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -104,6 +107,12 @@ def test_predict_writes_predictions_with_and_without_targets(files, tmp_path, ca
         assert set(f) == {"prediction"} and f.attrs["precision"] == "full"
     assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "q.txt")]) == 2
     assert "give a .h5 path" in capsys.readouterr().err
+    assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "b.h5"),
+                     "--precision", "mixed", "--dtype", "bfloat16", "-q"]) == 0
+    assert "in mixed/bfloat16" in capsys.readouterr().out
+    assert cli.main(["predict", best, str(tmp_path / "inputs.pt"), "--out", str(tmp_path / "c.h5"),
+                     "--dtype", "bfloat16"]) == 2
+    assert "give both" in capsys.readouterr().err
 
 
 def other_value(spec):
@@ -136,10 +145,26 @@ def test_every_option_is_a_flag_that_parses_to_its_field():
         config = RunConfig.from_dict(cli._given_options(parser.parse_args(["train", flag, *words])))
         assert getattr(config, spec.name) == expected, flag
         default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
-        assert str(default if not isinstance(default, list) else " ".join(map(str, default))) in options[
-            "--" + spec.name.replace("_", "-")].help
+        text = options["--" + spec.name.replace("_", "-")].help
+        assert text.count("default") <= 1, text  # the default is said once, by the help or after it
+        if default not in (None, []) and "default" not in spec.metadata["help"]:
+            shown = " ".join(map(str, default)) if isinstance(default, list) else default
+            assert text.endswith(f"(default: {shown})"), text
     for alias, field in (("--modes", "n_modes"), ("--width", "hidden_channels"), ("--layers", "n_layers")):
         assert options[alias].dest == field
+
+
+def test_print_config_records_the_default_example_s_files_and_the_device(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MPNO_CACHE", str(tmp_path / "cache"))
+    assert cli.main(["train", "--print-config"]) == 0
+    printed = tmp_path / "printed.yaml"
+    printed.write_text(capsys.readouterr().out)
+    config = RunConfig.from_file(printed)
+    cache = tmp_path / "cache"
+    assert config.data_train == str(cache / "darcy_train_32.h5")
+    assert config.data_test == [str(cache / "darcy_test_32.h5"), str(cache / "darcy_test.h5")]
+    assert config.device == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert not cache.exists()  # printing generates nothing
 
 
 def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):
@@ -161,8 +186,9 @@ def test_ranks_as_ints_or_fractions_and_print_config(tmp_path, capsys):
 def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
     from mpno.data import generate
 
-    x = torch.randn(12, 2, 16, 32)
-    torch.save({"x": x, "y": x.roll(3, dims=-1) * torch.tensor([100.0, 1e-3])[:, None, None]}, tmp_path / "s.pt")
+    x = torch.randn(12, 3, 16, 32)
+    torch.save({"x": x, "y": x.roll(3, dims=-1) * torch.tensor([3000.0, 100.0, 1e-3])[:, None, None]},
+               tmp_path / "s.pt")
     generate("potential-flow", tmp_path / "p.h5", n=12, points=64, progress=False)
     runs = {"sfno": ["--data-train", str(tmp_path / "s.pt"), "--n-modes", "8"],
             "gino": ["--data-train", str(tmp_path / "p.h5"), "--n-modes", "4", "--latent-grid", "6",
@@ -176,7 +202,43 @@ def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
         (name, errors), = summary["test"].items()
         assert set(errors) == {"l2"} and 0 < errors["l2"] < 2
         assert type(mpno.load_model(out / "best.pt").operator).__name__ == model.upper()
+        assert len(list(out.glob("samples_*.png"))) == 1  # a map (sfno), a 3D scatter (gino): tests/test_reporting.py
         data = str(tmp_path / ("s.pt" if model == "sfno" else "p.h5"))
         assert cli.main(["evaluate", str(out / "best.pt"), "--data-test", data, "--json"]) == 0
         report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert set(report["test"][Path(data).name]) == {"l2"}
+        predictions = tmp_path / f"{model}.h5"  # predict reports evaluate's l2: one definition per model
+        assert cli.main(["predict", str(out / "best.pt"), data, "--out", str(predictions), "-q", "--json"]) == 0
+        predicted = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert predicted["relative_l2"] == pytest.approx(report["test"][Path(data).name]["l2"], rel=1e-5)
+        assert predicted["samples"] == 12
+        with h5py.File(predictions) as f:
+            shape = (12, 3, 16, 32) if model == "sfno" else (12, 64, 1)
+            assert f["prediction"].shape == f["error"].shape == shape and f["relative_l2"].shape == (12,)
+            if model == "gino":
+                assert list(f["sizes"][:]) == [64] * 12 and f["points"].shape == (12, 64, 3)
+    assert cli.main(["train", "--model", "sfno", *runs["sfno"], "--loss", "h1", "--out", str(tmp_path / "r")]) == 2
+    assert "loss='h1' does not apply to model='sfno'" in capsys.readouterr().err
+
+
+def test_inference_keeps_the_trained_stabilizer_unless_one_is_named(files, tmp_path, capsys):
+    from mpno.run.experiment import train
+    from reference import quiet, tiny_config
+
+    train(tiny_config(files, tmp_path / "run", epochs=1, precision="mixed"), log=quiet)  # no stabilizer
+    best, data = str(tmp_path / "run" / "best.pt"), str(files / "test32.pt")
+    errors = {}
+    for precision in ("half", "half/none", "half/tanh"):
+        assert cli.main(["predict", best, data, "--out", str(tmp_path / f"{precision.replace('/', '_')}.h5"),
+                         "--precision", precision, "-q", "--json"]) == 0
+        captured = capsys.readouterr()
+        report = json.loads(captured.out.strip().splitlines()[-1])
+        errors[precision] = report["relative_l2"]
+        assert report["precision"] == ("half/float16/tanh" if precision == "half/tanh" else
+                                       "half/float16/no-stabilizer")
+        warned = "applies the tanh stabilizer, but the model was trained with no stabilizer" in captured.err
+        assert warned == (precision == "half/tanh"), captured.err
+        assert cli.main(["evaluate", best, "--data", data, "--precision", precision, "--json"]) == 0
+        evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert evaluated["test"]["test32.pt"]["l2"] == pytest.approx(errors[precision], rel=1e-5)
+    assert errors["half"] == errors["half/none"] != errors["half/tanh"]  # the same function; tanh changes it

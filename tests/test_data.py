@@ -194,3 +194,30 @@ def test_subsampling_and_splitting(darcy_files):
     assert ds.subset([1, 0])[0][1].shape == (1, 16, 16)
     with pytest.raises(DataError, match="leaves no training"):
         split_indices(10, 10)
+
+
+def test_generate_off_a_terminal_prints_a_line_per_chunk_of_samples(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "mpno", "generate", "darcy", "--resolution", "8", "--n", "40",
+                           "--batch-size", "8", "--out", str(tmp_path / "d.h5"), "--threads", "1"],
+                          capture_output=True, text=True, timeout=120)  # stderr is a pipe, not a terminal
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.startswith("darcy 8: ")]
+    assert [line.split()[2] for line in lines] == ["8/40", "16/40", "24/40", "32/40", "40/40"], done.stderr
+    assert all(line.endswith(" s") and "samples" in line for line in lines)
+
+
+def test_progress_lines_come_every_twentieth_of_the_samples(capsys):
+    from mpno.data.progress import Progress
+
+    with Progress(100, "job") as progress:  # capsys: stderr is not a terminal
+        for _ in range(40):
+            progress.update(2)
+        progress.update(20)
+    counts = [line.split()[1] for line in capsys.readouterr().err.splitlines()]
+    assert counts == [f"{k}/100" for k in (6, 10, 16, 20, 26, 30, 36, 40, 46, 50, 56, 60, 66, 70, 76, 80, 100)]
+    with Progress(10, "quiet", show=False) as progress:
+        progress.update(10)
+    assert capsys.readouterr().err == ""

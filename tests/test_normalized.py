@@ -21,7 +21,31 @@ def test_normaliser_is_per_channel_invertible_and_resolution_independent():
     assert encoded.mean().abs() < 1e-5 and torch.allclose(norm.decode(encoded), stacked, atol=1e-5)
     coarse = stacked[..., ::2, ::2]
     assert norm.encode(coarse).shape == coarse.shape
-    assert set(norm.state_dict()) == {"mean", "std"}
+    assert set(norm.state_dict()) == {"mean", "std", "scale"}
+
+
+def test_normaliser_standardises_channels_in_small_units_and_leaves_constant_ones_finite():
+    gen = torch.Generator().manual_seed(0)
+    scales = torch.tensor([400.0, 1.3e-5, 1.8e-6, 0.0, 0.0], dtype=torch.float64)
+    means = torch.tensor([3000.0, 0.0, 0.0, 5.0, 0.0], dtype=torch.float64)
+    fields = [torch.randn(5, 8, 16, generator=gen, dtype=torch.float64) * scales[:, None, None]
+              + means[:, None, None] for _ in range(10)]
+    norm = UnitGaussianNormalizer.fit(fields)
+    encoded = norm.encode(torch.stack(fields))
+    spread = encoded.transpose(0, 1).reshape(5, -1).std(1, unbiased=False)
+    assert torch.allclose(spread[:3], torch.ones(3, dtype=torch.float64), atol=1e-9)  # every varying channel
+    assert torch.equal(encoded[:, 3:], torch.zeros_like(encoded[:, 3:]))  # constant channels: centred only
+    assert torch.allclose(norm.scale[3:], torch.tensor([5e-6, 1.0]))
+
+
+def test_normaliser_saved_without_a_scale_standardises_as_it_was_trained():
+    """Checkpoints written before ``scale`` existed divided by ``std + eps``; they load to the same numbers."""
+    old = {"mean": torch.tensor([1.0, 0.0]), "std": torch.tensor([2.0, 1.8e-6])}
+    norm = UnitGaussianNormalizer(2)
+    norm.load_state_dict(old)
+    x = torch.ones(1, 2, 3)
+    expected = (x - old["mean"].view(1, 2, 1)) / (old["std"].view(1, 2, 1) + 1e-6)
+    assert torch.allclose(norm.encode(x), expected)
 
 
 

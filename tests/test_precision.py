@@ -84,3 +84,18 @@ def test_set_precision_reaches_every_layer_and_can_change_between_steps():
     model(x)
     model.set_precision(Precision("half", dtype="bfloat16"))
     assert model.blocks[0].conv.precision == Precision("half", dtype="bfloat16")
+
+
+def test_inference_policy_keeps_the_trained_stabilizer_unless_one_is_named():
+    from mpno.precision import inference_policy
+
+    mixed, tanh = Precision("mixed"), Precision("half", stabilizer="tanh")
+    assert inference_policy("half", mixed) == (Precision("half", stabilizer=None), None)
+    assert inference_policy("half/bfloat16", mixed) == (Precision("half", "bfloat16", stabilizer=None), None)
+    assert inference_policy("mixed", tanh) == (Precision("mixed", stabilizer="tanh"), None)  # the same function
+    assert inference_policy("half/float16/tanh", tanh) == (tanh, None)  # named, and as trained: no warning
+    policy, warning = inference_policy("half/clip_hard", mixed)
+    assert policy.stabilizer == "clip_hard"
+    assert "applies the clip_hard stabilizer, but the model was trained with no stabilizer" in warning
+    policy, warning = inference_policy("full/none", tanh)
+    assert policy == Precision("full") and "trained with the tanh stabilizer" in warning

@@ -4,13 +4,11 @@ import csv
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from mpno.run import cli, rundir
-
-TINY = ["--n-modes", "4", "--hidden-channels", "4", "--n-layers", "1", "--device", "cpu", "-q"]
+from reference import TINY, training_process
 
 KILLED_AFTER_SECOND_CHECKPOINT = """
 import os, signal, sys
@@ -33,15 +31,8 @@ def metrics(run):
 
 def test_a_second_process_is_refused_while_a_run_holds_its_directory(files, tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "mpno", "train", "--data-train", str(files / "train.pt"), *TINY,
-               "--epochs", "400", "--out", str(run)]
-    first = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    first = training_process(files, run)
     try:
-        deadline = time.monotonic() + 120
-        while not (run / "checkpoint.pt").exists():
-            assert first.poll() is None, first.stderr.read()
-            assert time.monotonic() < deadline, "the first run never saved a checkpoint"
-            time.sleep(0.2)
         for second in (["--resume", str(run)], ["--data-train", str(files / "train.pt"), "--out", str(run),
                                                  "--overwrite"]):
             done = subprocess.run([sys.executable, "-m", "mpno", "train", *second], capture_output=True,

@@ -12,6 +12,7 @@ import mpno
 from mpno import InverseRealSHT, Precision, RealSHT, SFNO, SphericalConv
 from mpno.nn.registry import build_operator
 from mpno.nn.normalized import NormalizedOperator
+from mpno.nn.normalized import UnitGaussianNormalizer
 from mpno.nn.spherical import SphericalL2Loss
 from mpno.ops import sht
 from mpno.precision import UNIT_ROUNDOFF
@@ -60,7 +61,7 @@ SIZES = [(12, 24), (13, 20), (16, 33), (9, 10)]
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("nlat, nlon", SIZES)
 def test_forward_and_inverse_match_harmonics_evaluated_by_scipy(grid, nlat, nlon):
-    lmax = sht.max_degree(nlat, grid)
+    lmax = sht.exact_lmax(nlat, grid)
     mmax = min(lmax, nlon // 2 + 1)
     c = random_coefficients(lmax, mmax, nlon, batch=2)
     f = field_from(c, nlat, nlon, grid)
@@ -106,7 +107,7 @@ def test_torch_harmonics_agrees_when_installed():
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("nlat, nlon", [(8, 16), (7, 9)])
 def test_gradients_are_the_adjoint_transforms(grid, nlat, nlon):
-    lmax = sht.max_degree(nlat, grid)
+    lmax = sht.exact_lmax(nlat, grid)
     x = torch.randn(2, nlat, nlon, dtype=torch.float64, requires_grad=True)
     c = torch.randn(2, lmax, 4, 2, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda t: sht.forward(t, lmax, 4, grid), (x,))
@@ -117,7 +118,7 @@ def test_gradients_are_the_adjoint_transforms(grid, nlat, nlon):
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("nlat, nlon", [(32, 64), (64, 128), (128, 256)])
 def test_half_transforms_are_within_the_rounding_tolerance(dtype, grid, nlat, nlon):
-    lmax = sht.max_degree(nlat, grid)
+    lmax = sht.exact_lmax(nlat, grid)
     mmax = min(lmax, nlon // 2)
     c = torch.from_numpy(random_coefficients(lmax, mmax, nlon, batch=4, seed=1))
     pairs = torch.view_as_real(c)
@@ -152,13 +153,14 @@ def test_modules_follow_torch_harmonics_shapes_and_the_policy():
     "build, message",
     [
         (lambda: RealSHT(16, 32, grid="healpix"), "grid='healpix'"),
-        (lambda: RealSHT(16, 32, lmax=9), r"lmax=9 is too fine .* nlat >= 17"),
+        (lambda: RealSHT(16, 32, lmax=17), r"lmax=17 is too fine .* nlat >= 17"),
         (lambda: RealSHT(16, 32, grid="legendre-gauss", lmax=17), "lmax=17"),
         (lambda: RealSHT(16, 32, mmax=18), "mmax=18"),
         (lambda: RealSHT(16, 32, norm="schmidt"), "norm='schmidt'"),
         (lambda: RealSHT(16, 32)(torch.zeros(2, 16, 30)), r"\(\.\.\., nlat, nlon\)"),
         (lambda: InverseRealSHT(16, 32)(torch.zeros(8, 8)), "complex"),
-        (lambda: SphericalConv(2, 2, (8, 8))(torch.zeros(1, 2, 12, 32)), "lmax=8 is too fine"),
+        (lambda: SphericalConv(2, 2, (8, 8))(torch.zeros(1, 2, 7, 32)), r"fewer than n_modes\[0\]=8"),
+        (lambda: SphericalConv(2, 2, (8, 8))(torch.zeros(1, 2, 8, 12)), "mmax=8 is too fine"),
         (lambda: SphericalConv(2, 2, (8, 8, 8)), "n_modes"),
         (lambda: SFNO(1, 1, (8, 8), grid="gaussian"), "grid='gaussian'"),
     ],
@@ -197,6 +199,18 @@ def test_spherical_conv_in_float64_matches_an_independent_reference(grid, size, 
     x = torch.randn(2, 3, *size, dtype=torch.float64)
     assert relative_error(conv(x), independent_conv(conv, x)) < 1e-12
     assert conv.complex_weight.shape == (3, 2, 6)
+
+
+def test_degrees_beyond_the_exact_quadrature_are_the_aliased_quadrature():
+    """``lmax`` up to ``nlat`` on an equiangular grid: the same quadrature formulas, no longer a projection."""
+    conv = SphericalConv(3, 2, (13, 8), grid="equiangular").double()
+    x = torch.randn(2, 3, 13, 20, dtype=torch.float64)
+    assert relative_error(conv(x), independent_conv(conv, x)) < 1e-12
+    f = field_from(random_coefficients(7, 7, 20), 13, 20, "equiangular")  # degrees < 7 = the exact lmax
+    exact = sht.inverse(sht.forward(f, 7, 7, "equiangular"), 13, 20, "equiangular")
+    aliased = sht.inverse(sht.forward(f, 13, 8, "equiangular"), 13, 20, "equiangular")
+    assert relative_error(exact, f) < 1e-13
+    assert 1e-3 < relative_error(aliased, f) < 5e-2
 
 
 def test_spherical_conv_gradcheck_in_float64():
@@ -308,9 +322,17 @@ def test_sphere_loss_integrates_over_the_sphere():
     y = torch.from_numpy(np.real(sph_harm_y(3, 2, theta, phi)))[None, None]  # ∫ y² = 1/2
     assert abs(absolute(torch.zeros_like(y), y).item() - math.sqrt(0.5 / (4 * math.pi))) < 1e-12
     assert abs(loss(1.5 * y, y).item() - 0.5) < 1e-12
-    assert loss.name == "sphere_l2"
-    scaled = torch.cat([3000 * y, 1e-5 * y], dim=1)  # a height and a vorticity: each channel counts
-    assert abs(loss(torch.cat([3000 * y, 0 * y], dim=1), scaled).item() - 0.5) < 1e-12
+    assert loss.name == "l2"
+    fields = torch.cat([3000 + 400 * y, 1e-5 * y], dim=1)  # a height and a vorticity
+    normalizer = UnitGaussianNormalizer.fit(fields)
+    standardised = SphericalL2Loss("legendre-gauss", normalizer=normalizer)
+    vorticity_lost = torch.cat([fields[:, :1], torch.zeros_like(y)], dim=1)
+    # standardised, each channel counts alike: the vorticity is half of the norm (both have mean ~0, std ~1)
+    norms = [absolute(normalizer.encode(fields)[:, c:c + 1], torch.zeros_like(y)).item() for c in (0, 1)]
+    vorticity_share = norms[1] / math.hypot(*norms)
+    assert abs(standardised(vorticity_lost, fields).item() - vorticity_share) < 1e-12
+    assert 0.5 < vorticity_share < 0.9
+    assert loss(vorticity_lost, fields).item() < 1e-8  # in physical units the height hides it
 
 
 def test_a_tiny_sfno_learns_a_spherical_operator_in_half_precision():

@@ -249,3 +249,14 @@ def test_every_epoch_prints_a_line_when_output_is_not_a_terminal(files, tmp_path
     quiet_run = subprocess.run(command[:-1] + [str(tmp_path / "quiet"), "-q"], capture_output=True, text=True,
                                timeout=300)
     assert quiet_run.returncode == 0 and "epoch 1/2" not in quiet_run.stderr
+
+
+@pytest.mark.slow
+def test_compiled_training_follows_the_eager_run(files, tmp_path):
+    """mpno train --compile: the same losses as eager training (the compiled model rounds where eager does)."""
+    eager = train(tiny_config(files, tmp_path / "eager", epochs=1), log=quiet)
+    compiled = train(tiny_config(files, tmp_path / "compiled", epochs=1, compile=True), log=quiet)
+    assert json.loads((tmp_path / "compiled" / "config.json").read_text())["compile"] is True
+    for name, losses in eager["test"].items():
+        for loss, value in losses.items():
+            assert compiled["test"][name][loss] == pytest.approx(value, rel=8 * UNIT_ROUNDOFF[torch.float16])

@@ -69,12 +69,13 @@ def irfft_keeping_imaginary_planes(real_irfft):
     a C2R may follow for input that is not Hermitian-consistent)."""
 
     def irfft(spectrum, n=None, dim=-1, norm=None):
-        assert dim == -1 and norm == "forward"
-        out = real_irfft(spectrum, n=n, dim=dim, norm=norm)
-        out = out + spectrum[..., :1].imag
+        scale = 1.0 if norm == "forward" else 1.0 / n  # "backward" (the default) divides the sums by n
+        out = real_irfft(spectrum, n=n, dim=dim, norm=norm).movedim(dim, -1)
+        spectrum = spectrum.movedim(dim, -1)
+        out = out + spectrum[..., :1].imag * scale
         if n % 2 == 0 and spectrum.shape[-1] > n // 2:
-            out = out + spectrum[..., n // 2 : n // 2 + 1].imag * (-1.0) ** torch.arange(n)
-        return out
+            out = out + spectrum[..., n // 2 : n // 2 + 1].imag * (-1.0) ** torch.arange(n) * scale
+        return out.movedim(-1, dim)
 
     return irfft
 

@@ -6,10 +6,10 @@ from .nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from .nn.spectral import SpectralConv
 from .nn.spherical import SFNO, SphericalConv
 from .ops.sht import InverseRealSHT, RealSHT
-from .precision import Precision, PrecisionSchedule
+from .precision import Precision, PrecisionSchedule, compiled
 from .run.checkpoint import load_model
 
 __all__ = ["FNO", "GINO", "GNOBlock", "TFNO", "InverseRealSHT", "NormalizedOperator", "Precision",
            "PrecisionSchedule", "RealSHT", "SFNO", "SpectralConv", "SphericalConv", "UnitGaussianNormalizer",
-           "load_model"]
+           "compiled", "load_model"]
 __version__ = "0.1.0"

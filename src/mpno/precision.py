@@ -20,6 +20,7 @@ table, per device.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from dataclasses import dataclass
@@ -154,6 +155,36 @@ class Precision:
         return text
 
 
+def names_stabilizer(text: str) -> bool:
+    """Whether a policy written ``mode[/dtype][/stabilizer]`` names its stabilizer (``"half/tanh"``,
+    ``"half/float16/none"``) rather than leaving it to the mode (``"half"``, ``"mixed/bfloat16"``)."""
+    _, *rest = text.strip().split("/")
+    return len(rest) > 1 or (len(rest) == 1 and rest[0] not in DTYPES)
+
+
+def inference_policy(requested: str, trained: Precision) -> tuple[Precision, str | None]:
+    """The policy a trained model runs in when ``requested`` is asked for at inference, and a warning or None.
+
+    The stabilizer is part of the function the model learned: a ``requested``
+    policy that does not name one keeps ``trained``'s (``"half"`` for a model
+    trained in ``mixed`` is ``half/no-stabilizer``, not ``half/tanh``). A named
+    stabilizer that differs from ``trained``'s is used, with a warning naming both.
+    """
+    policy = Precision.from_string(requested)
+    if not names_stabilizer(requested):
+        return policy.replace(stabilizer=trained.stabilizer), None
+    if policy.stabilizer == trained.stabilizer:
+        return policy, None
+    return policy, (f"warning: --precision {requested} applies {_stabilizer(policy.stabilizer)}, but the model "
+                    f"was trained with {_stabilizer(trained.stabilizer)}: it computes a function it was not "
+                    f"trained on, and its errors grow; --precision {policy.mode}/{policy.dtype} keeps the trained "
+                    "stabilizer")
+
+
+def _stabilizer(name: str | None) -> str:
+    return f"the {name} stabilizer" if name else "no stabilizer"
+
+
 def set_precision(module: torch.nn.Module, precision) -> Precision:
     """Give every precision-aware submodule of ``module`` the same policy."""
     policy = Precision.parse(precision)
@@ -171,11 +202,43 @@ def inside_autocast(policy: Precision, device_type: str) -> Precision:
     whose policy is ``full`` runs as ``amp`` in autocast's dtype, which is what
     autocast does to linear layers; ``amp``, ``mixed`` and ``half`` stay as set.
     """
-    if policy.mode != "full" or not torch.is_autocast_enabled(device_type):
+    if policy.mode != "full" or not torch.amp.is_autocast_available(device_type) \
+            or not torch.is_autocast_enabled(device_type):
         return policy
     names = {dtype: name for name, dtype in DTYPES.items()}
     name = names.get(torch.get_autocast_dtype(device_type))
     return policy if name is None else policy.replace(mode="amp", dtype=name, stabilizer=policy.stabilizer)
+
+
+def autocast_off(device_type: str):
+    """A context in which ``torch.autocast`` is off on ``device_type`` (a no-op where autocast does not
+    exist, such as the ``meta`` device that traces the accelerator path: :mod:`mpno.ops.devices`)."""
+    if torch.amp.is_autocast_available(device_type):
+        return torch.autocast(device_type, enabled=False)
+    return contextlib.nullcontext()
+
+
+#: Inductor options under which compiled code rounds where the policy says (:func:`compiled`).
+COMPILE_OPTIONS = {"emulate_precision_casts": True}
+
+
+def compiled(model: torch.nn.Module, backend: str = "inductor", **kwargs) -> torch.nn.Module:
+    """``torch.compile(model, fullgraph=True)`` computing what ``model`` computes uncompiled, in any policy.
+
+    Inductor fuses elementwise operations into kernels that keep their
+    intermediates in float32, and by default drops a rounding to half between two
+    fused operations: a compiled ``mixed`` or ``half`` model is then a little more
+    accurate than the policy says, and differs from the uncompiled model by about
+    that model's own rounding error. :data:`COMPILE_OPTIONS` makes inductor round
+    at every cast to half, as the uncompiled model does (on the CPU the two agree
+    to the last bit). Other ``torch.compile`` arguments pass through; ``options``
+    add to :data:`COMPILE_OPTIONS` (inductor only).
+    """
+    options = kwargs.pop("options", None)
+    if backend == "inductor":
+        options = {**COMPILE_OPTIONS, **(options or {})}
+    kwargs.setdefault("fullgraph", True)
+    return torch.compile(model, backend=backend, options=options, **kwargs)
 
 
 #: The authors' recipe: 25% half (tanh), 50% mixed, 25% full.

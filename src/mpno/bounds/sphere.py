@@ -3,6 +3,15 @@ of the coefficients, estimated from the same fields on successively coarser grid
 
 Errors are maxima over samples, channels and kept coefficients ``|ĉ_lm − c_lm|``, like
 :mod:`mpno.bounds.measure` on the torus.
+
+Which transform the budget assumes: :func:`precision_error` compares the same
+quadrature in two precisions and holds for every ``lmax`` the grid allows (up to
+``nlat``; above the exact limit that quadrature aliases, and the aliasing is part
+of the float64 reference, not of the precision error). :func:`discretization`
+compares coefficients across grids, and :func:`coarsenings` keeps only grids that
+transform ``lmax`` exactly (:func:`mpno.ops.sht.exact_lmax`): the budget's
+discretisation error is that of the exact projection. A model that keeps degrees
+beyond its grid's exact limit carries the aliasing on top (docs/sphere.md measures it).
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ def coarsenings(fields: torch.Tensor, lmax: int, mmax: int) -> list[torch.Tensor
     levels = [fields]
     while True:
         nlat, nlon = levels[-1].shape[-2:]
-        if nlat % 2 == 0 or nlon % 2 or sht.max_degree((nlat + 1) // 2, "equiangular") < lmax \
+        if nlat % 2 == 0 or nlon % 2 or sht.exact_lmax((nlat + 1) // 2, "equiangular") < lmax \
                 or nlon // 4 + 1 < mmax:
             break
         levels.append(levels[-1][..., ::2, ::2])

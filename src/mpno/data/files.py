@@ -18,6 +18,7 @@ file does not (default: 2, the common ``neuraloperator`` case).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pickle
@@ -28,6 +29,9 @@ from typing import Sequence
 import h5py
 import numpy as np
 import torch
+
+from ..checks import one_line, reason
+from ..writing import new_hdf5
 
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 FORMAT_VERSION = 1
@@ -64,6 +68,121 @@ def file_kind(path: Path) -> str:
         raise DataError(f"{path}: the extension says {expected} but the content is {found}; "
                         "rename the file or convert it")
     return actual
+
+
+#: What :func:`identify` says a file holds.
+CHECKPOINT, GRID, POINT_CLOUDS, SPHERE = "checkpoint", "grid", "point clouds", "sphere"
+_IS = {CHECKPOINT: "an mpno checkpoint (a trained model)", GRID: "a data file of fields on a grid",
+       POINT_CLOUDS: "a data file of point clouds", SPHERE: "a data file of fields on the sphere"}
+_EXPECTED = {**_IS, CHECKPOINT: "a checkpoint (checkpoint.pt or best.pt of a run)"}
+_USAGE = "mpno predict CHECKPOINT DATA, mpno evaluate CHECKPOINT --data DATA, mpno bounds DATA --model CHECKPOINT"
+_FIX = {CHECKPOINT: f"give the data file here and the checkpoint where a model is asked for ({_USAGE})",
+        "data for a checkpoint": f"give the checkpoint here and the data file where data are asked for ({_USAGE})",
+        POINT_CLOUDS: "point clouds are for --model gino (and its checkpoints)",
+        GRID: "fields on a grid are for --model fno, tfno or sfno (and their checkpoints)",
+        SPHERE: "fields on the sphere are for --model sfno (and its checkpoints)"}
+
+
+def _keys_and_attributes(path: Path, kind: str) -> tuple[object, dict]:
+    """The top-level content of a file of ``kind`` (its keys, or a non-dict object) and its HDF5 attributes."""
+    if kind == "HDF5":
+        with h5py.File(path, "r") as f:
+            return list(f.keys()), {key: f.attrs[key] for key in ("grid", "equation", "mpno_format") if key in f.attrs}
+    if kind == "npz":
+        with np.load(path, allow_pickle=False) as data:
+            return list(data.files), {}
+    content = _load_torch(path)
+    return (list(content) if isinstance(content, dict) else content), {}
+
+
+def identify(path: str | os.PathLike) -> str | None:
+    """What ``path`` holds, judged by its content whatever its name: :data:`CHECKPOINT`, :data:`GRID`,
+    :data:`POINT_CLOUDS` or :data:`SPHERE`; ``None`` if it is unreadable or none of these."""
+    path = Path(path)
+    try:
+        kind = _kind_by_content(path)
+        if kind == "unknown":
+            return None
+        keys, attributes = _keys_and_attributes(path, kind)
+    except Exception:  # noqa: BLE001 - unreadable: the caller's own message says so
+        return None
+    if not isinstance(keys, list) or not keys:
+        return None
+    if "model" in keys and "operator" in keys:
+        return CHECKPOINT
+    if "points" in keys:
+        return POINT_CLOUDS
+    if "grid" in attributes or attributes.get("equation") == "shallow-water":
+        return SPHERE
+    if {"x", "y"} <= set(keys) or "tensor" in keys or "mpno_format" in attributes:  # the layouts open_pairs reads
+        return GRID
+    return None
+
+
+def _attribute(path: str | os.PathLike, name: str):
+    """An HDF5 data file's attribute ``name``, or ``None`` (no such attribute, not HDF5, unreadable: reading
+    the data says so, naming the file)."""
+    path = Path(path)
+    try:
+        if _kind_by_content(path) != "HDF5":
+            return None
+        with h5py.File(path, "r") as f:
+            return f.attrs.get(name)
+    except (OSError, zipfile.BadZipFile):
+        return None
+
+
+def _text(value) -> str:
+    return one_line(value.decode(errors="replace") if isinstance(value, bytes) else str(value))
+
+
+def declared_grid(path: str | os.PathLike) -> str | None:
+    """The spherical grid an HDF5 data file declares (its ``grid`` attribute, as
+    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+    value = _attribute(path, "grid")
+    return None if value is None else _text(value)
+
+
+def declared_equation(path: str | os.PathLike) -> str | None:
+    """The equation whose solver wrote an HDF5 data file (its ``equation`` attribute, as
+    :func:`mpno.data.generate` writes it), or ``None``."""
+    value = _attribute(path, "equation")
+    return None if value is None else _text(value)
+
+
+def declared_channels(path: str | os.PathLike) -> list[str] | None:
+    """The names of the channels an HDF5 data file declares (its ``channels`` attribute, as
+    :mod:`mpno.data.shallow_water` writes it), or ``None``."""
+    value = _attribute(path, "channels")
+    if value is None or np.ndim(value) != 1:
+        return None
+    return [_text(name) for name in value]
+
+
+def misfit(path: str | os.PathLike, expected: str) -> DataError | None:
+    """A ``DataError`` saying what ``path`` is, what was ``expected`` there (:data:`CHECKPOINT`,
+    :data:`GRID` or :data:`POINT_CLOUDS`) and what to do, if the file is recognisably something else."""
+    kind = identify(path)
+    if kind is None or kind == expected or (expected == GRID and kind == SPHERE):
+        return None
+    fix = _FIX["data for a checkpoint" if expected == CHECKPOINT else kind]
+    return DataError(f"{path} is {_IS[kind]}, but {_EXPECTED[expected]} is expected here; {fix}")
+
+
+def check_array(path: Path, key: str, shape: Sequence[int], dtype) -> None:
+    """``DataError`` naming the file and the array unless it is an array of real numbers with a sample axis."""
+    if isinstance(dtype, torch.dtype):
+        kind = "c" if dtype.is_complex else "b" if dtype == torch.bool else "f"
+    else:
+        kind = np.dtype(dtype).kind
+    if kind == "c":
+        raise DataError(f"{path}: '{key}' holds complex numbers ({dtype}); mpno trains on real fields and does "
+                        "not drop imaginary parts: store the real and imaginary parts as two channels")
+    if kind not in "biuf":
+        raise DataError(f"{path}: '{key}' holds {'text' if kind in 'SUO' else dtype} values, not numbers; name a "
+                        "numeric array")
+    if len(shape) == 0:
+        raise DataError(f"{path}: '{key}' is a single value, not an array of samples; name an array (N, ...)")
 
 
 def _with_channels(array_shape: Sequence[int], spatial_dims: int, path: Path, key: str) -> bool:
@@ -150,8 +269,9 @@ def _pick_keys(path: Path, available: Sequence[str], x_key: str | None, y_key: s
         chosen = next(((x, y) for x, y in defaults if x in available and y in available), defaults[0])
     for key in chosen:
         if key not in available:
-            raise DataError(f"{path}: no key '{key}'; the file has {sorted(available)}; "
-                            "name the input and output with x_key= and y_key= (--x-key/--y-key)")
+            raise misfit(path, GRID) or DataError(
+                f"{path}: no key '{key}'; the file has {sorted(available)}; name the input and output with x_key= "
+                "and y_key= (--x-key/--y-key)")
     return chosen
 
 
@@ -172,6 +292,7 @@ def _open_hdf5(path: Path, x_key, y_key, spatial_dims, time_in, time_out) -> HDF
         if "mpno_format" in f.attrs:
             spatial_dims = int(f.attrs["spatial_dims"])
         if not (x_key or y_key) and "tensor" in f and "t-coordinate" in f and "nu" not in f:
+            check_array(path, "tensor", f["tensor"].shape, f["tensor"].dtype)
             shape = f["tensor"].shape  # PDEBench time series: (N, T, *grid)
             steps = shape[1]
             for name, t in (("time_in", time_in), ("time_out", time_out)):
@@ -184,6 +305,7 @@ def _open_hdf5(path: Path, x_key, y_key, spatial_dims, time_in, time_out) -> HDF
         for key in (x_key, y_key):
             if not isinstance(f[key], h5py.Dataset):
                 raise DataError(f"{path}: '{key}' is a group, not an array; name a dataset with x_key=/y_key=")
+            check_array(path, key, f[key].shape, f[key].dtype)
         _check_pair_shapes(path, x_key, y_key, f[x_key].shape, f[y_key].shape, spatial_dims)
         return HDF5Pairs(path, x_key, y_key, f[x_key].shape[0], spatial_dims)
 
@@ -196,7 +318,7 @@ def _load_torch(path: Path):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         raise DataError(f"{path}: holds Python objects other than tensors, which mpno will not unpickle "
-                        f"({str(err).splitlines()[0]}); save a plain dict of tensors instead") from None
+                        f"({reason(err)}); save a plain dict of tensors instead") from None
 
 
 def available_keys(path: str | os.PathLike) -> list[str]:
@@ -219,10 +341,12 @@ def available_keys(path: str | os.PathLike) -> list[str]:
 UNREADABLE = (OSError, zipfile.BadZipFile, EOFError, RuntimeError, KeyError, ValueError)
 
 
-def unreadable(path: Path, err: Exception) -> DataError:
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    return DataError(f"{path}: cannot be read ({reason}); the file is truncated or corrupt: regenerate, "
-                     "re-download or restore it")
+def unreadable(path: Path, err: Exception, expected: str = GRID) -> DataError:
+    """The error for a file that failed to read: what it is if it is something other than ``expected``
+    (:func:`misfit`), else truncated or corrupt."""
+    return misfit(path, expected) or DataError(
+        f"{path}: cannot be read ({reason(err)}); the file is truncated or corrupt: regenerate, re-download or "
+        "restore it")
 
 
 def open_pairs(path: str | os.PathLike, x_key: str | None = None, y_key: str | None = None,
@@ -252,6 +376,7 @@ def _open_pairs(path: Path, x_key, y_key, spatial_dims, time_in, time_out) -> Fi
     for key, array in ((x_key, x), (y_key, y)):
         if not isinstance(array, (torch.Tensor, np.ndarray)):
             raise DataError(f"{path}: '{key}' is a {type(array).__name__}, not an array")
+        check_array(path, key, tuple(array.shape), array.dtype)
     _check_pair_shapes(path, x_key, y_key, tuple(x.shape), tuple(y.shape), spatial_dims)
     return TensorPairs(path, x, y, x_key, y_key, spatial_dims)
 
@@ -260,38 +385,45 @@ class PairWriter:
     """Writes (input, output) samples to an mpno HDF5 file that appears only when complete.
 
     Use as a context manager: samples go to a temporary file in the same
-    directory, renamed to ``path`` on success and deleted on error, so a
-    generation that stops half-way leaves nothing behind.
+    directory, renamed to ``path`` on success and deleted on error (a full disk,
+    Ctrl-C), so a generation that stops half-way leaves nothing behind; the file
+    is never written through a link (:func:`mpno.writing.new_hdf5`).
     """
 
     def __init__(self, path: Path, count: int, x_shape, y_shape, attributes: dict, coordinates):
         self.path, self.count = Path(path), count
         self.x_shape, self.y_shape = tuple(x_shape), tuple(y_shape)
         self.attributes, self.coordinates = attributes, coordinates
-        self.temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         self.written = 0
 
     def __enter__(self) -> "PairWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = h5py.File(self.temporary, "w")
-        self.file.attrs["mpno_format"] = FORMAT_VERSION
-        self.file.attrs["spatial_dims"] = len(self.coordinates)
-        for key, value in self.attributes.items():
-            self.file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
-        for axis, values in enumerate(self.coordinates):
-            self.file.create_dataset(f"grid_{axis}", data=np.asarray(values))
-        self.x = self.file.create_dataset("x", (self.count, *self.x_shape), dtype="float32", chunks=(1, *self.x_shape))
-        self.y = self.file.create_dataset("y", (self.count, *self.y_shape), dtype="float32", chunks=(1, *self.y_shape))
+        self._stack = contextlib.ExitStack()
+        with self._stack:
+            self.output = self._stack.enter_context(new_hdf5(self.path))
+            self.file = self.output.file
+            self.file.attrs["mpno_format"] = FORMAT_VERSION
+            self.file.attrs["spatial_dims"] = len(self.coordinates)
+            for key, value in self.attributes.items():
+                self.file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
+            for axis, values in enumerate(self.coordinates):
+                self.file.create_dataset(f"grid_{axis}", data=np.asarray(values))
+            self.x = self.file.create_dataset("x", (self.count, *self.x_shape), dtype="float32",
+                                              chunks=(1, *self.x_shape))
+            self.y = self.file.create_dataset("y", (self.count, *self.y_shape), dtype="float32",
+                                              chunks=(1, *self.y_shape))
+            self._stack = self._stack.pop_all()  # opened: kept open until __exit__
         return self
 
     def append(self, x: np.ndarray, y: np.ndarray) -> None:
         self.x[self.written:self.written + len(x)] = x
         self.y[self.written:self.written + len(y)] = y
         self.written += len(x)
+        self.output.check()  # a full disk stops the generation now, not after the last sample
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        self.file.close()
-        if exc_type is None and self.written == self.count:
-            os.replace(self.temporary, self.path)
-        else:
-            self.temporary.unlink(missing_ok=True)
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None and self.written != self.count:
+            incomplete = RuntimeError(f"{self.path}: {self.written} of {self.count} samples written; nothing was kept")
+            self._stack.__exit__(RuntimeError, incomplete, None)
+            raise incomplete
+        return self._stack.__exit__(exc_type, exc, tb)

@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from . import burgers, darcy, navier_stokes, potential_flow, shallow_water
+from .. import memory
+from ..writing import check_output, require_space
 from .files import PairWriter
+from .progress import Progress
 
 EQUATIONS = {
     "darcy": (darcy, 2, 16),  # module, spatial dims, default batch size
@@ -24,6 +26,23 @@ EQUATIONS = {
 def coarse_path(out: Path, resolution: int) -> Path:
     """Where the copy of ``out`` subsampled to ``resolution`` goes: ``name_<resolution>.h5``."""
     return out.with_name(f"{out.stem}_{resolution}{out.suffix}")
+
+
+def _check_size(equation: str, targets: dict[int, Path], n: int, resolution: int, ndim: int, batch_size: int,
+                params: dict) -> None:
+    """Refuse, before solving anything, a request whose batches cannot fit in memory or whose files cannot fit
+    on their disk. The estimates are lower bounds: the input and output channels at every grid point, solved
+    in float64 and stored in float32."""
+    channels = {"shallow-water": 6, "navier-stokes": 1 + params.get("snapshots", 1)}.get(equation, 2)
+
+    def values(r: int) -> int:  # per sample, input and output
+        return channels * (r * (params.get("nlon") or 2 * r) if equation == "shallow-water" else r**ndim)
+
+    batch = min(batch_size, n)
+    memory.require(batch * values(resolution) * 8, "cpu", f"generating {equation} at resolution {resolution} in "
+                   f"batches of {batch}", "lower --resolution or --batch-size")
+    for r, path in targets.items():
+        require_space(path, n * values(r) * 4)
 
 
 def generate(equation: str, out: str | Path, n: int, resolution: int | None = None, seed: int = 0,
@@ -40,7 +59,8 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         n, resolution, seed: sample count, grid points per dimension (grid
             equations only), and seed (sample ``i`` depends only on ``seed`` and
             ``i``, not on the batch size).
-        progress: show a progress bar (default: when writing to a terminal).
+        progress: ``None`` (default): a progress bar on a terminal, and off one a line per chunk of
+            samples on stderr; ``True``: a bar; ``False``: nothing (:class:`mpno.data.progress.Progress`).
         overwrite: replace existing files (otherwise refuse).
         **params: the equation's parameters (see each module's ``DEFAULTS``).
 
@@ -72,11 +92,10 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         if not 0 < r < resolution or resolution % r:
             raise ValueError(f"coarsen={r} must divide resolution={resolution} and be smaller")
     targets = {resolution: out, **{r: coarse_path(out, r) for r in coarsen}}
-    existing = [str(p) for p in targets.values() if p.exists()]
-    if existing and not overwrite:
-        raise FileExistsError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}; "
-                              "pass overwrite=True (--overwrite) to replace")
+    for path in targets.values():
+        check_output(path, overwrite)
     batch_size = batch_size or default_batch
+    _check_size(equation, targets, n, resolution, ndim, batch_size, params)
 
     def batches():
         for start in range(0, n, batch_size):
@@ -95,8 +114,7 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
                           "generated_resolution": resolution, **described}
             writer = PairWriter(path, n, first[0][stride].shape[1:], first[1][stride].shape[1:], attributes, coords)
             writers[r] = (stack.enter_context(writer), stride)
-        bar = stack.enter_context(tqdm(total=n, unit="sample", desc=f"{equation} {resolution}",
-                                       disable=None if progress is None else not progress))
+        bar = stack.enter_context(Progress(n, f"{equation} {resolution}", progress))
         for x, y in (first, *stream):
             for writer, stride in writers.values():
                 writer.append(x[stride], y[stride])

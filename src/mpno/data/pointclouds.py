@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from ..ops.neighbors import Neighborhood
-from .files import DataError, file_kind
+from .files import POINT_CLOUDS, UNREADABLE, DataError, check_array, file_kind, misfit, unreadable
 
 #: Inputs and outputs of :mod:`mpno.data.potential_flow` files, the defaults when a file has them.
 POTENTIAL_FLOW_KEYS = (("normals", "flow"), ("cp",))
@@ -135,22 +135,32 @@ def collate(samples: Sequence[tuple[PointClouds, PointValues]]) -> tuple[PointCl
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     """Every array of an .h5/.npz file (loaded into memory: point-cloud files are small)."""
     kind = file_kind(path)
-    if kind == "HDF5":
-        with h5py.File(path, "r") as f:
-            return {key: f[key][()] for key in f if isinstance(f[key], h5py.Dataset)}
-    if kind == "npz":
-        with np.load(path, allow_pickle=False) as data:
-            return {key: data[key] for key in data.files}
-    raise DataError(f"{path}: point clouds are read from .h5/.hdf5 or .npz files")
+    try:
+        if kind == "HDF5":
+            with h5py.File(path, "r") as f:
+                return {key: f[key][()] for key in f if isinstance(f[key], h5py.Dataset)}
+        if kind == "npz":
+            with np.load(path, allow_pickle=False) as data:
+                return {key: data[key] for key in data.files}
+    except UNREADABLE as err:
+        raise unreadable(path, err, POINT_CLOUDS) from None
+    raise misfit(path, POINT_CLOUDS) or DataError(f"{path}: point clouds are read from .h5/.hdf5 or .npz files")
+
+
+def _array(path: Path, arrays: dict, key: str) -> np.ndarray:
+    """``arrays[key]``, checked to be numbers with a sample axis."""
+    if key not in arrays:
+        raise DataError(f"{path}: no array '{key}'; the file has {sorted(arrays)}")
+    array = np.asarray(arrays[key])
+    check_array(path, key, array.shape, array.dtype)
+    return array
 
 
 def _channels(path: Path, arrays: dict, keys: Sequence[str], count: int, width: int) -> np.ndarray:
     """The arrays ``keys`` as (count, width, channels), per-sample arrays repeated at every point."""
     columns = []
     for key in keys:
-        if key not in arrays:
-            raise DataError(f"{path}: no array '{key}'; the file has {sorted(arrays)}")
-        array = arrays[key].astype(np.float32)
+        array = _array(path, arrays, key).astype(np.float32)
         if len(array) != count:
             raise DataError(f"{path}: '{key}' has {len(array)} samples but 'points' has {count}")
         if array.ndim >= 2 and array.shape[1] == width:  # per point
@@ -180,8 +190,8 @@ class PointCloudDataset(torch.utils.data.Dataset):
         path = Path(source)
         arrays = _read_arrays(path)
         if "points" not in arrays:
-            raise DataError(f"{path}: no 'points' array; the file has {sorted(arrays)}")
-        points = arrays["points"]
+            raise misfit(path, POINT_CLOUDS) or DataError(f"{path}: no 'points' array; the file has {sorted(arrays)}")
+        points = _array(path, arrays, "points")
         if points.ndim != 3:
             raise DataError(f"{path}: 'points' has shape {points.shape}; expected (samples, points, dims)")
         count, width = points.shape[:2]
@@ -191,10 +201,10 @@ class PointCloudDataset(torch.utils.data.Dataset):
             raise DataError(f"{path}: name both inputs= and outputs= (the file has {sorted(arrays)})")
         if weights is None and "weights" in arrays:
             weights = "weights"
-        sizes = arrays.get("sizes", np.full(count, width))
-        if sizes.shape != (count,) or (sizes < 1).any() or (sizes > width).any():
-            raise DataError(f"{path}: 'sizes' must hold {count} counts in [1, {width}]")
-        if weights is not None and (weights not in arrays or arrays[weights].shape != (count, width)):
+        sizes = _array(path, arrays, "sizes") if "sizes" in arrays else np.full(count, width)
+        if sizes.shape != (count,) or not np.isin(sizes, np.arange(1, width + 1)).all():
+            raise DataError(f"{path}: 'sizes' must hold {count} whole counts in [1, {width}]")
+        if weights is not None and (weights not in arrays or _array(path, arrays, weights).shape != (count, width)):
             raise DataError(f"{path}: quadrature weights '{weights}' must be an array ({count}, {width})")
         channels = [_channels(path, arrays, keys, count, width) for keys in (inputs, outputs)]
         self._store(path, points, *channels, sizes, None if weights is None else arrays[weights], indices)

@@ -19,19 +19,18 @@ and a uniformly random stream direction, and ``points`` surface points uniformly
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy.spatial.transform import Rotation
 from scipy.special import elliprd
-from tqdm.auto import tqdm
 
+from ..writing import check_output, new_hdf5, require_space
 from .files import FORMAT_VERSION
 from .pointclouds import PointCloudDataset
+from .progress import Progress
 
 DEFAULTS = {"points": 1024, "min_axis": 0.3, "max_axis": 1.0}
 
@@ -94,27 +93,23 @@ def write(out: str | os.PathLike, n: int, seed: int = 0, overwrite: bool = False
         raise ValueError(f"n={n!r} and points={points!r} must be positive ints")
     if not 0 < min_axis <= max_axis:
         raise ValueError(f"min_axis={min_axis!r} and max_axis={max_axis!r} must satisfy 0 < min_axis <= max_axis")
-    if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} already exists; pass overwrite=True (--overwrite) to replace")
+    check_output(out, overwrite)
+    require_space(out, n * points * 7 * 4)  # points, normals and cp in float32
     out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     shapes = {"points": (points, 3), "normals": (points, 3), "cp": (points,), "semi_axes": (3,),
               "rotation": (3, 3), "flow": (3,)}
     params = {"points": points, "min_axis": min_axis, "max_axis": max_axis}
-    try:
-        with h5py.File(temporary, "w") as f, contextlib.closing(
-                tqdm(total=n, unit="sample", desc="potential-flow", disable=None if progress is None else not progress)) as bar:
-            f.attrs.update({"mpno_format": FORMAT_VERSION, "equation": "potential-flow", "params": json.dumps(params),
-                            "seed": seed})
-            arrays = {key: f.create_dataset(key, (n, *shape), dtype="float32" if key in ("points", "normals", "cp")
-                                            else "float64") for key, shape in shapes.items()}
-            for i in range(n):
-                for key, value in sample(seed, i, **params).items():
-                    arrays[key][i] = value
-                bar.update(1)
-        os.replace(temporary, out)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with new_hdf5(out) as output, Progress(n, "potential-flow", progress) as bar:
+        f = output.file
+        f.attrs.update({"mpno_format": FORMAT_VERSION, "equation": "potential-flow", "params": json.dumps(params),
+                        "seed": seed})
+        arrays = {key: f.create_dataset(key, (n, *shape), dtype="float32" if key in ("points", "normals", "cp")
+                                        else "float64") for key, shape in shapes.items()}
+        for i in range(n):
+            for key, value in sample(seed, i, **params).items():
+                arrays[key][i] = value
+            output.check()
+            bar.update(1)
     return out
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..ops.contraction import complex_einsum
+from . import casting
 
 FACTORIZATIONS = ("dense", "cp", "tucker", "tt")
 _MODE_LETTERS = "ioxyz"  # in, out, then up to three spatial modes
@@ -97,12 +98,13 @@ class FactorizedWeight(nn.Module):
 
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Contract coefficients (batch, in, *kept, 2) with the factors, in ``dtype``, planned."""
-        return complex_einsum(self.contraction_equation(), coeffs.to(dtype), *[f.to(dtype) for f in self.factors])
+        return complex_einsum(self.contraction_equation(), coeffs.to(dtype),
+                              *[casting.weight(f, dtype) for f in self.factors])
 
     def to_dense(self, dtype: torch.dtype | None = None) -> torch.Tensor:
         """The dense tensor ``(*shape, 2)``, reconstructed in ``dtype`` (default: the factors')."""
         dtype = dtype or self.factors[0].dtype
-        return complex_einsum(self.reconstruction_equation(), *[f.to(dtype) for f in self.factors])
+        return complex_einsum(self.reconstruction_equation(), *[casting.weight(f, dtype) for f in self.factors])
 
     def extra_repr(self) -> str:
         return f"shape={self.shape}, ranks={self.ranks}"

@@ -10,6 +10,7 @@ from torch import nn
 
 from ..ops import products, tables
 from .. import precision as precision_module
+from . import casting
 from ..precision import Precision
 
 SKIPS = ("linear", "identity", "soft-gating")
@@ -18,6 +19,20 @@ SKIPS = ("linear", "identity", "soft-gating")
 def _channel_view(vector: torch.Tensor, ndim: int) -> torch.Tensor:
     """(C,) -> (C, 1, ..., 1) for broadcasting over ``ndim`` spatial dims."""
     return vector.view(-1, *([1] * ndim))
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """``x`` (batch, channels, *grid) with the channels innermost in memory (copied only if they are not).
+
+    mpno's operators keep their activations in this layout: the pointwise layers
+    (1×1 convolutions) and the transforms run fastest on it, and need no copies.
+    """
+    return x.movedim(1, -1).contiguous().movedim(-1, 1)
+
+
+def cat_channels(tensors) -> torch.Tensor:
+    """Fields (batch, channels_k, *grid) concatenated along the channels, in channels-last memory: one copy."""
+    return torch.cat([t.movedim(1, -1) for t in tensors], dim=-1).movedim(-1, 1)
 
 
 class PointwiseLinear(nn.Module):
@@ -35,13 +50,14 @@ class PointwiseLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(out_channels).uniform_(-bound, bound)) if bias else None
         self.precision = Precision.parse(precision)
 
+    def half_parameters(self):
+        """``(parameter, dtype)`` of the parameters used in half (:mod:`mpno.nn.casting`)."""
+        dtype = self.precision.real_dtype
+        return () if dtype is None else ((self.weight, dtype), (self.bias, dtype))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.precision.real_dtype or self.weight.dtype
-        weight = self.weight.to(dtype).expand(x.shape[0], *self.weight.shape)  # a batched product copies nothing
-        y = products.matmul(weight, x.to(dtype).flatten(2)).unflatten(-1, x.shape[2:])
-        if self.bias is not None:
-            y = y + _channel_view(self.bias.to(dtype), x.ndim - 2)
-        return y
+        return products.pointwise(x.to(dtype), casting.weight(self.weight, dtype), casting.weight(self.bias, dtype))
 
 
 class SoftGating(nn.Module):
@@ -52,9 +68,14 @@ class SoftGating(nn.Module):
         self.weight = nn.Parameter(torch.ones(channels))
         self.precision = Precision.parse(precision)
 
+    def half_parameters(self):
+        """``(parameter, dtype)`` of the parameters used in half (:mod:`mpno.nn.casting`)."""
+        dtype = self.precision.real_dtype
+        return () if dtype is None else ((self.weight, dtype),)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = self.precision.real_dtype or self.weight.dtype
-        return x.to(dtype) * _channel_view(self.weight.to(dtype), x.ndim - 2)
+        return x.to(dtype) * _channel_view(casting.weight(self.weight, dtype), x.ndim - 2)
 
 
 class Identity(nn.Module):
@@ -138,7 +159,7 @@ class OperatorBlock(nn.Module):
             self.mlp = self.mlp_skip = None
 
     def forward(self, x: torch.Tensor, activate: bool) -> torch.Tensor:
-        y = self.conv(x) + self.skip(x)
+        y = self.skip(x) + self.conv(x)  # the sum takes the first term's memory layout: channels last
         if self.mlp is not None:
             y = self.mlp(F.gelu(y)) + self.mlp_skip(x)
         return F.gelu(y) if activate else y
@@ -148,8 +169,32 @@ class OutdatedArchitecture(ValueError):
     """Saved weights of an operator whose design has since changed (they cannot be loaded into the new one)."""
 
 
-class Operator(nn.Module):
-    """What mpno's operators share: one policy for every layer, kept inside ``torch.autocast``.
+class FixedModes:
+    """``n_modes`` is set once, when a layer or operator is built: its spectral weights hold exactly the kept
+    modes (nothing beyond them), so there is nothing to switch to; setting it again raises ``AttributeError``.
+
+    (neuraloperator's incremental training sets ``model.n_modes`` on weights sized for
+    ``max_n_modes``; in mpno, build a model with the modes wanted.)
+    """
+
+    @property
+    def n_modes(self) -> tuple[int, ...]:
+        """The kept modes, as given when the model was built."""
+        return self.__dict__["_n_modes"]
+
+    @n_modes.setter
+    def n_modes(self, value) -> None:
+        if "_n_modes" in self.__dict__:
+            raise AttributeError(
+                f"{type(self).__name__}.n_modes is fixed when the model is built: its spectral weights hold "
+                f"exactly n_modes={self.n_modes} (mpno has no neuraloperator-style incremental training of "
+                f"modes); build a new {type(self).__name__} with n_modes={value!r}")
+        self.__dict__["_n_modes"] = value
+
+
+class Operator(FixedModes, nn.Module):
+    """What mpno's operators share: one policy for every layer, kept inside ``torch.autocast``, and
+    :class:`FixedModes`.
 
     Subclasses compute in ``_forward`` and call :meth:`_in_own_policy` from ``forward``.
     """
@@ -160,14 +205,17 @@ class Operator(nn.Module):
         return self.precision
 
     def _in_own_policy(self, x, device_type: str):
-        """``_forward(x)`` with autocast off, in :func:`mpno.precision.inside_autocast`'s policy."""
+        """``_forward(x)`` with autocast off, in :func:`mpno.precision.inside_autocast`'s policy, the parameters
+        used in half cast once (:mod:`mpno.nn.casting`)."""
         policy = precision_module.inside_autocast(self.precision, device_type)
-        with torch.autocast(device_type, enabled=False):
-            if policy is self.precision:
-                return self._forward(x)
+        with precision_module.autocast_off(device_type):
             own = self.precision
-            self.set_precision(policy)
+            if policy is not own:
+                self.set_precision(policy)
+            started = casting.begin(self)
             try:
                 return self._forward(x)
             finally:
-                self.set_precision(own)
+                casting.end(started)
+                if policy is not own:
+                    self.set_precision(own)

@@ -7,10 +7,11 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..checks import as_modes, check_field, positive_int
+from ..checks import as_modes, check_field, operator_in_channels, positive_int
 from ..precision import Precision
 from .factorized import factorization_name
-from .layers import ChannelMLP, DomainPadding, Operator, OperatorBlock, grid_coordinates
+from .layers import (ChannelMLP, DomainPadding, Operator, OperatorBlock, cat_channels, channels_last,
+                     grid_coordinates)
 from .spectral import SpectralConv
 
 
@@ -50,7 +51,7 @@ class FNO(Operator):
                  factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
                  implementation: str = "factorized"):
         super().__init__()
-        self.in_channels = positive_int("in_channels", in_channels)
+        self.in_channels = operator_in_channels(in_channels, type(self).__name__)
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = as_modes(n_modes)
         self.arguments = {
@@ -84,8 +85,7 @@ class FNO(Operator):
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         out_dtype, grid = x.dtype, x.shape[2:]
-        if self.positional_embedding:
-            x = torch.cat([x, grid_coordinates(x)], dim=1)
+        x = cat_channels([x, grid_coordinates(x)]) if self.positional_embedding else channels_last(x)
         x = self.lifting(x)
         if self.padding is not None:
             x = self.padding.pad(x)

@@ -12,11 +12,14 @@ from .registry import build_operator, model_kind
 
 
 class UnitGaussianNormalizer(nn.Module):
-    """Per-channel standardisation ``(x - mean) / std``, invertible.
+    """Per-channel standardisation ``(x - mean) / scale``, invertible.
 
     Statistics are per channel over samples *and* grid points, so one normaliser
-    serves every resolution (zero-shot super-resolution). Fit it on the training
-    split only; it is saved with the model (its buffers are in ``state_dict``).
+    serves every resolution (zero-shot super-resolution). ``scale`` is the standard
+    deviation, floored at ``eps`` times the mean's size, so that a channel in small
+    units (a vorticity of 1e-5 s⁻¹) is standardised like any other, while a constant
+    channel is only centred (an all-zero one is left as it is). Fit it on the
+    training split only; it is saved with the model (its buffers are in ``state_dict``).
     """
 
     def __init__(self, channels: int, eps: float = 1e-6):
@@ -24,6 +27,7 @@ class UnitGaussianNormalizer(nn.Module):
         self.eps = eps
         self.register_buffer("mean", torch.zeros(channels))
         self.register_buffer("std", torch.ones(channels))
+        self.register_buffer("scale", torch.ones(channels))
 
     @classmethod
     def fit(cls, fields: Iterable[torch.Tensor], eps: float = 1e-6) -> "UnitGaussianNormalizer":
@@ -39,19 +43,27 @@ class UnitGaussianNormalizer(nn.Module):
             raise ValueError("cannot fit a normaliser on no samples")
         normalizer = cls(len(total), eps)
         mean = total / count
+        std = (squares / count - mean.square()).clamp(min=0).sqrt()
+        scale = torch.maximum(std, eps * mean.abs())
         normalizer.mean.copy_(mean)
-        normalizer.std.copy_((squares / count - mean.square()).clamp(min=0).sqrt())
+        normalizer.std.copy_(std)
+        normalizer.scale.copy_(torch.where(scale > 0, scale, torch.ones_like(scale)))
         return normalizer
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "std" in state_dict and prefix + "scale" not in state_dict:  # saved before ``scale``
+            state_dict[prefix + "scale"] = state_dict[prefix + "std"] + self.eps  # what they standardised with
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def _view(self, t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         return t.to(like.dtype).view(1, -1, *([1] * (like.ndim - 2)))
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """(batch, channels, *grid) -> standardised."""
-        return (x - self._view(self.mean, x)) / (self._view(self.std, x) + self.eps)
+        return (x - self._view(self.mean, x)) / self._view(self.scale, x)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return x * (self._view(self.std, x) + self.eps) + self._view(self.mean, x)
+        return x * self._view(self.scale, x) + self._view(self.mean, x)
 
 
 class NormalizedOperator(nn.Module):

@@ -10,13 +10,28 @@ from torch import nn
 
 from ..ops import transforms
 from ..checks import as_modes, check_field, positive_int
-from ..ops.contraction import complex_pair
+from ..ops.contraction import block_product, complex_pair
+from ..ops.products import HALF_DTYPES
 from .factorized import factorized_weight
-from ..precision import Precision
+from .layers import FixedModes
+from ..precision import Precision, autocast_off
 from ..ops.stabilizers import stabilize
+from . import casting
 
 _MODE_LETTERS = "hjklmn"
 IMPLEMENTATIONS = ("factorized", "reconstructed")
+
+
+def _modes_outermost(weight: torch.Tensor) -> torch.Tensor:
+    """``weight`` (in, out, *modes, 2) with the same values, stored modes first: (*modes, in, out, 2) in memory.
+
+    The contraction is a product batched over the modes, whose operand is then a
+    view of the weight, and whose weight gradient comes out in the same layout,
+    so neither direction copies the weight.
+    """
+    ndim = weight.ndim - 3
+    order = (*range(2, 2 + ndim), 0, 1, weight.ndim - 1)
+    return weight.permute(order).contiguous().permute(sorted(range(weight.ndim), key=order.__getitem__))
 
 
 def contract_dense(coeffs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -29,9 +44,10 @@ def contract_dense(coeffs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return complex_pair(f"bi{modes},io{modes}->bo{modes}", coeffs, weight)
 
 
-class KernelWeights(nn.Module):
+class KernelWeights(FixedModes, nn.Module):
     """The parameters of a kernel layer: complex weights of ``shape`` (dense, or factorised and
-    contracted as ``implementation`` says) stored as real (re, im) float32 pairs, and a bias."""
+    contracted as ``implementation`` says) stored as real (re, im) float32 pairs, and a bias;
+    ``n_modes`` is fixed (:class:`mpno.nn.layers.FixedModes`)."""
 
     def _make_weights(self, shape, factorization, rank, implementation: str, bias: bool) -> None:
         if implementation not in IMPLEMENTATIONS:
@@ -40,7 +56,8 @@ class KernelWeights(nn.Module):
         self.implementation = implementation
         self.factorized = factorized_weight(factorization, shape, rank)
         if self.factorized is None:
-            self.weight = nn.Parameter(torch.randn(*shape, 2) * math.sqrt(1.0 / (shape[0] + shape[1])))
+            weight = torch.randn(*shape, 2) * math.sqrt(1.0 / (shape[0] + shape[1]))
+            self.weight = nn.Parameter(_modes_outermost(weight))
         else:
             self.register_parameter("weight", None)
         self.bias = nn.Parameter(torch.zeros(shape[1])) if bias else None
@@ -48,6 +65,21 @@ class KernelWeights(nn.Module):
     @property
     def master_dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
+
+    def half_parameters(self):
+        """``(parameter, dtype)`` of the parameters used in half (:mod:`mpno.nn.casting`): the weights (or
+        factors) and the bias, in the policy's spectral dtype."""
+        dtype = self.precision.spectral_dtype
+        if dtype is None:
+            return ()
+        weights = [self.weight] if self.factorized is None else list(self.factorized.factors)
+        return tuple((p, dtype) for p in (*weights, self.bias))
+
+    def add_bias(self, y: torch.Tensor) -> torch.Tensor:
+        """``y`` (batch, out, *grid) plus the bias, in ``y``'s dtype."""
+        if self.bias is None:
+            return y
+        return y + casting.weight(self.bias, y.dtype).view(-1, *([1] * (y.ndim - 2)))
 
     @property
     def complex_weight(self) -> torch.Tensor:
@@ -96,27 +128,31 @@ class SpectralConv(KernelWeights):
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Multiply kept coefficients (batch, in, *kept, 2) by the weights, in ``dtype``."""
         coeffs = coeffs.to(dtype)
+        if self.factorized is None and dtype in HALF_DTYPES:
+            return block_product(coeffs, casting.block(self.weight, dtype))
         if self.factorized is None:
             return contract_dense(coeffs, self.weight.to(dtype))
         if self.implementation == "reconstructed":
             return contract_dense(coeffs, self.factorized.to_dense(dtype))
         return self.factorized.contract(coeffs, dtype)
 
+    def half_parameters(self):
+        """As :meth:`KernelWeights.half_parameters`, with a dense weight wanted as its 2×2 block."""
+        return tuple((p, dtype, "block") if p is self.weight else (p, dtype)
+                     for p, dtype in super().half_parameters())
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        with torch.autocast(x.device.type, enabled=False):  # the policy decides, not autocast
+        with autocast_off(x.device.type):  # the policy decides, not autocast
             return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
         policy = self.precision
         grid = x.shape[2:]
         x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
-        coeffs = transforms.forward(x, self.n_modes, backend=policy.fft_backend)
+        coeffs = transforms.forward(x, self.n_modes, backend=policy.fft_backend, result_dtype=policy.spectral_dtype)
         coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
-        y = transforms.inverse(coeffs, grid, backend=policy.fft_backend)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype).view(-1, *([1] * len(grid)))
-        return y
+        return self.add_bias(transforms.inverse(coeffs, grid, backend=policy.fft_backend))
 
     def extra_repr(self) -> str:
         kind = "dense" if self.factorized is None else f"{self.factorized.kind}, {self.implementation}"

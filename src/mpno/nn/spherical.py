@@ -8,13 +8,14 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..checks import check_field, positive_int
+from ..checks import check_field, operator_in_channels, positive_int
 from ..ops import sht, tables
 from ..ops.contraction import complex_einsum, complex_pair
 from ..ops.stabilizers import stabilize
-from ..precision import Precision
+from ..precision import Precision, autocast_off
+from . import casting
 from .factorized import factorization_name
-from .layers import ChannelMLP, Operator, OperatorBlock
+from .layers import ChannelMLP, Operator, OperatorBlock, cat_channels, channels_last
 from .losses import _relative, _working
 from .spectral import KernelWeights
 
@@ -65,16 +66,16 @@ class SphericalConv(KernelWeights):
         """Multiply coefficients (batch, in, lmax, mmax, 2) by the per-degree weights, in ``dtype``."""
         coeffs = coeffs.to(dtype)
         if self.factorized is None:
-            return complex_pair(_DENSE, coeffs, self.weight.to(dtype))
+            return complex_pair(_DENSE, coeffs, casting.weight(self.weight, dtype))
         if self.implementation == "reconstructed":
             return complex_pair(_DENSE, coeffs, self.factorized.to_dense(dtype))
         i, o, l = self.factorized.letters  # "m" (the order) is no factor's letter
         equation = f"b{i}{l}m,{','.join(self.factorized.terms)}->b{o}{l}m"
-        return complex_einsum(equation, coeffs, *[f.to(dtype) for f in self.factorized.factors])
+        return complex_einsum(equation, coeffs, *[casting.weight(f, dtype) for f in self.factorized.factors])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        with torch.autocast(x.device.type, enabled=False):  # the policy decides, not autocast
+        with autocast_off(x.device.type):  # the policy decides, not autocast
             return self._forward(x)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -83,10 +84,7 @@ class SphericalConv(KernelWeights):
         x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
         coeffs = sht.forward(x, *self.n_modes, grid=self.grid, backend=policy.fft_backend)
         coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
-        y = sht.inverse(coeffs, nlat, nlon, self.grid, backend=policy.fft_backend)
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype).view(-1, 1, 1)
-        return y
+        return self.add_bias(sht.inverse(coeffs, nlat, nlon, self.grid, backend=policy.fft_backend))
 
     def extra_repr(self) -> str:
         kind = "dense" if self.factorized is None else f"{self.factorized.kind}, {self.implementation}"
@@ -118,8 +116,8 @@ class SFNO(Operator):
         positional_embedding: append the unit-sphere coordinates (x, y, z) of each
             point as three input channels (they depend on the grid, not on its size).
 
-    Runs on any grid of its type that resolves ``n_modes`` (equiangular:
-    ``nlat >= 2 lmax - 1``; Legendre–Gauss: ``nlat >= lmax``; both: ``nlon >= 2 (mmax - 1)``).
+    Runs on any grid of its type that carries ``n_modes`` (``nlat >= lmax``, ``nlon >= 2 (mmax - 1)``;
+    without aliasing where ``lmax`` is at most :func:`mpno.ops.sht.exact_lmax`).
     :attr:`arguments` holds the constructor's arguments (all but ``precision``) for
     :func:`mpno.nn.registry.build_operator`; inside ``torch.autocast`` the model keeps
     its policy, and a ``full`` model runs as ``amp`` (:func:`mpno.precision.inside_autocast`).
@@ -133,7 +131,7 @@ class SFNO(Operator):
                  factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
                  implementation: str = "factorized"):
         super().__init__()
-        self.in_channels = positive_int("in_channels", in_channels)
+        self.in_channels = operator_in_channels(in_channels, type(self).__name__)
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = spherical_modes(n_modes)
         self.grid = sht.check_grid(grid)
@@ -167,7 +165,9 @@ class SFNO(Operator):
         out_dtype = x.dtype
         if self.positional_embedding:
             points = _sphere_points(*x.shape[2:], self.grid, x.dtype, x.device)
-            x = torch.cat([x, points.expand(x.shape[0], *points.shape)], dim=1)
+            x = cat_channels([x, points.expand(x.shape[0], *points.shape)])
+        else:
+            x = channels_last(x)
         x = self.lifting(x)
         for i, block in enumerate(self.blocks):
             x = block(x, activate=i < len(self.blocks) - 1)
@@ -182,29 +182,34 @@ def _area_weights(nlat: int, nlon: int, grid: str, dtype: torch.dtype, device: t
 
 
 class SphericalL2Loss:
-    """Relative ``‖pred − y‖ / ‖y‖`` in L²(S²) per sample and channel (quadrature of the grid), averaged.
+    """Relative ``‖pred − y‖ / ‖y‖`` in L²(S²) per sample (quadrature of the grid, all channels), averaged.
 
-    Fields (batch, channels, nlat, nlon) on ``grid``. Each channel counts on its own,
-    so fields of very different sizes (a height in metres beside a vorticity in
-    s⁻¹) are all learnt. ``relative=False``: the absolute norm ``(∫|e|² dΩ / 4π)^½``
-    (the root mean square over the sphere, channels summed). Computed in float32
-    (or float64) whatever the model's precision.
+    Fields (batch, channels, nlat, nlon) on ``grid``. ``normalizer`` (a
+    :class:`mpno.nn.normalized.UnitGaussianNormalizer`, usually the one a model's
+    outputs were standardised with) standardises both fields per channel first, so
+    that channels in different units (a height in metres about a 3000 m mean beside
+    a vorticity in s⁻¹) count alike and a channel's mean does not hide its errors.
+    ``relative=False``: the absolute norm ``(∫|e|² dΩ / 4π)^½`` (the root mean
+    square over the sphere, channels summed). Computed in float32 (or float64)
+    whatever the model's precision.
     """
 
-    def __init__(self, grid: str = "equiangular", relative: bool = True):
-        self.grid, self.relative = sht.check_grid(grid), relative
-        self.name = "sphere_l2" if relative else "abs_sphere_l2"
+    def __init__(self, grid: str = "equiangular", relative: bool = True, normalizer: nn.Module | None = None):
+        self.grid, self.relative, self.normalizer = sht.check_grid(grid), relative, normalizer
+        self.name = "l2" if relative else "abs_l2"
 
     def _squared(self, field: torch.Tensor) -> torch.Tensor:
         weights = _area_weights(*field.shape[-2:], self.grid, field.dtype, field.device)
-        return (field.square() * weights).sum((-2, -1))  # (batch, channels)
+        return (field.square() * weights).sum((-3, -2, -1))  # (batch,)
 
     def __call__(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         prediction, target = _working(prediction, target)
         if prediction.ndim != 4:
             raise ValueError(f"SphericalL2Loss expects fields (batch, channels, nlat, nlon); got shape "
                              f"{tuple(prediction.shape)}")
+        if self.normalizer is not None:
+            prediction, target = self.normalizer.encode(prediction), self.normalizer.encode(target)
         error = self._squared(prediction - target)
         if not self.relative:
-            return (error.sum(1) / (4 * math.pi)).sqrt().mean()
+            return (error / (4 * math.pi)).sqrt().mean()
         return _relative(error, self._squared(target))

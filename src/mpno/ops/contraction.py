@@ -1,9 +1,10 @@
-"""Complex tensor contractions in half precision, in a planned pairwise order.
+"""Complex tensor contractions in any precision, in a planned pairwise order.
 
-Complex tensors are real tensors with a trailing (re, im) axis of size 2.
-``torch.einsum`` has no complex-half kernels, so each pairwise product of two
-complex operands is one *real* contraction: the smaller operand is expanded to
-its 2×2 real block ``[[re, im], [-im, re]]`` and contracted together with the
+Complex tensors are real tensors with a trailing (re, im) axis of size 2. In
+float32 and float64 they are viewed as complex and contracted by complex
+kernels. ``torch.einsum`` has no complex-half kernels, so in half precision each
+pairwise product of two complex operands is one *real* contraction: the smaller
+operand is expanded to its 2×2 real block ``[[re, im], [-im, re]]`` and contracted together with the
 (re, im) axis of the other, so all four real products accumulate in float32 and
 round once (:mod:`mpno.ops.products`).
 
@@ -71,8 +72,110 @@ def complex_block(t: torch.Tensor) -> torch.Tensor:
     return products.matmul(t, _block_basis(t.dtype, t.device)).unflatten(-1, (2, 2))
 
 
+def weight_layout(ndim: int) -> tuple[int, ...]:
+    """The memory order, modes first, of a complex weight (in, out, *modes, 2) with ``ndim`` modes, in which the
+    products batched over the modes read it (and write its gradient) without a copy."""
+    return (*range(2, 2 + ndim), 0, 1, ndim + 2)
+
+
+def blocks(weights: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+    """The 2×2 blocks ``[[re, im], [-im, re]]`` of complex weights, rounded to the half ``dtype``.
+
+    ``weights``: (L, *modes, in, out, 2), L weights in :func:`weight_layout`. Row
+    ``E = 0`` of a block is the weight ``z`` itself and row ``E = 1`` is ``i·z``: one
+    complex product with ``(1, i)`` (exact) writes the blocks modes first, then in,
+    E, out, F, as :func:`block_product` reads them, and one cast rounds them.
+    Returns the L blocks as (in, out, *modes, E, F) views.
+    """
+    ndim = weights.ndim - 4
+    rows = torch.view_as_complex(weights).unsqueeze(-2) * _block_rows(weights.dtype, weights.device)
+    block = torch.view_as_real(rows).to(dtype)  # (L, *modes, in, E, out, F)
+    logical = (ndim, ndim + 2, *range(ndim), ndim + 1, ndim + 3)
+    return [b.permute(logical) for b in block.unbind(0)]
+
+
+def block_memory(ndim: int) -> tuple[int, ...]:
+    """The memory order of a block (in, out, *modes, E, F) made by :func:`blocks`: (*modes, in, E, out, F)."""
+    return (*range(2, 2 + ndim), 0, ndim + 2, 1, ndim + 3)
+
+
+def blocks_adjoint(grads: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """The gradient of :func:`blocks`: from the blocks' gradients (L, *modes, in, E, out, F) to the weights'
+    (L, *modes, in, out, 2) in ``dtype``: ``g_0 - i·g_1`` (rows E), after one cast."""
+    grads = torch.view_as_complex(grads.to(dtype))
+    return torch.view_as_real(torch.add(grads.select(-2, 0), grads.select(-2, 1), alpha=-1j))
+
+
+@tables.cached(maxsize=32)
+def _block_rows(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(2, 1) complex: 1 and i, the factors of a block's two rows."""
+    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
+    return torch.tensor([[1.0], [1j]], dtype=complex_dtype, device=device)
+
+
+def block_product(coeffs: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
+    """Complex ``Σ_i coeffs[b, i, k] · W[i, o, k]`` from half coefficients (batch, in, *modes, 2) and the block
+    of ``W`` (:func:`blocks`): one real product batched over the modes, float32 accumulation, one rounding."""
+    # torch.einsum orders the labels of each group alphabetically: in before re/im (i < r), out before re/im
+    # (o < s), the modes h < j < …, which is the memory order of both operands (no copy).
+    modes = "hjklmn"[: coeffs.ndim - 3]
+    return products.einsum(f"bi{modes}r,io{modes}rs->bo{modes}s", coeffs, block)
+
+
+def as_complex(t: torch.Tensor) -> torch.Tensor:
+    """A real-pair tensor (…, 2) viewed as complex (copied first only where its strides forbid the view; the
+    pairs mpno makes start at even offsets).
+
+    Under ``torch.compile`` a tensor that is not contiguous is copied first:
+    inductor (torch 2.13) computes wrong gradients through a complex view of a
+    permuted real tensor, such as a spectral weight stored modes first.
+    """
+    if t.stride(-1) != 1 or any(stride % 2 for stride in t.stride()[:-1]) \
+            or (torch.compiler.is_compiling() and not t.is_contiguous()):
+        t = t.contiguous()
+    return torch.view_as_complex(t)
+
+
+class _ComplexPair(torch.autograd.Function):
+    """``einsum(equation, a, b)`` of real-pair operands, computed as a complex einsum.
+
+    Autograd's own backward of ``view_as_complex`` and ``view_as_real`` copies
+    every gradient to contiguous memory; this one takes and returns gradients in
+    the layout they come in: ``ā = einsum(C,B->A)(g, b̄)`` and
+    ``b̄ = einsum(A,C->B)(ā, g)`` with conjugates (lazy views, no copies).
+    """
+
+    @staticmethod
+    def forward(ctx, equation, a, b):
+        ctx.equation = equation
+        ctx.save_for_backward(a, b)
+        return torch.view_as_real(torch.einsum(equation, as_complex(a), as_complex(b)))
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad):
+        a, b = ctx.saved_tensors
+        inputs, output = ctx.equation.split("->")
+        left, right = inputs.split(",")
+        grad = as_complex(grad)
+        grad_a = grad_b = None
+        if ctx.needs_input_grad[1]:
+            grad_a = torch.view_as_real(torch.einsum(f"{output},{right}->{left}", grad, as_complex(b).conj()))
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.view_as_real(torch.einsum(f"{left},{output}->{right}", as_complex(a).conj(), grad))
+        return None, grad_a, grad_b
+
+
 def complex_pair(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Complex ``einsum(equation, a, b)`` of two real-pair operands, as one real contraction."""
+    """Complex ``einsum(equation, a, b)`` of two real-pair operands.
+
+    float32 and float64 operands are viewed as complex and contracted with one
+    complex einsum; half operands (no complex-half kernels) as one real
+    contraction with the smaller operand expanded to its 2×2 block. Every index
+    of an operand appears in the other operand or in the output.
+    """
+    if a.dtype not in products.HALF_DTYPES:
+        return _ComplexPair.apply(equation, a, b)
     inputs, output = equation.split("->")
     left, right = inputs.split(",")
     if a.numel() < b.numel():  # expand the smaller operand to its 2×2 block
@@ -92,6 +195,8 @@ def run_steps(steps, tensors, pair) -> torch.Tensor:
 
 
 def complex_einsum(equation: str, *operands: torch.Tensor) -> torch.Tensor:
-    """Complex einsum of real-pair operands in their (shared) dtype, in the planned order."""
+    """Complex einsum of real-pair operands in their (shared) dtype, in the planned order (:func:`complex_pair`
+    per step)."""
     shapes = tuple(tuple(t.shape[:-1]) for t in operands)
-    return run_steps(plan(equation, shapes, operands[0].dtype).steps, operands, complex_pair)
+    steps = plan(equation, shapes, operands[0].dtype).steps
+    return run_steps(steps, operands, complex_pair)

@@ -179,6 +179,8 @@ def segment_sum(message: Callable, neighborhood: Neighborhood, channels: int, dt
         chunk_size: edges per chunk (``None``: all at once). With gradients enabled,
             each chunk is recomputed in backward (activation checkpointing), so
             neither pass holds more than one chunk's messages and intermediates.
+            Under ``torch.compile`` all edges are processed in one pass (chunk
+            bounds would depend on the neighbourhood's values).
 
     A query without edges gets 0.
     """
@@ -186,6 +188,9 @@ def segment_sum(message: Callable, neighborhood: Neighborhood, channels: int, dt
         raise ValueError(f"chunk_size={chunk_size!r} is not supported; give a positive int or None")
     edges = neighborhood.n_edges
     out = torch.zeros(neighborhood.n_queries, channels, dtype=dtype, device=neighborhood.offsets.device)
+    if torch.compiler.is_compiling():  # one pass without value-dependent sizes; the compiler plans the memory
+        values = message(neighborhood.queries_of(0, edges), neighborhood.indices)
+        return out.index_add(0, neighborhood.queries_of(0, edges), values.to(dtype))
     if edges == 0:
         return out
     step = edges if chunk_size is None else chunk_size

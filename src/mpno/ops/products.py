@@ -1,65 +1,109 @@
 """Matrix products in half precision on every device.
 
 On CUDA (and any other accelerator) half-precision operands go straight to
-``torch.matmul`` / ``torch.einsum``: tensor cores multiply the half values and
-accumulate in float32, then round the result to half.
+``torch.matmul`` / ``torch.einsum`` / ``torch.conv*``: tensor cores multiply the
+half values and accumulate in float32, then round the result to half.
 
-On the CPU, PyTorch's half matmuls are slow and its accumulation order differs,
-so the same arithmetic is *emulated*: the half operands are upcast (exactly),
-multiplied and accumulated in float32, and the result is rounded to the half
-dtype. Products of two float16 (or bfloat16) numbers are exact in float32, so
-this reproduces what a tensor core computes, overflow to ``inf`` included. Only
-the half operands are saved for backward, as on the GPU; the gradients are
-computed the same way.
+On the CPU the same arithmetic is *emulated*: the half operands are upcast
+(exactly), multiplied and accumulated in float32, and the result is rounded to
+the half dtype. Products of two float16 (or bfloat16) numbers are exact in
+float32, so this reproduces what a tensor core computes, overflow to ``inf``
+included. Only the half operands are saved for backward, as on the GPU; the
+gradients are computed the same way. The exception: bfloat16 products on a CPU
+that multiplies bfloat16 natively with float32 accumulation
+(:func:`mpno.ops.devices.native_bfloat16_cpu`) run natively, which computes the
+same thing faster. float16 products are always emulated on the CPU (PyTorch's
+CPU float16 products are slow, and their accumulation is not float32 everywhere).
 
+Which path runs follows the operands' device type (:func:`mpno.ops.devices.kernels`).
 Operands that are not half precision are passed to torch unchanged.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from .devices import kernels, native_bfloat16_cpu
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class _EmulatedHalfProduct(torch.autograd.Function):
-    """``fn(a, b)`` for half ``a``, ``b``, computed in float32 and rounded to half."""
+    """``fn(*operands)`` for half operands, computed in float32 and rounded to half.
+
+    ``None`` operands (an absent bias) are passed through.
+    """
 
     @staticmethod
-    def forward(ctx, fn, a, b):
+    def forward(ctx, fn, *operands):
         ctx.fn = fn
-        ctx.save_for_backward(a, b)
-        return fn(a.float(), b.float()).to(a.dtype)
+        ctx.save_for_backward(*operands)
+        return fn(*(None if t is None else t.float() for t in operands)).to(operands[0].dtype)
 
     @staticmethod
     def backward(ctx, grad):
-        a, b = ctx.saved_tensors
+        operands = ctx.saved_tensors
         needs = ctx.needs_input_grad[1:]
         with torch.enable_grad():
-            a32 = a.detach().float().requires_grad_(needs[0])
-            b32 = b.detach().float().requires_grad_(needs[1])
-            wrt = [t for t in (a32, b32) if t.requires_grad]
-            grads = iter(torch.autograd.grad(ctx.fn(a32, b32), wrt, grad.float()))
-        ga = next(grads).to(a.dtype) if needs[0] else None
-        gb = next(grads).to(b.dtype) if needs[1] else None
-        return None, ga, gb
+            wide = [None if t is None else t.detach().float().requires_grad_(need)
+                    for t, need in zip(operands, needs)]
+            wrt = [t for t in wide if t is not None and t.requires_grad]
+            grads = iter(torch.autograd.grad(ctx.fn(*wide), wrt, grad.float()) if wrt else ())
+        return (None, *(next(grads).to(t.dtype) if t is not None and need else None
+                        for t, need in zip(operands, needs)))
 
 
-def _emulate(a: torch.Tensor, b: torch.Tensor) -> bool:
-    if a.dtype != b.dtype:
-        raise TypeError(f"operands must share a dtype, got {a.dtype} and {b.dtype}")
-    return a.dtype in HALF_DTYPES and a.device.type == "cpu"
+def emulated(*operands: torch.Tensor | None) -> bool:
+    """Whether a product of ``operands`` (one dtype; ``None`` ignored) is emulated in float32 here."""
+    operands = [t for t in operands if t is not None]
+    dtype = operands[0].dtype
+    if any(t.dtype != dtype for t in operands):
+        raise TypeError(f"operands must share a dtype, got {', '.join(str(t.dtype) for t in operands)}")
+    if dtype not in HALF_DTYPES or kernels(operands[0].device) != "cpu":
+        return False
+    return not (dtype == torch.bfloat16 and native_bfloat16_cpu())
+
+
+def _emulate(fn, *operands: torch.Tensor | None) -> torch.Tensor:
+    """``fn(*operands)`` computed in float32 from half operands, rounded to half.
+
+    Under ``torch.compile`` this is written as what it computes (upcasts, the
+    float32 product, a cast: autograd's own backward of that is the same), and the
+    compiler's partitioner decides what to save for backward.
+    """
+    if torch.compiler.is_compiling():
+        return fn(*(None if t is None else t.float() for t in operands)).to(operands[0].dtype)
+    return _EmulatedHalfProduct.apply(fn, *operands)
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.matmul(a, b)``, with tensor-core numerics for half operands on the CPU."""
-    if _emulate(a, b):
-        return _EmulatedHalfProduct.apply(torch.matmul, a, b)
+    if emulated(a, b):
+        return _emulate(torch.matmul, a, b)
     return torch.matmul(a, b)
 
 
 def einsum(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``torch.einsum`` of two operands, with tensor-core numerics for half operands on the CPU."""
-    if _emulate(a, b):
-        return _EmulatedHalfProduct.apply(lambda x, y: torch.einsum(equation, x, y), a, b)
+    if emulated(a, b):
+        return _emulate(lambda x, y: torch.einsum(equation, x, y), a, b)
     return torch.einsum(equation, a, b)
+
+
+_CONVOLUTIONS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``Σ_i weight[o, i] x[b, i, …] + bias[o]`` at every point of ``x`` (batch, in, *grid), 1 to 3 grid dims.
+
+    A 1×1 convolution: one kernel forward (bias included, added before the one
+    rounding of the result) and one backward (all three gradients). It is fastest,
+    on CPUs and GPUs alike, on activations in channels-last memory
+    (:func:`mpno.nn.layers.channels_last`), and keeps that layout.
+    """
+    conv = _CONVOLUTIONS[x.ndim - 2]
+    kernel = weight.view(*weight.shape, *([1] * (x.ndim - 2)))
+    if emulated(x, kernel, bias):
+        return _emulate(conv, x, kernel, bias)
+    return conv(x, kernel, bias)

@@ -22,8 +22,10 @@ Grids (both list the north pole side first, colatitude ascending):
 * ``"legendre-gauss"``: the Gauss–Legendre nodes, no poles, exact up to degree
   ``2 nlat - 1``: ``lmax <= nlat``.
 
-A larger ``lmax`` would alias (the forward transform stops being a projection),
-so it is refused with a ``ValueError``; so is ``mmax > nlon // 2 + 1``.
+:func:`exact_lmax` is that limit. Up to ``lmax = nlat`` is allowed on both grids,
+as in torch-harmonics: above the exact limit the quadrature aliases (the forward
+transform is no longer a projection; docs/sphere.md measures by how much). A
+larger ``lmax``, or ``mmax > nlon // 2 + 1``, is refused with a ``ValueError``.
 
 Each transform is two stages, and both run in the working dtype with the rounding
 points of :mod:`mpno.ops.transforms`:
@@ -67,23 +69,22 @@ def check_grid(grid: str) -> str:
     return grid
 
 
-def max_degree(nlat: int, grid: str) -> int:
-    """The largest ``lmax`` (degrees ``0 … lmax - 1``) the grid transforms exactly."""
+def exact_lmax(nlat: int, grid: str) -> int:
+    """The largest ``lmax`` (degrees ``0 … lmax - 1``) the grid transforms exactly (without aliasing)."""
     return nlat if check_grid(grid) == "legendre-gauss" else (nlat + 1) // 2
 
 
 def check_sizes(nlat: int, nlon: int, lmax: int, mmax: int, grid: str) -> None:
-    """``ValueError`` naming the argument unless the grid resolves degrees ``< lmax`` and orders ``< mmax``."""
+    """``ValueError`` naming the argument unless the grid carries degrees ``< lmax`` (``lmax <= nlat``)
+    and orders ``< mmax`` (``mmax <= nlon // 2 + 1``)."""
     for name, value in (("nlat", nlat), ("nlon", nlon), ("lmax", lmax), ("mmax", mmax)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name}={value!r} is not supported; give a positive int")
     if grid == "equiangular" and nlat < 2:
         raise ValueError(f"nlat={nlat}: an equiangular grid includes both poles and needs nlat >= 2")
-    exact = max_degree(nlat, grid)
-    if lmax > exact:
-        need = lmax if grid == "legendre-gauss" else 2 * lmax - 1
-        raise ValueError(f"lmax={lmax} is too fine for the {grid} grid of nlat={nlat} latitudes, which transforms "
-                         f"degrees < {exact} exactly; give nlat >= {need} or lmax <= {exact}")
+    if lmax > nlat:
+        raise ValueError(f"lmax={lmax} is too fine for the {grid} grid of nlat={nlat} latitudes (degrees up to "
+                         f"nlat - 1 = {nlat - 1}); give nlat >= {lmax} or lmax <= {nlat}")
     if mmax > nlon // 2 + 1:
         raise ValueError(f"mmax={mmax} is too fine for nlon={nlon} longitudes (orders up to nlon // 2 = "
                          f"{nlon // 2}); give nlon >= {2 * (mmax - 1)} or mmax <= {nlon // 2 + 1}")
@@ -294,7 +295,7 @@ def _modes(nlat, nlon, lmax, mmax, grid, norm) -> tuple[int, int]:
     if norm != "ortho":
         raise ValueError(f"norm={norm!r} is not supported; mpno's SHT is orthonormal ('ortho')")
     check_sizes(nlat, nlon, 1, 1, grid)
-    lmax = max_degree(nlat, grid) if lmax is None else lmax
+    lmax = exact_lmax(nlat, grid) if lmax is None else lmax
     mmax = min(nlon // 2 + 1, lmax) if mmax is None else mmax
     check_sizes(nlat, nlon, lmax, mmax, grid)
     return lmax, mmax

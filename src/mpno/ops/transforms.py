@@ -51,17 +51,26 @@ import warnings
 from typing import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from . import products, tables
+from .devices import kernels
 from .products import HALF_DTYPES
 
 _GRID_LETTERS = "hijklmn"  # spatial dimensions in einsum equations (up to 7)
 
 
-@contextlib.contextmanager
 def _complex_half_quietly():
     """cuFFT's half-precision results are complex32, which PyTorch flags as experimental on
-    creation; mpno only views them as real pairs. The filter lasts for the call only."""
+    creation; mpno only views them as real pairs. The filter lasts for the call only. (Under
+    ``torch.compile`` the call is traced, not run: nothing to filter, and no filter to trace.)"""
+    if torch.compiler.is_compiling():
+        return contextlib.nullcontext()
+    return _quiet_complex_half()
+
+
+@contextlib.contextmanager
+def _quiet_complex_half():
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="ComplexHalf support is experimental")
         yield
@@ -125,7 +134,7 @@ def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int]
     precision where cuFFT cannot (the CPU, bfloat16, sizes that are not powers of
     two). Both compute the same operator (the module docstring).
     """
-    device_type = torch.device(device).type
+    device_type = kernels(device)
     if backend == "dft":
         return "dft"
     cufft_half = device_type == "cuda" and dtype == torch.float16 and all(n > 0 and n & (n - 1) == 0 for n in grid)
@@ -142,6 +151,7 @@ def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int]
 
 def _forward_dft(x: torch.Tensor, n_modes: Sequence[int]) -> torch.Tensor:
     ndim = len(n_modes)
+    x = x.contiguous()  # the products contract the trailing grid dimensions of (batch, channels, *grid)
     grid = x.shape[-ndim:]
     matrix = _dft_matrix("rfft", grid[-1], n_modes[-1], x.dtype, x.device)
     coeffs = products.matmul(x, matrix).unflatten(-1, (-1, 2)) * (1.0 / grid[-1])
@@ -152,41 +162,63 @@ def _forward_dft(x: torch.Tensor, n_modes: Sequence[int]) -> torch.Tensor:
 
 
 def _forward_fft(x: torch.Tensor, n_modes: Sequence[int]) -> torch.Tensor:
-    grid = x.shape[-len(n_modes):]
-    coeffs = torch.fft.rfft(x, dim=-1, norm="forward")[..., : n_modes[-1] // 2 + 1]
-    for i in range(len(n_modes) - 1):
-        dim, n, m = 2 + i, grid[i], n_modes[i]
-        coeffs = torch.fft.fft(coeffs, dim=dim, norm="forward")
+    """torch.fft along the grid dimensions of ``x`` viewed as (batch, *grid, channels): with activations in
+    channels-last memory (:func:`mpno.nn.layers.channels_last`) that view is contiguous, and so are the
+    coefficients it returns, viewed as (batch, channels, *kept, 2)."""
+    ndim = len(n_modes)
+    x = x.movedim(1, -1)
+    dims = tuple(range(1, ndim + 1))
+    if x.dtype in HALF_DTYPES:  # one dimension at a time: each unnormalised partial sum is rounded (cuFFT)
+        coeffs = torch.fft.rfft(x, dim=ndim, norm="forward").narrow(ndim, 0, n_modes[-1] // 2 + 1)
+        for dim in dims[:-1]:
+            coeffs = torch.fft.fft(coeffs, dim=dim, norm="forward")
+    else:
+        coeffs = torch.fft.rfftn(x, dim=dims, norm="forward").narrow(ndim, 0, n_modes[-1] // 2 + 1)
+    for dim, m in zip(dims[:-1], n_modes[:-1]):
+        n = coeffs.shape[dim]
         coeffs = torch.cat([coeffs.narrow(dim, n - m // 2, m // 2), coeffs.narrow(dim, 0, m - m // 2)], dim)
-    return torch.view_as_real(coeffs)
+    return torch.view_as_real(coeffs).movedim(-2, 1)
 
 
-def _inverse_dft(coeffs: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
+def _inverse_dft(coeffs: torch.Tensor, grid: Sequence[int], norm: str = "forward") -> torch.Tensor:
     ndim = len(grid)
+    coeffs = coeffs.contiguous()  # (batch, channels, *kept, 2), as the products contract it
     kept = coeffs.shape[2:-1]
     for i in range(ndim - 1):
         matrix = _dft_matrix("ifft", grid[i], kept[i], coeffs.dtype, coeffs.device)
         coeffs = products.einsum(_dim_equation(ndim, i), coeffs, matrix)
     matrix = _dft_matrix("irfft", grid[-1], 2 * (kept[-1] - 1), coeffs.dtype, coeffs.device)
-    return products.matmul(coeffs.flatten(-2), matrix)
+    field = products.matmul(coeffs.flatten(-2), matrix)
+    if norm == "backward":
+        field = field * (1.0 / math.prod(grid))
+    return field.movedim(1, -1).contiguous().movedim(-1, 1)  # channels-last, as the other path returns it
 
 
-def _inverse_fft(coeffs: torch.Tensor, grid: Sequence[int]) -> torch.Tensor:
-    spectrum = torch.view_as_complex(coeffs.contiguous())
-    kept = spectrum.shape[2:]
-    for i in range(len(grid) - 1):
-        dim, n, m = 2 + i, grid[i], kept[i]
-        shape = list(spectrum.shape)
-        shape[dim] = n - m
-        padded = [spectrum.narrow(dim, m // 2, m - m // 2), spectrum.new_zeros(shape), spectrum.narrow(dim, 0, m // 2)]
-        spectrum = torch.fft.ifft(torch.cat(padded, dim), dim=dim, norm="forward")
-    # The Hermitian projection: after the other dimensions' inverse, the last dimension's
-    # 0 (and Nyquist) plane must be real. Im there is what a C2R handles differently
-    # from backend to backend, so it is removed here and the call is well posed.
-    real_planes = _hermitian_weights(kept[-1], grid[-1], coeffs.dtype, coeffs.device) == 1
-    mask = torch.cat([torch.ones_like(real_planes), ~real_planes], dim=-1).to(coeffs.dtype)
-    spectrum = torch.view_as_complex(torch.view_as_real(spectrum) * mask)
-    return torch.fft.irfft(spectrum, n=grid[-1], dim=-1, norm="forward")
+def _inverse_fft(coeffs: torch.Tensor, grid: Sequence[int], norm: str = "forward") -> torch.Tensor:
+    """torch.fft on the kept coefficients viewed as (batch, *kept, channels): the other dimensions zero-padded,
+    their negative frequencies rolled to the end, and inverted; the Hermitian projection; the last dimension's
+    C2R (which pads it). Returns a field in channels-last memory. ``norm="backward"`` divides each
+    dimension's sums by its size."""
+    ndim = len(grid)
+    kept = coeffs.shape[2:-1]
+    pairs = coeffs.movedim(1, -2)  # (batch, *kept, channels, 2)
+    if ndim > 1:
+        widths = [0, 0, 0, 0, 0, 0]
+        for n, m in zip(reversed(grid[:-1]), reversed(kept[:-1])):
+            widths += [0, n - m]
+        pairs = torch.roll(F.pad(pairs, widths), [-(m // 2) for m in kept[:-1]], tuple(range(1, ndim)))
+    spectrum = torch.view_as_complex(pairs if pairs.stride(-1) == 1 else pairs.contiguous())
+    if ndim > 1 and coeffs.dtype in HALF_DTYPES:  # each dimension's partial sums rounded, as in the forward
+        for dim in range(1, ndim):
+            spectrum = torch.fft.ifft(spectrum, dim=dim, norm=norm)
+    elif ndim > 1:
+        spectrum = torch.fft.ifftn(spectrum, dim=tuple(range(1, ndim)), norm=norm)
+    # The Hermitian projection: after the other dimensions' inverse, the last dimension's 0 (and Nyquist)
+    # plane must be real. Im there is what a C2R handles differently from backend to backend, so it is
+    # removed here and the call is well posed.
+    spectrum = torch.view_as_complex(torch.view_as_real(spectrum) * _real_planes(kept[-1], grid[-1], coeffs.dtype,
+                                                                                  coeffs.device))
+    return torch.fft.irfft(spectrum, n=grid[-1], dim=ndim, norm=norm).movedim(-1, 1)
 
 
 def _dim_equation(ndim: int, dim: int) -> str:
@@ -197,14 +229,24 @@ def _dim_equation(ndim: int, dim: int) -> str:
 
 
 @tables.cached(maxsize=256)
-def _hermitian_weights(kept_last: int, n_last: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """How often each coefficient of the last (half-spectrum) dimension counts: 1 at k = 0 and n/2, else 2.
-
-    Shaped to broadcast over (…, kept_last, 2).
-    """
+def _hermitian_weights(kept_last: int, n_last: int, dtype: torch.dtype, device: torch.device,
+                       scale: float = 1.0, reciprocal: bool = False) -> torch.Tensor:
+    """How often each coefficient of the last (half-spectrum) dimension counts, ``w_k`` = 1 at k = 0 and
+    n/2, else 2, times ``scale`` (``scale / w_k`` with ``reciprocal``). Shaped to broadcast over (…, kept_last, 2)."""
     k = torch.arange(kept_last)
-    weights = torch.where((k == 0) | (2 * k == n_last), 1.0, 2.0)
+    weights = torch.where((k == 0) | (2 * k == n_last), 1.0, 2.0).double()
+    weights = scale / weights if reciprocal else weights * scale
     return weights[:, None].to(dtype=dtype, device=device)
+
+
+@tables.cached(maxsize=256)
+def _real_planes(kept_last: int, n_last: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(kept_last, 1, 2): 0 on the imaginary part of the 0 and Nyquist planes, 1 elsewhere; it multiplies
+    kept half-spectrum coefficients viewed as (…, frequency, channels, re/im)."""
+    k = torch.arange(kept_last)
+    mask = torch.ones(len(k), 1, 2)
+    mask[:, 0, 1] = torch.where((k == 0) | (2 * k == n_last), 0.0, 1.0)
+    return mask.to(dtype=dtype, device=device)
 
 
 def _forward_raw(x: torch.Tensor, n_modes: Sequence[int], backend: str) -> torch.Tensor:
@@ -215,38 +257,52 @@ def _forward_raw(x: torch.Tensor, n_modes: Sequence[int], backend: str) -> torch
         return _forward_fft(x, n_modes)
 
 
-def _inverse_raw(coeffs: torch.Tensor, grid: Sequence[int], backend: str) -> torch.Tensor:
+def _inverse_raw(coeffs: torch.Tensor, grid: Sequence[int], backend: str, norm: str = "forward") -> torch.Tensor:
     if implementation(coeffs.device, coeffs.dtype, grid, backend) == "dft":
-        return _inverse_dft(coeffs, grid)
+        return _inverse_dft(coeffs, grid, norm)
     with _complex_half_quietly():
-        return _inverse_fft(coeffs, grid)
+        return _inverse_fft(coeffs, grid, norm)
+
+
+def _adjoint_of_forward(grad: torch.Tensor, grid: Sequence[int], dtype: torch.dtype, backend: str) -> torch.Tensor:
+    """``N⁻¹ Re Σ_k g_k e^{+2πik·j/n}`` over the kept ``k``, in ``dtype``: the gradient of :func:`forward`.
+
+    The inverse transform of ``g`` with the half-spectrum coefficients weighted
+    once instead of twice (a product with a cached table of ``1 / w_k`` in
+    ``dtype``, which also brings a half gradient to ``dtype``), each dimension's
+    sums divided by its size.
+    """
+    grad = grad * _hermitian_weights(grad.shape[-2], grid[-1], dtype, grad.device, reciprocal=True)
+    return _inverse_raw(grad, grid, backend, norm="backward")
 
 
 class _Forward(torch.autograd.Function):
-    """The truncated forward transform, with its adjoint as backward: nothing is saved.
+    """The truncated forward transform (its result rounded to ``result_dtype`` if given), with its adjoint as
+    backward: nothing is saved.
 
     ``y_k = N⁻¹ Σ_j x_j e^{-2πik·j/n}`` for the kept ``k``; the gradient is
-    ``N⁻¹ Re Σ_k g_k e^{+2πik·j/n}``: the inverse transform of ``g`` with the
-    half-spectrum coefficients weighted once instead of twice.
+    ``N⁻¹ Re Σ_k g_k e^{+2πik·j/n}`` (:func:`_adjoint_of_forward`), computed in
+    the dtype of ``x``.
     """
 
     @staticmethod
-    def forward(ctx, x, n_modes, backend):
-        ctx.grid, ctx.backend = tuple(x.shape[-len(n_modes):]), backend
-        return _forward_raw(x, n_modes, backend)
+    def forward(ctx, x, n_modes, backend, result_dtype):
+        ctx.grid, ctx.backend, ctx.dtype = tuple(x.shape[-len(n_modes):]), backend, x.dtype
+        coeffs = _forward_raw(x, n_modes, backend)
+        return coeffs if result_dtype is None else coeffs.to(result_dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad):
-        grad = grad / _hermitian_weights(grad.shape[-2], ctx.grid[-1], grad.dtype, grad.device)
-        return _inverse_raw(grad, ctx.grid, ctx.backend) * (1.0 / math.prod(ctx.grid)), None, None
+        return _adjoint_of_forward(grad, ctx.grid, ctx.dtype, ctx.backend), None, None, None
 
 
 class _Inverse(torch.autograd.Function):
     """The inverse transform, with its adjoint as backward: nothing is saved.
 
     ``x_j = Σ_k w_k Re(c_k e^{+2πik·j/n})`` (``w_k`` the half-spectrum weights); the
-    gradient is ``w_k · N · forward(g)_k``.
+    gradient is ``w_k · N · forward(g)_k``, the factor one product with a cached
+    table where ``w_k N`` is exact in the working dtype.
     """
 
     @staticmethod
@@ -259,21 +315,34 @@ class _Inverse(torch.autograd.Function):
     def backward(ctx, grad):
         n_modes = (*ctx.kept[:-1], 2 * (ctx.kept[-1] - 1))
         coeffs = _forward_raw(grad, n_modes, ctx.backend)
-        weights = _hermitian_weights(ctx.kept[-1], ctx.grid[-1], coeffs.dtype, coeffs.device)
-        return coeffs * weights * math.prod(ctx.grid), None, None
+        size = math.prod(ctx.grid)
+        weights = _hermitian_weights(ctx.kept[-1], ctx.grid[-1], coeffs.dtype, coeffs.device, size)
+        if coeffs.dtype in HALF_DTYPES and not _exact(2 * size, coeffs.dtype):
+            weights = _hermitian_weights(ctx.kept[-1], ctx.grid[-1], coeffs.dtype, coeffs.device)
+            return coeffs * weights * size, None, None  # N rounded with the product
+        return coeffs * weights, None, None
+
+
+def _exact(value: float, dtype: torch.dtype) -> bool:
+    """Whether the positive number ``value`` is exactly representable in ``dtype`` (a normal number)."""
+    info = torch.finfo(dtype)
+    mantissa, _ = math.frexp(value)
+    return value <= info.max and (mantissa * 2.0 ** (1 - math.log2(info.eps))).is_integer()
 
 
 def forward(x: torch.Tensor, n_modes: Sequence[int], dtype: torch.dtype | None = None,
-            backend: str = "auto") -> torch.Tensor:
+            backend: str = "auto", result_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Kept Fourier coefficients of ``x`` (batch, channels, *grid) as (batch, channels, *kept, 2).
 
     ``dtype``: the working precision (``x`` is rounded to it first); default
-    ``x.dtype``. Nothing is saved for backward: the gradient is the adjoint
-    transform.
+    ``x.dtype``. ``result_dtype``: round the coefficients to this dtype at the
+    end (mode ``mixed``: computed in float32, rounded to half). Nothing is saved
+    for backward: the gradient is the adjoint transform, in the working precision.
     """
     if dtype is not None:
         x = x.to(dtype)
-    return _Forward.apply(x, tuple(n_modes), backend)
+    result_dtype = None if result_dtype == x.dtype else result_dtype
+    return _Forward.apply(x, tuple(n_modes), backend, result_dtype)
 
 
 def inverse(coeffs: torch.Tensor, grid: Sequence[int], dtype: torch.dtype | None = None,

@@ -16,7 +16,8 @@ import torch
 
 from ..nn import losses
 from ..nn.registry import build_operator
-from ..precision import DTYPES, UNIT_ROUNDOFF, Precision
+from ..precision import DTYPES, UNIT_ROUNDOFF, Precision, compiled
+from ..writing import write_text
 from . import profiling
 from .reporting import json_safe
 
@@ -46,6 +47,7 @@ class BenchConfig:
     channels: int = 1
     fft_backend: str = "auto"
     inference: bool = False  # time forward passes under no_grad instead of training steps
+    compile: bool = False  # time the model compiled with torch.compile(fullgraph=True)
 
     def build(self) -> torch.nn.Module:
         channels, extra = (self.channels, self.channels), {}
@@ -103,23 +105,25 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
     float32 (``output_relative_difference``) and in float64 (``output_difference_float64``).
     """
     torch.manual_seed(0)
-    model = config.build().to(device)
+    eager = config.build().to(device)
     policy = policy.replace(fft_backend=config.fft_backend, stabilizer=policy.stabilizer)
-    x, y, loss_fn = config.data(model, device)
+    x, y, loss_fn = config.data(eager, device)
+    model = compiled(eager) if config.compile else eager
     full = Precision("full", stabilizer=policy.stabilizer, fft_backend=config.fft_backend)
-    exact = copy.deepcopy(model).double()
+    exact = copy.deepcopy(eager).double()
     exact.set_precision(full)
     with torch.no_grad():  # the same function in full precision (same stabilizer), float64 and float32
         exact_output = exact(_float64(x))
-        model.set_precision(full)
-        reference = model(x)
-        model.set_precision(policy)
+        eager.set_precision(full)
+        reference = eager(x)
+        eager.set_precision(policy)
         output = model(x)
     result = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype,
+              "compiled": config.compile,
               "output_relative_difference": _relative_difference(output, reference),
               "output_difference_float64": _relative_difference(output, exact_output)}
     del exact, exact_output, reference, output
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = torch.optim.AdamW(eager.parameters(), lr=1e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=policy.mode != "full" and policy.dtype == "float16")
 
     def train_step():
@@ -134,7 +138,7 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
 
     step = inference_step if config.inference else train_step
     if config.inference:
-        model.eval()
+        eager.eval()
     if device.type == "cpu" and not config.inference:
         result["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(lambda: loss_fn(model(x), y))
     if device.type == "cpu":  # the first step allocates everything a step needs
@@ -162,9 +166,10 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
 
 def measure_isolated(config: BenchConfig, policy: Precision, device: str, steps: int) -> dict:
     """:func:`measure` in a fresh interpreter, so that memory peaks do not leak between modes."""
-    payload = json.dumps({"config": asdict(config), "policy": asdict(policy), "device": device, "steps": steps})
+    payload = json.dumps({"config": asdict(config), "policy": asdict(policy), "device": device, "steps": steps,
+                          "threads": torch.get_num_threads()})
     code = ("import json, sys, torch; from mpno.run import bench; from mpno.precision import Precision; "
-            "a = json.loads(sys.argv[1]); "
+            "a = json.loads(sys.argv[1]); torch.set_num_threads(a['threads']); "
             "r = bench.measure(bench.BenchConfig(**a['config']), Precision(**a['policy']), "
             "torch.device(a['device']), a['steps']); print(json.dumps(r))")
     done = subprocess.run([sys.executable, "-c", code, payload], capture_output=True, text=True)
@@ -172,6 +177,67 @@ def measure_isolated(config: BenchConfig, policy: Precision, device: str, steps:
         reason = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "failed"
         return {"precision": str(policy), "error": reason}
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: Where operations are counted: the CPU path, and the accelerator (CUDA) path traced on ``meta`` tensors.
+PATHS = {"cpu": "cpu", "accelerator": "meta"}
+#: The matrix products among the counted operations.
+PRODUCTS = ("mm", "bmm", "addmm", "baddbmm", "convolution", "convolution_backward")
+
+
+def count_ops(config: BenchConfig, policy: Precision, path: str = "cpu") -> dict:
+    """The ATen operations one training step (forward, loss, backward) dispatches in ``policy``, views apart
+    (:class:`mpno.run.profiling.OpCounter`), on the CPU path or on the accelerator path (``meta`` tensors,
+    which follow mpno's CUDA branches: :mod:`mpno.ops.devices`)."""
+    device = torch.device(PATHS[path])
+    torch.manual_seed(0)
+    model = config.build().to(device)
+    model.set_precision(policy.replace(fft_backend=config.fft_backend, stabilizer=policy.stabilizer))
+    x, y, loss_fn = config.data(model, device)
+    counter = profiling.step_op_counts(model, x, y, loss_fn)
+    return {"ops": counter.total, "products": sum(counter.kernels[name] for name in PRODUCTS),
+            "kernels": dict(sorted(counter.kernels.items()))}
+
+
+def run_counts(config: BenchConfig, policies=POLICIES, paths=tuple(PATHS), preset: str | None = None) -> dict:
+    """:func:`count_ops` for every policy on every path, with the ratios to ``full`` on the same path."""
+    rows = []
+    for policy in policies:
+        row = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype}
+        for path in paths:
+            try:
+                row[path] = count_ops(config, policy, path)
+            except (RuntimeError, ValueError, NotImplementedError) as err:
+                row[path] = {"error": str(err).splitlines()[0] if str(err) else type(err).__name__}
+        rows.append(row)
+    for path in paths:
+        full = rows[0][path]
+        for row in rows:
+            if "ops" in row[path] and "ops" in full:
+                row[path]["ratio_to_full"] = row[path]["ops"] / full["ops"]
+    return {"preset": preset, "config": asdict(config), "torch": torch.__version__, "paths": list(paths),
+            "counted": "one forward pass, loss and backward, after one uncounted step; view-like operations apart",
+            "modes": rows}
+
+
+def count_table(report: dict) -> str:
+    """The ``mpno bench --count-ops`` table: operations per step and matrix products, per precision and path."""
+    paths = report["paths"]
+    header = f"{'precision':<22}" + "".join(f" {path + ' ops':>16} {'× full':>7} {'products':>9}" for path in paths)
+    lines = [header]
+    for row in report["modes"]:
+        line = f"{row['precision']:<22}"
+        for path in paths:
+            counts = row[path]
+            if "error" in counts:
+                line += f" {'error':>16} {'':>7} {'':>9}"
+                continue
+            line += (f" {counts['ops']:>16} {counts.get('ratio_to_full', float('nan')):>7.3f}"
+                     f" {counts['products']:>9}")
+        lines.append(line)
+    errors = [f"{row['precision']} on the {path} path: {row[path]['error']}" for row in report["modes"]
+              for path in paths if "error" in row[path]]
+    return "\n".join(lines + errors)
 
 
 MEMORY_KEYS = ("peak_allocated_bytes", "activation_bytes", "saved_for_backward_bytes", "peak_rss_bytes",
@@ -267,7 +333,7 @@ def save_baseline(report: dict, path: str | Path) -> None:
     """Write ``report`` (from :func:`run`, with its ``preset``) as a baseline for :func:`compare`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
+    write_text(path, json.dumps(json_safe(report), indent=1, allow_nan=False) + "\n")
 
 
 def _is_number(value) -> bool:
@@ -299,8 +365,9 @@ def load_baseline(path: str | Path, preset: str, config: BenchConfig, device: st
         raise ValueError(f"--baseline {path} was measured with --preset {baseline['preset']} and this run is "
                          f"--preset {preset}; compare like with like (--preset {baseline['preset']}), {other}")
     now = json.loads(json.dumps(asdict(config)))
-    changed = [f"{key} {baseline['config'].get(key)!r} there, {value!r} here" for key, value in now.items()
-               if baseline["config"].get(key) != value]
+    defaults = json.loads(json.dumps(asdict(BenchConfig())))  # options newer than a baseline: their defaults
+    changed = [f"{key} {baseline['config'].get(key, defaults[key])!r} there, {value!r} here"
+               for key, value in now.items() if baseline["config"].get(key, defaults[key]) != value]
     if changed:
         raise ValueError(f"--baseline {path} was measured with other options ({'; '.join(changed)}); give the "
                          f"same options, {other}")

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import torch
 
+from ..checks import reason
+from ..data.files import CHECKPOINT, misfit
 from ..nn.layers import OutdatedArchitecture
 from ..nn.normalized import NormalizedOperator
 from ..precision import Precision
+from ..writing import open_replacing
 
 
 class CheckpointError(ValueError):
@@ -19,31 +22,57 @@ class CheckpointError(ValueError):
 
 
 def save(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically: a temporary file in the same directory, then a rename."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(state, temporary)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    """Write ``state`` to ``path`` atomically and never through a link (:func:`mpno.writing.open_replacing`)."""
+    with open_replacing(path) as file:
+        torch.save(state, file)
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; ``CheckpointError`` with the fix if it fails."""
+    """Read a checkpoint with ``torch.load(weights_only=True)``; ``CheckpointError`` with the fix if it fails,
+    if the file is not a checkpoint (a data file given in its place, say), or if its weights are not finite."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there; train first (mpno train --out ...) or check the path")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({reason}); restore it, resume from "
-                              "best.pt, or start a new run") from None
+    except pickle.UnpicklingError as err:
+        raise _misfit(path) or CheckpointError(
+            f"{path}: holds Python objects other than tensors, which mpno will not unpickle ({reason(err)}); "
+            "it is not a checkpoint mpno wrote") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError) as err:
+        raise _misfit(path) or CheckpointError(
+            f"{path}: corrupt or truncated checkpoint ({reason(err)}); restore it, resume from best.pt, or start "
+            "a new run") from None
     if not isinstance(state, dict) or "model" not in state or "operator" not in state:
-        raise CheckpointError(f"{path}: not an mpno checkpoint (no model state and architecture); "
-                              "give the checkpoint.pt or best.pt of an mpno run")
+        raise _misfit(path) or CheckpointError(f"{path}: not an mpno checkpoint (no model state and architecture); "
+                                               "give the checkpoint.pt or best.pt of an mpno run")
+    if not isinstance(state["model"], dict) or not all_finite(state["model"]):
+        raise CheckpointError(f"{path}: the weights hold NaN or inf values; the model is unusable: use best.pt or "
+                              "an earlier copy, or train again")
     return state
+
+
+#: What a checkpoint of ``mpno train`` holds beyond the model, to be resumed.
+RESUME_KEYS = ("config", "optimizer", "scheduler", "scaler", "epoch", "floor", "nonfinite_run", "history", "best", "rng")
+
+
+def run_options(state: dict, path: str | os.PathLike) -> dict:
+    """The run options (``config``) of a loaded checkpoint of ``mpno train`` (read from ``path``);
+    ``CheckpointError`` if it lacks them or the training state, so that it cannot be resumed."""
+    missing = [key for key in RESUME_KEYS if key not in state]
+    if not isinstance(state.get("config"), dict):
+        missing = ["its run options ('config')"]
+    if missing:
+        raise CheckpointError(f"{path}: lacks {', '.join(missing)}, so it cannot be resumed (it was not written by "
+                              "mpno train, or was edited); start a new run (mpno evaluate and mpno.load_model can "
+                              "still use its model)")
+    return state["config"]
+
+
+def _misfit(path: Path) -> CheckpointError | None:
+    """The error for a file that is recognisably something other than a checkpoint (a data file)."""
+    wrong = misfit(path, CHECKPOINT)
+    return None if wrong is None else CheckpointError(str(wrong))
 
 
 def all_finite(state_dict: dict) -> bool:
@@ -70,7 +99,6 @@ def model_from_state(state: dict, path: str | os.PathLike) -> NormalizedOperator
     except OutdatedArchitecture as err:
         raise CheckpointError(f"{path}: {err}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise CheckpointError(f"{path}: the weights do not fit the architecture it records ({reason}); "
+        raise CheckpointError(f"{path}: the weights do not fit the architecture it records ({reason(err)}); "
                               "the file is damaged or was edited") from None
     return model

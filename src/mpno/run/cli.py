@@ -40,6 +40,19 @@ def _parse_setting(text: str) -> tuple[str, object]:
         return key, value
 
 
+def _add_threads(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="CPU threads torch computes with; default: torch's, one per "
+                                                    "core (on a busy machine fewer run faster: a line says so)")
+
+
+def _use_threads(args, device: str = "cpu") -> None:
+    """Set ``--threads`` (on the CPU, a line on stderr when fewer cores are free than torch uses)."""
+    from .experiment import resolve_device
+    from .threads import use_threads
+
+    use_threads(args.threads, lambda line: print(line, file=sys.stderr), resolve_device(device).type)
+
+
 def _add_generate(commands) -> None:
     from ..data import EQUATIONS
 
@@ -63,6 +76,7 @@ def _add_generate(commands) -> None:
     p.add_argument("--set", type=_parse_setting, action="append", default=[], metavar="KEY=VALUE",
                    help="any other parameter of the equation, e.g. --set tau=5")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
+    _add_threads(p)
     p.set_defaults(run=_run_generate)
 
 
@@ -72,6 +86,7 @@ def _run_generate(args) -> None:
     params = {k: getattr(args, k) for k in ("viscosity", "time", "snapshots", "dt", "points", "nlon")
               if getattr(args, k) is not None}
     params.update(dict(args.set))
+    _use_threads(args)
     paths = generate(args.equation, args.out, n=args.n, resolution=args.resolution, seed=args.seed,
                      coarsen=args.coarsen, batch_size=args.batch_size, overwrite=args.overwrite, **params)
     for path in paths:
@@ -95,7 +110,8 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
             meta["group"], parser.add_argument_group(f"{meta['group']} options"))
         default = spec.default_factory() if spec.default is dataclasses.MISSING else spec.default
         shown = " ".join(map(str, default)) if isinstance(default, list) else default
-        kwargs = {"dest": spec.name, "default": None, "help": f"{meta['help']} (default: {shown})"}
+        said = "default" in meta["help"] or shown in (None, "")  # the help says it, or there is none to say
+        kwargs = {"dest": spec.name, "default": None, "help": meta["help"] if said else f"{meta['help']} (default: {shown})"}
         if meta["choices"]:
             kwargs["metavar"] = "{" + ",".join(map(str, meta["choices"])) + "}"
         if meta["kind"] == "bool":
@@ -143,17 +159,19 @@ def _run_train(args) -> None:
     given = _given_options(args)
     extend = None
     if args.resume:
-        extra = sorted(set(given) - {"epochs", "device"}) + (["config"] if args.config else [])
+        extra = sorted(set(given) - {"epochs", "device", "threads"}) + (["config"] if args.config else [])
         if extra:
-            raise ValueError(f"--resume continues {args.resume} with its saved options (only --epochs and "
-                             "--device may change); drop " + ", ".join("--" + k.replace("_", "-") for k in extra))
+            raise ValueError(f"--resume continues {args.resume} with its saved options (only --epochs, --device "
+                             "and --threads may change); drop " + ", ".join("--" + k.replace("_", "-") for k in extra))
         config = RunConfig.from_dict(given, source="command line")  # typed and checked
         extend = config.epochs if "epochs" in given else None
     else:
         values = RunConfig.from_file(args.config).to_dict() if args.config else {}
         config = RunConfig.from_dict({**values, **given}, source="command line").validate()
         if args.print_config or args.verbose:
-            print(config.to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
+            from .experiment import what_runs
+
+            print(what_runs(config).to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
             if args.print_config:
                 return
     summary = train(config, resume=args.resume, overwrite=args.overwrite, epochs=extend, progress=not args.quiet)
@@ -175,6 +193,7 @@ def _add_evaluate(commands) -> None:
     p.add_argument("--y-key", help="output key in the data files (default: the run's)")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, help="default: the run's")
+    _add_threads(p)
     p.add_argument("--json", action="store_true", help="print the results as one JSON line, last")
     p.set_defaults(run=_run_evaluate)
 
@@ -183,6 +202,7 @@ def _run_evaluate(args) -> None:
     from .experiment import evaluate_checkpoint
     from .reporting import results_table
 
+    _use_threads(args, args.device)
     report = evaluate_checkpoint(args.checkpoint, args.data_test, args.device, args.batch_size,
                                  precision=args.precision, x_key=args.x_key, y_key=args.y_key)
     print(results_table(report["test"], report["grids"]))
@@ -198,24 +218,39 @@ def _add_predict(commands) -> None:
                                         "outputs, write the errors too. Reports throughput and peak memory.")
     p.add_argument("checkpoint")
     p.add_argument("data", help="data file (.pt, .h5, .npz); outputs are optional")
-    p.add_argument("--out", required=True, help="output .h5 file")
+    p.add_argument("--out", required=True, help="output .h5 file (never the input file)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--precision", help="predict in this policy instead of the saved one, e.g. half, mixed/bfloat16")
+    p.add_argument("--dtype", choices=("float16", "bfloat16"),
+                   help="the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)")
     p.add_argument("--batch-size", type=int, help="default: the run's")
     p.add_argument("--x-key", help="input key in the data file (default: the run's)")
     p.add_argument("--y-key", help="output key in the data file (default: the run's)")
     p.add_argument("--device", default="auto")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_threads(p)
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     p.set_defaults(run=_run_predict)
 
 
 def _run_predict(args) -> None:
+    from ..precision import DTYPES
     from .predict import predict
 
-    report = predict(args.checkpoint, args.data, args.out, args.precision, args.batch_size, args.device,
-                     args.x_key, args.y_key, progress=not args.quiet)
-    grid = "×".join(map(str, report["grid"]))
-    print(f"{report['out']}: {report['samples']} predictions at {grid} in {report['precision']}")
+    _use_threads(args, args.device)
+    precision = args.precision
+    if args.dtype:
+        if not precision:
+            raise ValueError("--dtype sets the half dtype of --precision; give both, e.g. --precision mixed "
+                             f"--dtype {args.dtype}")
+        mode, *rest = precision.split("/")
+        if rest and rest[0] in DTYPES and rest[0] != args.dtype:
+            raise ValueError(f"--precision {precision} names the dtype {rest[0]}, --dtype {args.dtype}; give one")
+        precision = "/".join([mode, args.dtype, *(rest[1:] if rest and rest[0] in DTYPES else rest)])
+    report = predict(args.checkpoint, args.data, args.out, precision, args.batch_size, args.device,
+                     args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
+    where = f" at {'×'.join(map(str, report['grid']))}" if report["grid"] else " of point clouds"
+    print(f"{report['out']}: {report['samples']} predictions{where} in {report['precision']}")
     if report["relative_l2"] is not None:
         print(f"relative L2 error: {report['relative_l2']:.4f} (mean over samples)")
     print(f"{report['samples_per_second']:.1f} samples/s, peak memory {report['peak_memory_bytes'] / 2**20:.0f} MiB "
@@ -257,7 +292,8 @@ def _run_bounds(args) -> None:
     if args.plot:
         from pathlib import Path
 
-        plot_bounds(report, Path(args.plot), title=f"{Path(args.data).name} ({args.field})")
+        field = "inputs" if args.field == "x" else "outputs"
+        plot_bounds(report, Path(args.plot), title=f"errors of the {field} of {Path(args.data).name}")
         print(f"plot: {args.plot}")
     if args.json:
         _print_json(report)
@@ -286,8 +322,17 @@ def _add_bench(commands) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode, after 3 warm-up steps (10)")
     p.add_argument("--inference", action="store_true",
                    help="time forward passes under no_grad (inference) instead of training steps")
+    _add_threads(p)
     p.add_argument("--in-process", action="store_true",
                    help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
+    p.add_argument("--compile", action="store_true",
+                   help="time the model compiled by mpno.compiled (torch.compile, one graph; warm-up steps compile)")
+    p.add_argument("--precisions", nargs="+", metavar="POLICY",
+                   help="measure only these policies, e.g. mixed/float16 half/bfloat16 (full is always measured "
+                        "first: the ratios are to it)")
+    p.add_argument("--count-ops", action="store_true",
+                   help="instead of timing, count the operations one step (forward, loss, backward) dispatches, "
+                        "per precision, on the CPU path and on the CUDA path traced with meta tensors")
     p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
     guard = p.add_argument_group("regression guard")
     kept = guard.add_mutually_exclusive_group()
@@ -312,7 +357,7 @@ def _run_bench(args) -> None:
     if args.preset not in bench.PRESETS:
         raise ValueError(f"--preset {args.preset!r} is not one of {', '.join(bench.PRESETS)}")
     config = dataclasses.replace(bench.PRESETS[args.preset])
-    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference"):
+    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference", "compile"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     if args.modes:
@@ -325,9 +370,28 @@ def _run_bench(args) -> None:
         raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
     if args.time_tolerance is not None and not args.time_tolerance >= 0:
         raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
+    policies = bench.POLICIES
+    if args.precisions:
+        from ..precision import Precision
+
+        chosen = [Precision.from_string(text) for text in args.precisions]
+        policies = [bench.POLICIES[0]] + [p for p in chosen if p != bench.POLICIES[0]]
+        if args.baseline or args.save_baseline:
+            raise ValueError("--precisions measures some policies only; a baseline holds them all: drop it")
+    if args.count_ops:
+        if args.baseline or args.save_baseline or args.compile or args.inference:
+            raise ValueError("--count-ops counts the operations of a training step; drop --baseline, "
+                             "--save-baseline, --compile and --inference")
+        report = bench.run_counts(config, policies, preset=args.preset)
+        print(bench.count_table(report))
+        if args.json:
+            _print_json(report)
+        return
     device = str(resolve_device(args.device))
+    _use_threads(args, device)
     baseline = bench.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
     report = bench.run(config, device, args.steps, isolate=False if args.in_process else None, preset=args.preset,
+                       policies=policies,
                        progress=lambda row: print(f"  {row['precision']}: done", file=sys.stderr, flush=True))
     print(bench.table(report))
     if args.save_baseline:
@@ -352,8 +416,17 @@ def _run_bench(args) -> None:
         raise SystemExit(1)  # 1: a regression; 2 (from main): bad input
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its errors on one clean line (what the user typed is echoed without escape codes)."""
+
+    def error(self, message: str):
+        from ..checks import one_line
+
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mpno", description="Mixed-precision neural operators.")
+    parser = _Parser(prog="mpno", description="Mixed-precision neural operators.")
     parser.add_argument("--version", action="version", version=f"mpno {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     _add_generate(commands)
@@ -365,7 +438,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_of_memory(err: RuntimeError) -> bool:
+    """Whether ``err`` is an allocator's refusal (the up-front estimates are lower bounds)."""
+    import torch
+
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "can't allocate memory" in str(err) \
+        or "out of memory" in str(err).lower()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``mpno`` command; every failure the user can fix ends in one line on stderr and exit 2,
+    Ctrl-C in one line and exit 130."""
+    from ..checks import one_line
     from .trainer import TrainingError
 
     parser = build_parser()
@@ -373,6 +457,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (ValueError, OSError, FloatingPointError, TrainingError) as err:  # OSError: unreadable, unwritable
-        print(f"mpno {args.command}: error: {err}", file=sys.stderr)
+        message = err.strerror if isinstance(err, OSError) and err.filename and err.strerror else str(err)
+        if isinstance(err, OSError) and err.filename:  # the OS's own errors: name the file
+            message = f"{err.filename}: {message}"
+        print(f"mpno {args.command}: error: {one_line(message)}", file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        if not _out_of_memory(err):
+            raise
+        print(f"mpno {args.command}: error: out of memory ({one_line(str(err))[:200]}); ask for less: a smaller "
+              "model, batch or grid", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:  # Ctrl-C: every file mpno writes appears whole or not at all
+        print(f"mpno {args.command}: interrupted; {one_line(str(err)) or 'no partial file was left behind'}",
+              file=sys.stderr)
+        return 130
     return 0

@@ -18,6 +18,15 @@ from ..nn.factorized import FACTORIZATIONS
 from ..nn.losses import LOSSES
 from ..nn.registry import MODELS
 from ..precision import DTYPES, PrecisionSchedule
+from ..writing import write_text
+
+#: The models whose loss is their own (:func:`mpno.run.experiment.losses_for`), not one of :data:`LOSSES`.
+OWN_LOSS = {"sfno": "the relative L2 error over the sphere (quadrature-weighted) of the fields standardised "
+                    "per channel",
+            "gino": "the relative L2 error over each cloud's points"}
+
+#: The evaluation losses of grid models other than the SFNO when ``eval_losses`` is not given.
+EVAL_LOSSES = ("l2", "h1")
 
 #: Option kinds: how a value is read from a flag or a config file.
 KINDS = ("str", "int", "float", "number", "bool", "int_list", "str_list")
@@ -61,8 +70,9 @@ class RunConfig:
     outputs: list[str] = option([], "str_list", "point clouds (gino): the output arrays (default: cp)", group="data")
     # model
     model: str = option("fno", "str", "the operator", choices=tuple(MODELS), group="model")
-    n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension "
-                                       "(default: 12; gino: 8)", low=1, aliases=("modes",), optional=True,
+    n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
+                                       "default: 12, or for sfno every degree the training grid carries "
+                                       "(nlat, min(nlat, nlon/2 + 1)), for gino 8", low=1, aliases=("modes",), optional=True,
                                        group="model")
     hidden_channels: int = option(32, "int", "width of the Fourier layers", low=1, aliases=("width",), group="model")
     n_layers: int = option(4, "int", "Fourier layers", low=1, aliases=("layers",), group="model")
@@ -73,8 +83,9 @@ class RunConfig:
     channel_mlp: bool = option(True, "bool", "a channel MLP in each Fourier layer", group="model")
     domain_padding: float = option(0.0, "float", "zero-pad this fraction of each dimension (non-periodic problems)",
                                    low=0.0, high=1.0, group="model")
-    grid: str = option("equiangular", "str", "sfno: the spherical grid of the data",
-                       choices=("equiangular", "legendre-gauss"), group="model")
+    grid: str | None = option(None, "str", "sfno: the spherical grid of the data; default: the grid the data files "
+                              "declare, else equiangular (a --grid that contradicts a file is refused)",
+                              choices=("equiangular", "legendre-gauss"), optional=True, group="model")
     latent_grid: int = option(16, "int", "gino: points per dimension of the latent grid", low=2, group="model")
     radius: float | None = option(None, "float", "gino: neighbourhood radius of the graph kernel integrals, in the "
                                   "latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
@@ -92,7 +103,9 @@ class RunConfig:
                                      low=1, group="precision")
     # optimisation
     epochs: int = option(30, "int", "epochs", low=1, group="optimisation")
-    batch_size: int = option(32, "int", "batch size (per process under torchrun)", low=1, group="optimisation")
+    batch_size: int | None = option(None, "int", "batch size (per process under torchrun); default: the largest "
+                                    "power of two up to 32 that gives each epoch at least 30 steps (4 for 200 "
+                                    "training samples, 32 from 960)", low=1, optional=True, group="optimisation")
     lr: float = option(2e-3, "float", "learning rate", low=0.0, open_low=True, group="optimisation")
     weight_decay: float = option(1e-4, "float", "weight decay", low=0.0, group="optimisation")
     optimizer: str = option("adamw", "str", "optimizer", choices=("adam", "adamw"), group="optimisation")
@@ -103,13 +116,17 @@ class RunConfig:
                           group="optimisation")
     grad_clip: float | None = option(None, "float", "clip the gradient norm to this value", low=0.0, open_low=True,
                                      optional=True, group="optimisation")
-    loss: str = option("l2", "str", "training loss: relative L2, relative H1 or MSE", choices=LOSSES,
-                       group="optimisation")
-    eval_losses: list[str] = option(["l2", "h1"], "str_list", "evaluation losses", choices=LOSSES,
-                                    group="optimisation")
+    loss: str = option("l2", "str", "training loss: relative L2, relative H1 or MSE (sfno, gino: their own "
+                       "relative L2 only)", choices=LOSSES, group="optimisation")
+    eval_losses: list[str] = option([], "str_list", "evaluation losses; default: l2 h1 (sfno, gino: their own "
+                                    "relative L2, l2)", choices=LOSSES, group="optimisation")
     periodic: bool = option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation")
     # run
-    device: str = option("auto", "str", "auto, cpu, cuda or cuda:N", group="run")
+    device: str = option("auto", "str", "auto, cpu, cuda or cuda:N (config.json records the device used)",
+                         group="run")
+    threads: int | None = option(None, "int", "CPU threads torch computes with; default: torch's, one per core "
+                                 "(on a busy machine fewer run faster: a line says so)", low=1, optional=True,
+                                 group="run")
     dist_backend: str = option("auto", "str", "under torchrun: nccl on CUDA, gloo on the CPU",
                                choices=("auto", "nccl", "gloo"), group="run")
     seed: int = option(0, "int", "random seed", low=0, group="run")
@@ -117,6 +134,9 @@ class RunConfig:
     tensorboard: bool = option(True, "bool", "also log to TensorBoard when it is installed", group="run")
     in_memory_limit_gb: float = option(2.0, "float", "data sets up to this size are loaded into memory; larger "
                                        "ones are read lazily", low=0.0, group="run")
+    compile: bool = option(False, "bool", "train the model compiled with torch.compile, one graph, rounding where "
+                           "the precision says (mpno.compiled); the first step of each precision compiles",
+                           group="run")
 
     def validate(self) -> "RunConfig":
         """Raise ``ValueError`` naming the option for values of the wrong kind or out of range."""
@@ -127,6 +147,13 @@ class RunConfig:
         if self.precision == "auto" and self.model in ("sfno", "gino"):
             raise ValueError(f"precision='auto' audits Fourier coefficients of grid data on the cube; give "
                              f"--model {self.model} a precision mode (the spherical audit is mpno.bounds.sphere)")
+        if self.model in OWN_LOSS:
+            for name, value in (("loss", self.loss), ("eval_losses", self.eval_losses)):
+                if value not in ("l2", ["l2"], []):
+                    raise ValueError(f"{name}={value!r} does not apply to model={self.model!r}, which trains and "
+                                     f"is tested with {OWN_LOSS[self.model]} (named l2); drop "
+                                     f"--{name.replace('_', '-')}")
+        self.eval_losses = self.eval_losses or (["l2"] if self.model in OWN_LOSS else list(EVAL_LOSSES))
         if isinstance(self.rank, float) and self.rank > 1:
             raise ValueError(f"rank={self.rank!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
                              "give an int for an explicit rank")
@@ -136,7 +163,7 @@ class RunConfig:
         return dataclasses.asdict(self)
 
     def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
@@ -178,7 +205,9 @@ class RunConfig:
 
                 values = yaml.safe_load(text) or {}
         except Exception as err:  # each parser has its own error type
-            raise ValueError(f"{path}: cannot parse ({err})") from None
+            mark = getattr(err, "problem_mark", None)  # YAML's spans lines: keep where and what
+            where = f"line {mark.line + 1}, column {mark.column + 1}: {err.problem}" if mark else " ".join(str(err).split())
+            raise ValueError(f"{path}: cannot parse ({where})") from None
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a table of options at the top level")
         return cls.from_dict(values, source=str(path))
@@ -254,8 +283,7 @@ def coerce(spec: dataclasses.Field, value):
     kind = meta["kind"]
     if kind.endswith("_list"):
         items = value if isinstance(value, (list, tuple)) else [value]  # TOML modes = 8, data_test = "file"
-        default = spec.default if spec.default_factory is dataclasses.MISSING else spec.default_factory()
-        if not items and default:
+        if not items and (spec.default_factory is dataclasses.MISSING or spec.default_factory()):
             raise ValueError(f"{spec.name} needs at least one value")
         items = [_scalar(spec, item, kind.removesuffix("_list")) for item in items]
         for item in items:

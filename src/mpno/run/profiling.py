@@ -1,10 +1,12 @@
-"""Counting what a computation costs: FLOPs, largest tensor, bytes saved for backward, memory peaks."""
+"""Counting what a computation costs: operations dispatched, FLOPs, largest tensor, bytes saved for backward,
+memory peaks."""
 
 from __future__ import annotations
 
 import resource
 import sys
 import time
+from collections import Counter
 from typing import Callable
 
 import torch
@@ -37,6 +39,56 @@ def operator_costs(fn: Callable[[], object]) -> tuple[int, int]:
     with flops, largest:
         fn()
     return flops.get_total_flops(), largest.largest
+
+
+def is_view(op) -> bool:
+    """Whether the ATen operator ``op`` only re-describes its input's memory (no kernel runs).
+
+    The rule: its schema returns an alias of an input without writing to it
+    (``OpOverload.is_view``), or it is ``_unsafe_view`` (a view whose schema does
+    not say so). In one mpno training step these are ``view``, ``_unsafe_view``,
+    ``reshape`` where it is a view, ``permute``, ``transpose``, ``t``, ``slice``,
+    ``select``, ``narrow``, ``expand``, ``unsqueeze``, ``squeeze``, ``as_strided``,
+    ``alias``, ``detach``, ``split``, ``split_with_sizes``, ``unbind``,
+    ``view_as_real``, ``view_as_complex``, ``real``, ``imag`` and ``_conj``.
+    """
+    return op.is_view or op.overloadpacket is torch.ops.aten._unsafe_view
+
+
+class OpCounter(TorchDispatchMode):
+    """Counts the ATen operations dispatched while it is active: ``kernels`` (a Counter by operator name) and,
+    apart, the view-like ones (:func:`is_view`) in ``views``.
+
+    Operations are counted where Python dispatch sees them: what an operator
+    calls inside its own kernel (a copy a library makes internally) is not seen.
+    On ``meta`` tensors nothing is computed, so a step of any size is counted in
+    milliseconds; mpno's code follows its CUDA branches there (:mod:`mpno.ops.devices`).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.kernels: Counter = Counter()
+        self.views: Counter = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        (self.views if is_view(func) else self.kernels)[func.overloadpacket.__name__] += 1
+        return func(*args, **(kwargs or {}))
+
+    @property
+    def total(self) -> int:
+        """Kernels counted (views excluded)."""
+        return sum(self.kernels.values())
+
+
+def step_op_counts(model: torch.nn.Module, x, y, loss_fn: Callable) -> OpCounter:
+    """The operations of one forward pass, ``loss_fn(model(x), y)`` and backward, after one uncounted step
+    (which builds the cached tables and plans a first step needs)."""
+    model.zero_grad(set_to_none=True)
+    loss_fn(model(x), y).backward()
+    model.zero_grad(set_to_none=True)
+    with OpCounter() as counter:
+        loss_fn(model(x), y).backward()
+    return counter
 
 
 def saved_tensor_bytes(fn: Callable[[], object]) -> int:

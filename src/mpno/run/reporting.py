@@ -5,8 +5,11 @@ from __future__ import annotations
 import csv
 import math
 from pathlib import Path
+from typing import Sequence
 
 import torch
+
+from ..writing import open_replacing, refuse_link
 
 
 class MetricsLog:
@@ -16,6 +19,7 @@ class MetricsLog:
         self.path = run_dir / "metrics.csv"
         self.writer = None
         if tensorboard:
+            refuse_link(run_dir / "tensorboard")
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError:  # tensorboard is an optional extra
@@ -24,18 +28,20 @@ class MetricsLog:
                 self.writer = SummaryWriter(str(run_dir / "tensorboard"))
 
     def rows(self) -> list[dict]:
+        refuse_link(self.path)  # never read (then copy into the run) a file a link points to
         if not self.path.exists():
             return []
         with open(self.path, newline="") as f:
             return list(csv.DictReader(f))
 
-    def append(self, row: dict) -> None:
-        rows = self.rows() + [{k: str(v) for k, v in row.items()}]
-        fields = list(dict.fromkeys(k for r in rows for k in r))
-        with open(self.path, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
+    def _write(self, rows: list[dict]) -> None:
+        with open_replacing(self.path, "w") as f:
+            writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
             writer.writeheader()
             writer.writerows(rows)
+
+    def append(self, row: dict) -> None:
+        self._write(self.rows() + [{k: str(v) for k, v in row.items()}])
         if self.writer is not None:
             for key, value in row.items():
                 if isinstance(value, (int, float)) and key != "epoch":
@@ -46,10 +52,7 @@ class MetricsLog:
         """Keep the rows of the first ``epochs`` epochs (when resuming)."""
         rows = [r for r in self.rows() if int(r["epoch"]) <= epochs]
         if rows:
-            with open(self.path, "w", newline="") as f:
-                writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(rows)
+            self._write(rows)
         elif self.path.exists():
             self.path.unlink()
 
@@ -64,14 +67,36 @@ def _pyplot():
 
 
 def _save(fig, path: Path, dpi: int) -> None:
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    _pyplot().close(fig)
+    """Write the figure in the format of ``path``'s extension (whole or not at all, never through a link)
+    and free it."""
+    try:
+        if not fig.get_constrained_layout():
+            fig.tight_layout()
+        with open_replacing(path) as f:  # "tight": legends placed outside the axes are kept
+            fig.savefig(f, format=Path(path).suffix.lstrip(".").lower() or "png", dpi=dpi, bbox_inches="tight")
+    finally:
+        _pyplot().close(fig)
 
 
-def plot_curves(rows: list[dict], path: Path, loss_name: str | None = None) -> None:
-    """Training loss (``loss_name``, e.g. ``"l2"``) and every test metric against epochs, log scale,
-    with the precision of each phase."""
+def _log_ticks(axis, values) -> None:
+    """Readable ticks on a log ``axis`` (``ax.yaxis``) whose data span less than two decades: 1, 2 and 5 (or
+    every digit, under a factor of 3) times powers of ten, written as plain numbers (0.02, not 2×10⁻²)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    finite = [v for v in values if isinstance(v, (int, float)) and math.isfinite(v) and v > 0]
+    if not finite or max(finite) / min(finite) >= 100:
+        return
+    subs = (1.0, 2.0, 5.0) if max(finite) / min(finite) >= 3 else tuple(float(k) for k in range(1, 10))
+    axis.set_major_locator(LogLocator(base=10, subs=subs))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def plot_curves(rows: list[dict], path: Path, loss_name: str | None = None,
+                grids: dict[str, list[int]] | None = None) -> None:
+    """Training loss (``loss_name``, e.g. ``"l2"``) and every test metric against epochs, log scale, with the
+    precision of each phase; each test line is named by its test set and grid (``grids``: test set → grid),
+    and the legend sits outside the data, on the right."""
     plt = _pyplot()
     from matplotlib.ticker import MaxNLocator
 
@@ -79,23 +104,28 @@ def plot_curves(rows: list[dict], path: Path, loss_name: str | None = None) -> N
     epochs = [int(r["epoch"]) for r in rows]
     train_label = labels.get(loss_name, loss_name or "loss")
     tests = {key: key.rpartition("/") for key in rows[0] if "/" in key}  # <test set>/<loss>
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    ax.plot(epochs, [float(r["train_loss"]) for r in rows], "k-o", markersize=3, label=f"train ({train_label})")
+    grids = grids or {}
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    shown = [float(r["train_loss"]) for r in rows]
+    ax.plot(epochs, shown, "k-o", markersize=3, label=f"train: {train_label}")
     for key, (name, _, loss) in tests.items():
-        ax.plot(epochs, [float(r[key]) for r in rows], marker="o", markersize=3, linestyle="--",
-                label=f"{name} ({labels.get(loss, loss)})")
+        values = [float(r[key]) for r in rows]
+        shown += values
+        grid = "×".join(map(str, grids.get(name, [])))
+        ax.plot(epochs, values, marker="o", markersize=3, linestyle="--",
+                label=f"{name}{f' at {grid}' if grid else ''}: {labels.get(loss, loss)}")
     changes = [(e, r["precision"]) for e, r, prev in zip(epochs, rows, [None] + rows[:-1])
                if prev is None or prev["precision"] != r["precision"]]
     for epoch, precision in changes:
         ax.axvline(epoch - 0.5, color="grey", linestyle=":", linewidth=1)
         ax.text(epoch - 0.4, 0.98, precision, transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="grey")
-    metrics = ", ".join(dict.fromkeys(labels.get(loss, loss) for _, _, loss in tests.values()))
     ax.set_yscale("log")
+    _log_ticks(ax.yaxis, shown)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"train: {train_label}" + (f"; test: {metrics}" if metrics else ""))
-    ax.legend(fontsize=8, loc="lower left")
-    ax.grid(alpha=0.3)
+    ax.set_ylabel("error (log scale)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.grid(alpha=0.3, which="both")
     _save(fig, path, dpi=110)
 
 
@@ -139,6 +169,110 @@ def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path:
     if title:
         fig.suptitle(title, fontsize=10)
     _save(fig, path, dpi=100)
+
+
+@torch.no_grad()
+def plot_sphere_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path, grid: str,
+                        title: str = "", channels: Sequence[str] | None = None) -> None:
+    """Maps of one sample on the sphere (the first of ``x``, ``y``: (batch, C, nlat, nlon) on ``grid``), one row
+    per output channel: input, truth, prediction and error, on latitude and longitude axes.
+
+    Truth and prediction share one colour scale per channel; the error, prediction − truth,
+    has a scale symmetric about zero. ``channels``: the output channels' names (default
+    ``channel 0``, …); an input channel is drawn beside the output channel of the same index.
+    """
+    import numpy as np
+
+    from ..ops import sht
+
+    plt = _pyplot()
+    model.eval()
+    prediction = model(x[:1]).float().cpu().numpy()[0]
+    inputs, truth = x[0].float().cpu().numpy(), y[0].float().cpu().numpy()
+    nlat, nlon = truth.shape[-2:]
+    latitude = 90 - np.degrees(sht.quadrature(nlat, grid)[0].numpy())
+    longitude = 360 * np.arange(nlon) / nlon
+    names = list(channels) if channels is not None and len(channels) == len(truth) else \
+        [f"channel {c}" for c in range(len(truth))]
+    fig, axes = plt.subplots(len(truth), 4, figsize=(16, 2.6 * len(truth) + 0.6), squeeze=False,
+                             constrained_layout=True)
+    for c, name in enumerate(names):
+        low, high = min(truth[c].min(), prediction[c].min()), max(truth[c].max(), prediction[c].max())
+        error = prediction[c] - truth[c]
+        bound = float(np.abs(error).max()) or 1.0
+        relative = float(np.linalg.norm(error) / max(np.linalg.norm(truth[c]), np.finfo(np.float32).tiny))
+        given = (f"input: {name}" if len(inputs) == len(truth) else f"input {c}") if c < len(inputs) else None
+        panels = [(given, inputs[min(c, len(inputs) - 1)], "viridis", None),
+                  (f"truth: {name}", truth[c], "viridis", (low, high)),
+                  (f"prediction: {name}", prediction[c], "viridis", (low, high)),
+                  (f"error (prediction − truth), rel. L2 {relative:.3f}", error, "RdBu_r", (-bound, bound))]
+        for axis, (label, field, colours, scale) in zip(axes[c], panels):
+            if label is None:
+                axis.axis("off")
+                continue
+            low_, high_ = scale if scale is not None else (None, None)
+            image = axis.pcolormesh(longitude, latitude, field, shading="nearest", cmap=colours, vmin=low_,
+                                    vmax=high_)
+            fig.colorbar(image, ax=axis, shrink=0.75).ax.tick_params(labelsize=7)
+            axis.set_title(label, fontsize=9)
+            axis.set_xticks(range(0, 361, 90))
+            axis.set_yticks(range(-90, 91, 45))
+            axis.set_aspect("equal")
+            axis.tick_params(labelsize=7)
+            if c == len(names) - 1:
+                axis.set_xlabel("longitude (°)", fontsize=8)
+            if axis is axes[c][0] or (c >= len(inputs) and axis is axes[c][1]):
+                axis.set_ylabel("latitude (°)", fontsize=8)
+    fig.suptitle(f"{title + ', ' if title else ''}{grid} grid {nlat}×{nlon}", fontsize=10)
+    _save(fig, path, dpi=90)
+
+
+@torch.no_grad()
+def plot_point_samples(model: torch.nn.Module, x, y, path: Path, title: str = "") -> None:
+    """3D scatter plots of the first cloud of a batch (``x``: :class:`mpno.data.pointclouds.PointClouds`,
+    ``y``: its ``PointValues``), one row per output channel: truth, prediction and error.
+
+    Truth and prediction share one colour scale; the error, prediction − truth, has a
+    scale symmetric about zero. The title gives the cloud's relative L2 error (over all
+    channels, with the target's quadrature weights, as :class:`mpno.nn.point_losses.PointL2Loss`).
+    """
+    import dataclasses
+
+    from ..nn.point_losses import PointL2Loss
+
+    plt = _pyplot()
+    model.eval()
+    size = x.sizes[0]
+    guess = model(x)[:size].float()
+    target = dataclasses.replace(y, values=y.values[:size], sizes=(size,),
+                                 weights=None if y.weights is None else y.weights[:size])
+    relative = PointL2Loss()(guess, target).item()
+    points, truth, guess = x.points[:size].cpu().numpy(), target.values.float().cpu().numpy(), guess.cpu().numpy()
+    tick = float(f"{float(abs(points).max()) or 1.0:.1g}")  # axes ±0.8, not ±0.798
+    limit = max(tick, float(abs(points).max()))
+    count = truth.shape[1]
+    fig = plt.figure(figsize=(13, 4.2 * count))
+    for c in range(count):
+        low, high = min(truth[:, c].min(), guess[:, c].min()), max(truth[:, c].max(), guess[:, c].max())
+        error = guess[:, c] - truth[:, c]
+        bound = float(abs(error).max()) or 1.0
+        name = f" {c}" if count > 1 else ""
+        panels = [(f"truth{name}", truth[:, c], "viridis", (low, high)),
+                  (f"prediction{name}", guess[:, c], "viridis", (low, high)),
+                  (f"error (prediction − truth){name}", error, "RdBu_r", (-bound, bound))]
+        for i, (label, values, colours, (vmin, vmax)) in enumerate(panels):
+            axis = fig.add_subplot(count, 3, 3 * c + i + 1, projection="3d")
+            shown = axis.scatter(*points.T, c=values, cmap=colours, vmin=vmin, vmax=vmax, s=6)
+            axis.set_title(label, fontsize=10)
+            axis.set_box_aspect((1, 1, 1))
+            for set_limit, set_ticks in ((axis.set_xlim, axis.set_xticks), (axis.set_ylim, axis.set_yticks),
+                                         (axis.set_zlim, axis.set_zticks)):
+                set_limit(-limit, limit)
+                set_ticks([-tick, 0, tick], [f"{-tick:g}", "0", f"{tick:g}"])
+            axis.tick_params(labelsize=7)
+            fig.colorbar(shown, ax=axis, shrink=0.6).ax.tick_params(labelsize=7)
+    fig.suptitle(f"{title + ': ' if title else ''}sample 0, {size} points, relative L2 {relative:.3f}", fontsize=11)
+    _save(fig, path, dpi=110)
 
 
 def json_safe(value):
@@ -192,6 +326,8 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
     """Discretisation error and each dtype's precision error against resolution, log-log; with a model
     audit, a second panel: each layer's relative error against float64 and the model's discretisation error."""
     plt = _pyplot()
+    from matplotlib.ticker import NullLocator
+
     levels = report["levels"]
     if "model" in report:
         fig, (ax, audit) = plt.subplots(1, 2, figsize=(12, 4.5))
@@ -202,6 +338,8 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
         values = [v if math.isfinite(v) else float("nan") for v in report["curves"][dtype]]
         ax.plot(levels, values, style, label=f"precision error, {dtype}")
     ax.set_xscale("log", base=2)
+    ax.set_xticks(levels, [str(n) for n in levels])  # 16, 32, 64: not 2⁴, 2⁵, 2⁶
+    ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log")
     ax.set_xlabel("grid points per dimension")
     ax.set_ylabel("max error of kept Fourier coefficients")
@@ -224,6 +362,7 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
                       label=f"safe below: {factor}the model's discretisation error (n vs n/2)")
         audit.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
         audit.set_yscale("log")
+        _log_ticks(audit.yaxis, errors + [report["threshold"] * model["discretization_error"]])
         audit.set_ylabel("relative error of the layer's output against float64")
         audit.set_title(f"model audit: {'safe' if model['safe'] else 'NOT SAFE'} (output ratio {model['ratio']:.2g})",
                         fontsize=10)

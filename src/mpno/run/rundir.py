@@ -6,15 +6,24 @@ removes only the files mpno writes there. While a run trains or resumes, it
 holds an exclusive lock on ``.lock`` (``fcntl.flock``): the kernel releases it
 when the process exits, even after a crash or ``kill -9``, so a lock is never
 stale; a second process is refused with the holder's pid.
+
+Nothing is written through a symbolic link (:mod:`mpno.writing`): the lock is
+opened without following one, and a run directory in which one of mpno's own
+names is a link is refused, so a run directory someone hands you cannot be
+turned into a way to overwrite your files.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
+import stat
 import time
 from pathlib import Path
+
+from ..writing import TEMPORARY, remove_orphans, write_text
 
 MARKER = ".mpno-run"
 LOCK = ".lock"
@@ -33,7 +42,8 @@ def default_path() -> Path:
 
 
 def is_run_directory(path: Path) -> bool:
-    return (path / MARKER).is_file()
+    marker = path / MARKER
+    return marker.is_file() and not marker.is_symlink()  # a linked marker is not one mpno wrote
 
 
 def _contents(path: Path) -> list[Path]:
@@ -45,14 +55,20 @@ def _remove_own_files(path: Path) -> None:
         for file in path.glob(pattern):
             file.unlink(missing_ok=True)
     for name in OWN_DIRS:
-        if (path / name).is_dir():
+        if (path / name).is_symlink():
+            (path / name).unlink()  # the link, not what it points to
+        elif (path / name).is_dir():
             shutil.rmtree(path / name)
 
 
-def remove_orphans(path: Path) -> None:
-    """Temporary files left by a write that was killed (the lock says no one else is writing)."""
-    for file in path.glob(".*.tmp"):
-        file.unlink(missing_ok=True)
+def refuse_links(path: Path) -> None:
+    """``RunDirectoryError`` naming the first of mpno's own names in ``path`` that is a symbolic link:
+    writing there would overwrite the file it points to."""
+    for pattern in (*OWN_FILES, *OWN_DIRS):
+        for file in sorted(path.glob(pattern)):
+            if file.is_symlink() and not TEMPORARY.match(file.name):
+                raise RunDirectoryError(f"{file} is a symbolic link; mpno never writes through a link (that would "
+                                        "overwrite the file it points to): remove it, or use another run directory")
 
 
 class RunLock:
@@ -67,19 +83,28 @@ class RunLock:
             import fcntl
         except ImportError:  # pragma: no cover - not POSIX: no lock, as before
             return self
-        self.file = open(self.path, "a+")
+        try:  # never through a link, and never truncating a file that is not the lock's own
+            descriptor = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise RunDirectoryError(f"{self.path} is a symbolic link; mpno never writes through a link (that "
+                                        "would overwrite the file it points to): remove it") from None
+            raise
+        self.file = os.fdopen(descriptor, "r+b")
+        status = os.fstat(descriptor)
+        if not stat.S_ISREG(status.st_mode) or status.st_nlink != 1:
+            self.release()
+            raise RunDirectoryError(f"{self.path} is not mpno's lock file (it is a special file or has other "
+                                    "names); remove it")
         try:
             fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            self.file.seek(0)
-            holder = self.file.read().strip() or "another process"
-            self.file.close()
-            self.file = None
+            holder = self.file.read(100).decode(errors="replace").strip() or "another process"
+            self.release()
             raise RunDirectoryError(f"{self.path.parent} is in use by a running mpno process ({holder}); wait for "
                                     "it to finish, or choose another --out") from None
-        self.file.seek(0)
         self.file.truncate()
-        self.file.write(f"pid {os.getpid()}")
+        self.file.write(f"pid {os.getpid()}".encode())
         self.file.flush()
         return self
 
@@ -115,7 +140,7 @@ def create(out: str | None, overwrite: bool) -> tuple[Path, RunLock]:
                 raise FileExistsError(f"{path} holds an mpno run; resume it with --resume, pass --overwrite to "
                                       "replace it, or choose another --out")
             _remove_own_files(path)
-        (path / MARKER).write_text(json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        write_text(path / MARKER, json.dumps({"created": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
     except BaseException:
         lock.release()
         raise
@@ -123,7 +148,13 @@ def create(out: str | None, overwrite: bool) -> tuple[Path, RunLock]:
 
 
 def reopen(path: Path) -> RunLock:
-    """Lock an existing run directory to resume it, and clear what a killed write left behind."""
+    """Lock an existing run directory to resume it, refuse it if one of mpno's names in it is a link,
+    and clear what a killed write left behind."""
     lock = RunLock(path).acquire()
-    remove_orphans(path)
+    try:
+        refuse_links(path)
+    except BaseException:
+        lock.release()
+        raise
+    remove_orphans(path, live_too=True)  # the lock says no one else is writing here
     return lock

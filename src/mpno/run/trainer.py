@@ -12,7 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..nn.normalized import NormalizedOperator
-from ..precision import SAFER, Precision, PrecisionSchedule, at_least
+from ..precision import SAFER, Precision, PrecisionSchedule, at_least, compiled
 from . import checkpoint, distributed
 from .evaluation import evaluate
 from .reporting import MetricsLog, epoch_line
@@ -24,6 +24,10 @@ SWITCH_WARNING = 1e-2
 
 class TrainingError(RuntimeError):
     """Training cannot go on (non-finite values in full precision, say)."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training was interrupted (Ctrl-C); the message says what was kept and how to resume."""
 
 
 class Trainer:
@@ -57,6 +61,7 @@ class Trainer:
         tensorboard: also write TensorBoard scalars (when it is installed).
         log: receives one line per epoch (with ``progress``) and per notable event.
         progress: a line per epoch through ``log``, and progress bars on a terminal.
+        compile: run the training steps on the model compiled by :func:`mpno.compiled`.
 
     Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``; call
     :meth:`close` before leaving the process group.
@@ -67,7 +72,7 @@ class Trainer:
                  test_batches: dict | None = None, eval_losses: dict | None = None, grad_clip: float | None = None,
                  nonfinite_patience: int = 5, seed: int = 0, run_dir: Path | None = None,
                  extra_state: dict | None = None, tensorboard: bool = False, log: Callable[[str], None] = print,
-                 progress: bool = True):
+                 progress: bool = True, compile: bool = False):
         self.model, self.optimizer, self.train_batches, self.epochs, self.loss = \
             model, optimizer, train_batches, epochs, loss
         self.schedule = PrecisionSchedule.parse(schedule)
@@ -83,6 +88,9 @@ class Trainer:
             self.parallel = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.parallel.register_comm_hook(None, distributed.sum_gradients)
+        self.compile = compile
+        if compile:  # training steps run the compiled model; evaluation and checkpoints use the model itself
+            self.parallel = compiled(self.parallel)
         self.scaler = torch.amp.GradScaler(self.device.type)
         self.epoch = 0
         self.floor: str | None = None  # the least precise mode allowed after escalations
@@ -106,7 +114,8 @@ class Trainer:
                 group["lr"] = eta_min + (base - eta_min) * (1 + math.cos(math.pi * self.epoch / epochs)) / 2
 
     def close(self) -> None:
-        """Release the ``DistributedDataParallel`` wrapper (before the process group is destroyed)."""
+        """Release the ``DistributedDataParallel`` wrapper and the compiled model (before the process group is
+        destroyed)."""
         self.parallel = self.model
 
     # -- one step -------------------------------------------------------------------------

@@ -1,0 +1,58 @@
+"""Defaults sized to the data: the batch size and the SFNO's modes of a run.
+
+A run's options left unset (``None``) are chosen here from the training set, once,
+before the model is built, and recorded in the run's ``config.json``:
+
+* **batch size**: the largest power of two, at most :data:`MAX_BATCH`, that gives
+  every epoch at least :data:`STEPS_PER_EPOCH` optimizer steps (the global batch
+  counts every process under ``torchrun``): 4 for 200 samples, 8 for 300, 32 from
+  960 on. Small data sets then still get hundreds of steps in a default run. The
+  learning rate stays 2e-3: scaling it down with the batch (as ``√(batch / 32)``)
+  learnt less in the same epochs (docs/training.md);
+* **modes**: 12 per dimension (8 for the GINO's latent grid), except for the SFNO,
+  whose degrees and orders follow the training grid: ``(nlat, min(nlat, nlon // 2 + 1))``,
+  every degree the grid carries (docs/sphere.md measures the aliasing above the exact
+  quadrature).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+#: The most samples per batch a default run uses (per process).
+MAX_BATCH = 32
+#: The fewest optimizer steps per epoch the default batch size allows.
+STEPS_PER_EPOCH = 30
+#: Kept modes per dimension by default (the SFNO's follow its grid instead) ...
+DEFAULT_MODES = 12
+#: ... and where an operator needs others (the GINO's latent grid).
+MODEL_MODES = {"gino": 8}
+
+
+def batch_size(samples: int, processes: int = 1) -> int:
+    """The default batch size (per process) for ``samples`` training samples shared by ``processes``."""
+    per_step = samples / (STEPS_PER_EPOCH * processes)
+    return 2 ** min(int(math.log2(MAX_BATCH)), max(0, math.floor(math.log2(per_step)))) if per_step >= 1 else 1
+
+
+def modes(model: str, grid: Sequence[int]) -> list[int]:
+    """The default ``n_modes`` of ``model`` for training data on ``grid`` (empty for point clouds)."""
+    if model == "sfno" and len(grid) == 2:
+        nlat, nlon = grid
+        return [nlat, min(nlat, nlon // 2 + 1)]
+    return [MODEL_MODES.get(model, DEFAULT_MODES)]
+
+
+def fill(config, samples: int, grid: Sequence[int], processes: int = 1) -> str | None:
+    """Set the options of ``config`` left unset from the training data; a line saying what was chosen, or None."""
+    chosen = []
+    if config.batch_size is None:
+        config.batch_size = batch_size(samples, processes)
+        steps = math.ceil(samples / (config.batch_size * processes))
+        chosen.append(f"batch size {config.batch_size} ({steps} steps per epoch for {samples} training samples)")
+    if config.n_modes is None:
+        config.n_modes = modes(config.model, grid)
+        chosen.append(f"n_modes {' '.join(map(str, config.n_modes))}"
+                      + (f" (the training grid {'×'.join(map(str, grid))})" if config.model == "sfno" else ""))
+    return "defaults sized to the data: " + ", ".join(chosen) if chosen else None
