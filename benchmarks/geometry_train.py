@@ -101,8 +101,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--precisions", nargs="+", default=["full", "mixed"])
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--batch-size", type=int, help="GINO's batch size (default: mpno train's, sized to the data)")
+    parser.add_argument("--lr", type=float, help="GINO's learning rate (default: mpno train's)")
     parser.add_argument("--no-baselines", action="store_true", help="GINOs only")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--plot", type=Path, help="draw the first test cloud of the first run here")
@@ -122,21 +122,24 @@ def main() -> None:
             for positions in (False, True):
                 start = time.perf_counter()
                 name = "pointwise MLP (normal, flow" + (", position)" if positions else ")")
-                rows[name] = pointwise_mlp(train, tests, positions, args.epochs, args.batch_size, args.seeds[0])
+                rows[name] = pointwise_mlp(train, tests, positions, args.epochs, args.batch_size or 8, args.seeds[0])
                 rows[name]["seconds"] = time.perf_counter() - start
         first_run = None
         for seed in args.seeds:
             for precision in args.precisions:
+                given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
                 config = RunConfig(model="gino", data_train=files["train"], data_test=[files["test"], files["ood"]],
-                                   epochs=args.epochs, seed=seed, precision=precision, batch_size=args.batch_size,
-                                   lr=args.lr, device="cpu", tensorboard=False, out=str(Path(tmp) / f"{precision}-{seed}"))
+                                   epochs=args.epochs, seed=seed, precision=precision, device="cpu",
+                                   tensorboard=False, out=str(Path(tmp) / f"{precision}-{seed}"), **given)
                 profiling.reset_peak_rss()  # the run's own peak, not the process's so far
                 summary = train_run(config, progress=False)
                 first_run = first_run or Path(summary["run_dir"])
                 names = dict(zip(("test", "ood"), summary["test"]))
                 rows[f"GINO {precision}, seed {seed}"] = {
                     **{short: summary["test"][long]["l2"] for short, long in names.items()},
-                    "seconds": summary["seconds"], "peak_rss_MiB": summary["peak_memory_bytes"] / 2**20}
+                    "seconds": summary["seconds"], "peak_rss_MiB": summary["peak_memory_bytes"] / 2**20,
+                    "batch_size": config.batch_size, "lr": config.lr}
+                print(f"GINO {precision}, seed {seed}: {rows[f'GINO {precision}, seed {seed}']}", flush=True)
         if args.plot and first_run is not None:
             model = mpno.load_model(first_run / "checkpoint.pt")
             model.set_precision("full")
@@ -144,7 +147,7 @@ def main() -> None:
             plot_point_samples(model, x, y, args.plot, title="GINO (mpno train defaults) on potential flow past an "
                                "ellipsoid, test cloud 0")
     report = {"files": {k: v if v and not v.startswith(tmp) else "generated" for k, v in files.items()},
-              "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr,
+              "epochs": args.epochs,
               "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
     print(f"{'model':<44} {'test L2':>8} {'OOD L2':>8} {'seconds':>8}")
     for name, row in rows.items():
