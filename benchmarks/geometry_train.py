@@ -1,16 +1,25 @@
-"""Train a small GINO on potential flow past ellipsoids and plot truth, prediction and error in 3D.
+"""Train GINOs on potential flow past ellipsoids with `mpno train`'s defaults, beside models that see no geometry.
 
-Generates the data (exact surface pressure coefficients), trains with the paper's
-precision schedule on the CPU in a few minutes, reports the test error of the
-trained model in every precision and writes a 3D scatter plot of one test sample.
+Prints, for the test set and a set of more elongated ellipsoids (out of
+distribution), the relative L2 error of Cp (the mean over clouds) of:
 
-    python benchmarks/geometry_train.py [--epochs 30] [--plot docs/images/gino_potential_flow.png] [--json]
+* the constant: the training mean of Cp;
+* the sphere's formula, Cp = 1 − 9/4 (1 − (n·U)²), which ignores the shape;
+* a pointwise MLP on the same inputs (normal, stream direction), and one that
+  also sees the point's coordinates;
+* GINOs trained as `mpno train --model gino --data-train T.h5 --data-test V.h5 O.h5`
+  does (no model flags), for each precision and seed.
+
+Without files it generates them (300 training and 60 test ellipsoids of 1024
+points with semi-axes in [0.5, 2], and 60 with semi-axes in [0.3, 3]).
+
+    python benchmarks/geometry_train.py [--train T.h5 --test V.h5 --ood O.h5] [--epochs 50] [--seeds 0 1]
+        [--precisions full mixed] [--batch-size 8] [--lr 3e-3] [--plot docs/images/gino_potential_flow.png] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import tempfile
 import time
@@ -20,82 +29,132 @@ import torch
 
 import mpno
 from mpno import data
-from mpno.data.pointclouds import PointCloudBatches, PointCloudDataset
-from mpno.nn.normalized import NormalizedOperator, UnitGaussianNormalizer
+from mpno.data.pointclouds import PointCloudBatches, PointCloudDataset, PointClouds, PointValues
+from mpno.nn.normalized import UnitGaussianNormalizer
 from mpno.nn.point_losses import PointL2Loss
-from mpno.run.evaluation import evaluate
+from mpno.run import profiling
 from mpno.run.reporting import plot_point_samples
-from mpno.run.trainer import Trainer
+from mpno.run.config import RunConfig
+from mpno.run.experiment import train as train_run
+
+#: What the generated files hold: (name, clouds, seed, min_axis, max_axis).
+GENERATED = (("train", 300, 0, 0.5, 2.0), ("test", 60, 1, 0.5, 2.0), ("ood", 60, 2, 0.3, 3.0))
+
+
+def whole(dataset: PointCloudDataset) -> tuple[PointClouds, PointValues]:
+    """Every cloud of ``dataset`` as one batch."""
+    x, y, _ = next(PointCloudBatches(dataset, len(dataset)).iterate())
+    return x, y
+
+
+def constant_and_sphere(train: PointCloudDataset, tests: dict) -> dict:
+    """The relative L2 errors of the training mean of Cp and of the sphere's Cp on each test set."""
+    loss, mean = PointL2Loss(), whole(train)[1].values.double().mean()
+    rows = {"constant (training mean)": {}, "sphere formula": {}}
+    for name, dataset in tests.items():
+        x, y = whole(dataset)
+        aligned = (x.features[:, :3].double() * x.features[:, 3:6].double()).sum(1, keepdim=True)  # n·U
+        rows["constant (training mean)"][name] = loss(torch.full_like(y.values, float(mean)), y).item()
+        rows["sphere formula"][name] = loss(1 - 2.25 * (1 - aligned**2), y).item()
+    return rows
+
+
+def pointwise_mlp(train: PointCloudDataset, tests: dict, positions: bool, epochs: int, batch_size: int,
+                  seed: int, lr: float = 1e-3, width: int = 128) -> dict:
+    """A per-point MLP (3 hidden layers of ``width``) on the features (and the coordinates), trained with
+    the GINO's loss; its relative L2 on each test set."""
+    torch.manual_seed(seed)
+
+    def inputs(x: PointClouds) -> torch.Tensor:
+        return torch.cat([x.features, x.points], 1) if positions else x.features
+
+    batches = PointCloudBatches(train, batch_size)
+    fit = UnitGaussianNormalizer.fit(inputs(x).T for x, _ in batches.samples)
+    out = UnitGaussianNormalizer.fit(y.values.T for _, y in batches.samples)
+    channels = inputs(batches.samples[0][0]).shape[1]
+    mlp = torch.nn.Sequential(torch.nn.Linear(channels, width), torch.nn.GELU(), torch.nn.Linear(width, width),
+                              torch.nn.GELU(), torch.nn.Linear(width, width), torch.nn.GELU(),
+                              torch.nn.Linear(width, 1))
+
+    def predict(x: PointClouds) -> torch.Tensor:
+        z = fit.encode(inputs(x).T.unsqueeze(0))[0].T
+        return out.decode(mlp(z).T.unsqueeze(0))[0].T
+
+    optimizer = torch.optim.AdamW(mlp.parameters(), lr=lr, weight_decay=1e-4)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
+    loss = PointL2Loss()
+    for epoch in range(epochs):
+        for x, y, _ in batches.iterate(seed * 100003 + epoch):
+            optimizer.zero_grad()
+            loss(predict(x), y).backward()
+            optimizer.step()
+        scheduler.step()
+    with torch.no_grad():
+        return {name: loss(predict(x), y).item() for name, (x, y) in ((n, whole(d)) for n, d in tests.items())}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--train", type=int, default=512)
-    parser.add_argument("--test", type=int, default=16)
-    parser.add_argument("--points", type=int, default=300)
-    parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--lr", type=float, default=3e-3)
-    parser.add_argument("--precision", default="schedule")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1: tiny kernels, busy machines)")
-    parser.add_argument("--plot", type=Path)
+    parser.add_argument("--train", help="training file (default: generated)")
+    parser.add_argument("--test", help="test file (default: generated)")
+    parser.add_argument("--ood", help="out-of-distribution test file (default: generated)")
+    parser.add_argument("--epochs", type=int, default=50)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    parser.add_argument("--precisions", nargs="+", default=["full", "mixed"])
+    parser.add_argument("--batch-size", type=int, help="GINO's batch size (default: mpno train's, sized to the data)")
+    parser.add_argument("--lr", type=float, help="GINO's learning rate (default: mpno train's)")
+    parser.add_argument("--no-baselines", action="store_true", help="GINOs only")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--plot", type=Path, help="draw the first test cloud of the first run here")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = {split: data.generate("potential-flow", Path(tmp) / f"{split}.h5", n=n, seed=seed,
-                                      points=args.points, progress=False)[0]
-                 for split, n, seed in (("train", args.train, 0), ("test", args.test, 1))}
-        train, test = PointCloudDataset(paths["train"]), PointCloudDataset(paths["test"])
-    operator = mpno.GINO(6, 1, n_modes=(6, 6, 6), hidden_channels=16, n_layers=3, latent_grid=12, radius=0.25,
-                         kernel_hidden=32)
-    start = time.perf_counter()
-    train_batches = PointCloudBatches(train, args.batch_size, neighborhoods=operator.neighborhoods)
-    test_batches = PointCloudBatches(test, args.batch_size, neighborhoods=operator.neighborhoods)
-    search_seconds = time.perf_counter() - start
-    model = NormalizedOperator(operator, UnitGaussianNormalizer.fit(x.features.T for x, _ in train_batches.samples),
-                               UnitGaussianNormalizer.fit(y.values.T for _, y in train_batches.samples))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.epochs)
-    loss = PointL2Loss()
-    schedule = mpno.PrecisionSchedule.parse(args.precision)
-    trainer = Trainer(model, optimizer, train_batches, args.epochs, loss, schedule=schedule, scheduler=scheduler,
-                      test_batches={"test": test_batches}, eval_losses={"l2": loss}, log=print, progress=True)
-    start = time.perf_counter()
-    trainer.fit()
-    seconds = time.perf_counter() - start
-    policies = ("full", "amp", "mixed", mpno.Precision("mixed", dtype="bfloat16"), "half",
-                mpno.Precision("half", stabilizer=None))
-    errors, float64 = {}, {}
-    x, _, _ = next(test_batches.iterate())
-    for policy in policies:
-        model.set_precision(policy)
-        name = str(model.precision)
-        errors[name] = evaluate(model, {"test": test_batches}, {"l2": loss})["test"]["l2"]
-        # the same function in float64: the same stabilizer, full precision
-        reference = copy.deepcopy(model).double()
-        reference.set_precision(mpno.Precision("full", stabilizer=model.precision.stabilizer))
-        with torch.no_grad():
-            exact = reference(_double(x)).double()
-            float64[name] = ((model(x).double() - exact).norm() / exact.norm()).item()
-    report = {"train": args.train, "test": args.test, "points": args.points, "epochs": args.epochs,
-              "precision": str(schedule), "train_seconds": seconds, "neighbor_search_seconds": search_seconds,
-              "threads": torch.get_num_threads(), "test_l2_by_precision": errors,
-              "output_difference_from_float64": float64}
-    if args.plot:
-        model.set_precision("full")
-        plot_point_samples(model, *next(test_batches.iterate())[:2], args.plot,
-                           title="GINO on potential flow past an ellipsoid")
-    print("\n".join(f"{key}: {value}" for key, value in report.items()))
+        files = {"train": args.train, "test": args.test, "ood": args.ood}
+        for split, n, seed, low, high in GENERATED:
+            if files[split] is None:
+                files[split] = str(data.generate("potential-flow", Path(tmp) / f"{split}.h5", n=n, seed=seed,
+                                                 points=1024, min_axis=low, max_axis=high, progress=False)[0])
+        train = PointCloudDataset(files["train"])
+        tests = {"test": PointCloudDataset(files["test"]), "ood": PointCloudDataset(files["ood"])}
+        rows = {} if args.no_baselines else constant_and_sphere(train, tests)
+        if not args.no_baselines:
+            for positions in (False, True):
+                start = time.perf_counter()
+                name = "pointwise MLP (normal, flow" + (", position)" if positions else ")")
+                rows[name] = pointwise_mlp(train, tests, positions, args.epochs, args.batch_size or 8, args.seeds[0])
+                rows[name]["seconds"] = time.perf_counter() - start
+        first_run = None
+        for seed in args.seeds:
+            for precision in args.precisions:
+                given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
+                config = RunConfig(model="gino", data_train=files["train"], data_test=[files["test"], files["ood"]],
+                                   epochs=args.epochs, seed=seed, precision=precision, device="cpu",
+                                   tensorboard=False, out=str(Path(tmp) / f"{precision}-{seed}"), **given)
+                profiling.reset_peak_rss()  # the run's own peak, not the process's so far
+                summary = train_run(config, progress=False)
+                first_run = first_run or Path(summary["run_dir"])
+                names = dict(zip(("test", "ood"), summary["test"]))
+                rows[f"GINO {precision}, seed {seed}"] = {
+                    **{short: summary["test"][long]["l2"] for short, long in names.items()},
+                    "seconds": summary["seconds"], "peak_rss_MiB": summary["peak_memory_bytes"] / 2**20,
+                    "batch_size": config.batch_size, "lr": config.lr}
+                print(f"GINO {precision}, seed {seed}: {rows[f'GINO {precision}, seed {seed}']}", flush=True)
+        if args.plot and first_run is not None:
+            model = mpno.load_model(first_run / "checkpoint.pt")
+            model.set_precision("full")
+            x, y, _ = next(PointCloudBatches(PointCloudDataset(files["test"]), 1).iterate())
+            plot_point_samples(model, x, y, args.plot, title="GINO (mpno train defaults) on potential flow past an "
+                               "ellipsoid, test cloud 0")
+    report = {"files": {k: v if v and not v.startswith(tmp) else "generated" for k, v in files.items()},
+              "epochs": args.epochs,
+              "threads": torch.get_num_threads(), "torch": torch.__version__, "rows": rows}
+    print(f"{'model':<44} {'test L2':>8} {'OOD L2':>8} {'seconds':>8}")
+    for name, row in rows.items():
+        seconds = f"{row['seconds']:8.0f}" if "seconds" in row else f"{'':>8}"
+        print(f"{name:<44} {row['test']:8.4f} {row['ood']:8.4f} {seconds}")
     if args.json:
         print(json.dumps(report))
-
-
-def _double(x):
-    from dataclasses import replace
-
-    return replace(x, points=x.points.double(), features=x.features.double())
 
 
 if __name__ == "__main__":

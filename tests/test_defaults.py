@@ -19,10 +19,10 @@ def test_the_batch_size_gives_every_epoch_at_least_30_steps(samples, processes, 
     assert batch == defaults.MAX_BATCH or samples / (2 * batch * processes) < defaults.STEPS_PER_EPOCH  # largest
 
 
-def test_the_sfno_keeps_every_degree_of_the_training_grid_and_other_operators_12_modes():
+def test_the_sfno_keeps_every_degree_of_the_training_grid_the_gino_8_modes_and_the_rest_12():
     assert defaults.modes("sfno", (32, 64)) == [32, 32]
     assert defaults.modes("sfno", (33, 40)) == [33, 21]  # orders up to nlon / 2
-    assert defaults.modes("fno", (32, 64)) == [12] and defaults.modes("gino", []) == [12]
+    assert defaults.modes("fno", (32, 64)) == [12] and defaults.modes("gino", []) == [8]
 
 
 def test_unset_options_are_filled_from_the_training_data_once_and_given_ones_kept(tmp_path):

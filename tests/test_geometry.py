@@ -2,6 +2,7 @@
 reference, chunking, half precision within its derived tolerance, gradients, batches, errors, memory."""
 
 import copy
+import dataclasses
 import math
 
 import h5py
@@ -15,7 +16,8 @@ from mpno.data import generate, potential_flow
 from mpno.data.pointclouds import PointCloudBatches, PointCloudDataset, PointClouds
 from mpno.nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from mpno.nn.point_losses import PointL2Loss
-from mpno.ops.neighbors import radius_search
+from mpno.ops.neighbors import nearest_distance, radius_search
+from mpno.run.checkpoint import CheckpointError, model_from_state
 from mpno.run.profiling import operator_costs, saved_tensor_bytes
 from mpno.run.trainer import Trainer
 from reference import quiet, relative_error, tolerance
@@ -124,7 +126,7 @@ def dense_gno(block, queries, points, features, radius, weights=None):
     w1, b1 = block.kernel.fc1.weight.double(), block.kernel.fc1.bias.double()
     w2, b2 = block.kernel.fc2.weight.double(), block.kernel.fc2.bias.double()
     w = block.transform.weight.double()
-    pairs = [q[:, None, :].expand(-1, len(p), -1), p[None].expand(len(q), -1, -1)]
+    pairs = [(p[None] - q[:, None, :]) / radius]  # the displacement to each source, in radii
     if block.kernel_kind == "nonlinear":
         pairs.append(f[None].expand(len(q), -1, -1))
     z = torch.cat(pairs, -1)
@@ -265,15 +267,64 @@ def test_bad_input_gives_clear_errors():
     cloud = _potential_flow_clouds([20])[0]
     with pytest.raises(ValueError, match="NaN"):
         model(PointClouds(points, torch.rand(5, 6), (5,)))
-    outside = PointClouds(cloud.points.float() + torch.tensor([3.0, 0, 0]), cloud.features.float(), (20,))
-    with pytest.raises(ValueError, match="no latent grid point within radius"):
-        model(outside)
+    stale = PointClouds(cloud.points.float(), cloud.features.float(), (20,),
+                        neighbors=_tiny_gino(latent_grid=5).neighborhoods(cloud.points.float()))
+    with pytest.raises(ValueError, match="another model"):
+        model(stale)
+    with pytest.raises(ValueError, match="fit_positions"):
+        model.fit_positions([torch.rand(4, 2)])
     with pytest.raises(ValueError, match="features"):
         model(PointClouds(cloud.points.float(), cloud.features[:, :4].float(), (20,)))
     with pytest.raises(ValueError, match="sizes"):
         PointClouds(cloud.points, cloud.features, (19,))
     with pytest.raises(ValueError, match="point clouds"):
         model(torch.rand(2, 6, 8))
+
+
+def test_position_map_makes_the_gino_blind_to_the_datas_scale_and_place():
+    """Fitted on the training clouds, the position map sends a scaled, shifted copy of the data to
+    the same latent coordinates: the same weights give the same outputs; a point the map puts
+    outside the latent box is moved onto the box."""
+    torch.manual_seed(0)
+    clouds = _potential_flow_clouds([30, 40])
+    model = _tiny_gino().double().fit_positions(c.points for c in clouds)
+    moved = [dataclasses.replace(c, points=3.5 * c.points + torch.tensor([10.0, -4.0, 2.0], dtype=torch.float64))
+             for c in clouds]
+    twin = copy.deepcopy(model).fit_positions(c.points for c in moved)
+    low = torch.stack([c.points.min(0).values for c in clouds]).min(0).values
+    high = torch.stack([c.points.max(0).values for c in clouds]).max(0).values
+    mapped = model.latent_coordinates(torch.stack([low, high]))
+    assert torch.allclose((mapped[1] - mapped[0]).max(), torch.tensor(2.0, dtype=torch.float64))  # fills [-1, 1]
+    assert torch.allclose(mapped.sum(0), torch.zeros(3, dtype=torch.float64), atol=1e-12)  # centred
+    for cloud, copy_ in zip(clouds, moved):
+        assert torch.allclose(twin.latent_coordinates(copy_.points), model.latent_coordinates(cloud.points),
+                              rtol=1e-12, atol=1e-12)
+        assert torch.allclose(twin(copy_), model(cloud), rtol=1e-10, atol=1e-12)
+    far = dataclasses.replace(clouds[0], points=clouds[0].points * 3)  # beyond the box: clamped onto it
+    assert model.latent_coordinates(far.points).abs().max() == 1.0
+    clamped = dataclasses.replace(far, points=(model.latent_coordinates(far.points) - model.position_shift)
+                                  / model.position_scale)
+    assert torch.allclose(model(far), model(clamped), rtol=1e-10, atol=1e-12)
+
+
+def test_nearest_distance_matches_brute_force():
+    g = torch.Generator().manual_seed(3)
+    queries, points = torch.rand(50, 3, generator=g), torch.rand(80, 3, generator=g)
+    neighborhood = radius_search(queries, points, 0.2)
+    distance = torch.cdist(queries.double(), points.double())
+    expected = distance.masked_fill(distance > 0.2, 0.2).min(1).values
+    for chunk in (None, 7):
+        found = nearest_distance(queries, points, neighborhood, 0.2, chunk)
+        assert found.dtype == torch.float32 and torch.allclose(found.double(), expected, rtol=1e-6, atol=1e-7)
+    assert (neighborhood.counts() == 0).any() and (found[neighborhood.counts() == 0] == 0.2).all()
+
+
+def test_an_old_gino_checkpoint_is_refused_clearly(tmp_path):
+    model = NormalizedOperator(_tiny_gino())
+    state = {key: value for key, value in model.state_dict().items() if "position" not in key}
+    with pytest.raises(CheckpointError, match="earlier mpno"):
+        model_from_state({"operator": model.spec(), "model": state,
+                          "precision": {"mode": "full"}}, tmp_path / "old.pt")
 
 
 def test_peak_memory_follows_the_chunk_not_the_edges():

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import torch
 from torch import nn
 
 from .. import precision as precision_module
 from ..checks import as_modes, positive_int
-from ..ops.neighbors import Neighborhood, check_radius, radius_search, segment_sum
+from ..ops.neighbors import Neighborhood, check_radius, nearest_distance, radius_search, segment_sum
 from ..precision import Precision
-from .layers import ChannelMLP, Operator, PointwiseLinear
+from .layers import ChannelMLP, Operator, OutdatedArchitecture, PointwiseLinear
 from .models import FNO
 
 KERNELS = ("linear", "nonlinear")
@@ -24,17 +24,20 @@ def _channels_first(rows: torch.Tensor) -> torch.Tensor:
 
 
 class GNOBlock(nn.Module):
-    """Kernel integral over a radius neighbourhood: ``u(x) = ∫_{|y - x| ≤ r} κ(x, y) · (W f)(y) dy``.
+    """Kernel integral over a radius neighbourhood: ``u(x) = ∫_{|y - x| ≤ r} κ((y - x) / r) · (W f)(y) dy``.
 
     Args:
         in_channels, out_channels: channels of ``f`` and ``u``.
         coord_dim: coordinates per point (2 or 3, say).
         radius: the neighbourhood radius ``r`` (used when no neighbourhood is given).
-        kernel: ``"linear"``: ``κ(x, y)``, an MLP of both points' coordinates;
-            ``"nonlinear"``: ``κ(x, y, f(y))``, which also sees the input features
-            (the GINO paper's two kernel integrals). The kernel's ``out_channels``
-            values multiply ``W f`` channel by channel, ``W`` a learned
-            ``in_channels → out_channels`` matrix.
+        kernel: ``"linear"``: ``κ((y − x) / r)``, an MLP of the displacement from the
+            query to the source in units of the radius; ``"nonlinear"``:
+            ``κ((y − x) / r, f(y))``, which also sees the input features (the GINO
+            paper's two kernel integrals, on the displacement). The kernel's
+            ``out_channels`` values multiply ``W f`` channel by channel, ``W`` a
+            learned ``in_channels → out_channels`` matrix. The kernel's output bias
+            starts at 1, so that an untrained block is close to the neighbourhood
+            mean of ``W f``.
         kernel_hidden: hidden width of the kernel MLP.
         chunk_size: edges processed at a time (``None``: all). Peak memory grows
             with the chunk, not with the number of edges; with gradients, each
@@ -62,8 +65,10 @@ class GNOBlock(nn.Module):
         if chunk_size is not None:
             positive_int("chunk_size", chunk_size)
         self.kernel_kind, self.chunk_size = kernel, chunk_size
-        kernel_in = 2 * coord_dim + (in_channels if kernel == "nonlinear" else 0)
+        kernel_in = coord_dim + (in_channels if kernel == "nonlinear" else 0)
         self.kernel = ChannelMLP(kernel_in, positive_int("kernel_hidden", kernel_hidden), out_channels)
+        with torch.no_grad():
+            self.kernel.fc2.bias.fill_(1.0)
         self.transform = PointwiseLinear(in_channels, out_channels, bias=False)
         self.precision = precision_module.set_precision(self, precision)
 
@@ -108,7 +113,8 @@ class GNOBlock(nn.Module):
         scale = weights.to(accumulate) if weights is not None else None
 
         def message(query, source):
-            parts = [queries[query].T, points[source].T]
+            # the displacement in the coordinates' dtype, rounded once by the kernel's first layer
+            parts = [((points[source] - queries[query]) / self.radius).T]
             if sources_in is not None:
                 parts.append(sources_in[:, source].to(queries.dtype))
             kernel = self.kernel(torch.cat(parts).unsqueeze(0))[0]
@@ -136,8 +142,14 @@ def _bounds(bounds, ndim: int) -> list[tuple[float, float]]:
     return [(float(lo), float(hi)) for lo, hi in pairs]
 
 
+#: The fraction of the dense spectral parameters a GINO's latent FNO keeps by default (Tucker factorisation).
+RANK = 0.05
+#: Radius of a GINO's neighbourhoods when none is given, in latent cells (the largest spacing of the grid).
+RADIUS_CELLS = 1.5
+
+
 class GINO(Operator):
-    """Geometry-informed neural operator: points → latent grid (GNO) → FNO → points (GNO).
+    """Geometry-informed neural operator: points → latent grid (GNO) → FNO → points (GNO) → per-point MLP.
 
     Args:
         in_channels, out_channels: channels of the per-point input features and outputs.
@@ -146,18 +158,39 @@ class GINO(Operator):
         precision: a :class:`mpno.Precision` or mode name, applied to every layer
             (GNOs and FNO alike); change it with :meth:`set_precision`.
         latent_grid: points per dimension of the latent grid.
-        radius: the neighbourhood radius of both GNOs (at least half a latent
-            cell's diagonal, so that every point inside ``bounds`` has a latent
-            neighbour).
-        bounds: the box the latent grid spans: ``(low, high)`` for every
-            dimension or one pair per dimension; the points must lie inside it.
+        radius: the neighbourhood radius of both GNOs, in the latent box's units
+            (default: 1.5 latent cells; at least half a cell's diagonal, so that
+            every point of the box has a latent neighbour).
+        bounds: the latent box: ``(low, high)`` for every dimension or one pair
+            per dimension. :meth:`fit_positions` maps the data into it.
         gno_channels: channels the input GNO puts on the latent grid (default
             ``hidden_channels``).
-        kernel, kernel_hidden, chunk_size: of both :class:`GNOBlock` s.
+        kernel: the input GNO's kernel, ``"nonlinear"`` (``κ((y − x)/r, f(y))``)
+            or ``"linear"`` (``κ((y − x)/r)``); the output GNO's is linear (see
+            :class:`GNOBlock`).
+        kernel_hidden, chunk_size: of both :class:`GNOBlock` s.
         projection_channels: hidden width of the final per-point MLP (default
             ``2 * hidden_channels``).
+        factorization, rank: the latent FNO's spectral weights (see :class:`mpno.SpectralConv`;
+            default: Tucker, keeping ``rank`` = 5% of the dense parameters, which
+            generalises far better from few geometries than dense weights; ``None``
+            or ``"dense"`` for dense weights).
         **fno_options: other arguments of the latent :class:`mpno.FNO` (``skip``,
             ``channel_mlp``, ``domain_padding``, ``factorization``, ``rank``, ...).
+
+    Positions: every cloud goes through one affine map, ``points · scale + shift``
+    (buffers ``position_scale``, ``position_shift``, saved with the weights),
+    which :meth:`fit_positions` fits on the training clouds so that their common
+    bounding box, with its aspect kept, fills the latent box; untouched, the map
+    is the identity. A point the map puts outside the box is moved to the box's
+    nearest point. Fit before computing neighbourhoods.
+
+    Stages: the input GNO moves the features onto the latent grid; the latent
+    FNO sees them beside the distance from each latent point to the nearest
+    point of its cloud (in radii, capped at 1: the geometry where no point is
+    near) and the grid's coordinates; the output GNO brings the latent field back
+    to the points, and the final MLP maps it, beside the point's own input
+    features, to the outputs.
 
     The input is a batch of point clouds (:class:`mpno.data.pointclouds.PointClouds`:
     ``points`` (P, d), ``features`` (P, in_channels), per-cloud ``sizes``, optional
@@ -169,25 +202,26 @@ class GINO(Operator):
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (8, 8, 8),
                  hidden_channels: int = 32, n_layers: int = 4, precision: Precision | str = "full",
-                 latent_grid: int | Sequence[int] = 16, radius: float = 0.2,
-                 bounds: Sequence = (-1.0, 1.0), gno_channels: int | None = None, kernel: str = "linear",
+                 latent_grid: int | Sequence[int] = 16, radius: float | None = None,
+                 bounds: Sequence = (-1.0, 1.0), gno_channels: int | None = None, kernel: str = "nonlinear",
                  kernel_hidden: int = 64, chunk_size: int | None = 2**16, projection_channels: int | None = None,
-                 **fno_options):
+                 factorization: str | None = "tucker", rank: float | int | Sequence[int] = RANK, **fno_options):
         super().__init__()
         self.in_channels = positive_int("in_channels", in_channels)
         self.out_channels = positive_int("out_channels", out_channels)
         self.n_modes = as_modes(n_modes)
         ndim = len(self.n_modes)
         grid = (latent_grid,) * ndim if isinstance(latent_grid, int) else tuple(latent_grid)
-        if len(grid) != ndim or not all(isinstance(n, int) and n >= m for n, m in zip(grid, self.n_modes)):
-            raise ValueError(f"latent_grid={latent_grid!r} is not supported; give {ndim} ints, each at least "
-                             f"the matching n_modes {self.n_modes}")
+        if len(grid) != ndim or not all(isinstance(n, int) and n >= max(2, m) for n, m in zip(grid, self.n_modes)):
+            raise ValueError(f"latent_grid={latent_grid!r} is not supported; give {ndim} ints, each at least 2 and "
+                             f"at least the matching n_modes {self.n_modes}")
         self.latent_grid = grid
         self.bounds = _bounds(bounds, ndim)
-        self.radius = check_radius(radius)
-        cell = math.sqrt(sum(((hi - lo) / max(1, n - 1)) ** 2 for n, (lo, hi) in zip(grid, self.bounds)))
-        if self.radius < cell / 2:
-            raise ValueError(f"radius={radius!r} is smaller than half a latent cell's diagonal ({cell / 2:.4g}); "
+        spacings = [(hi - lo) / (n - 1) for n, (lo, hi) in zip(grid, self.bounds)]
+        self.radius = RADIUS_CELLS * max(spacings) if radius is None else check_radius(radius)
+        half_diagonal = math.sqrt(sum(h * h for h in spacings)) / 2
+        if self.radius < half_diagonal:
+            raise ValueError(f"radius={radius!r} is smaller than half a latent cell's diagonal ({half_diagonal:.4g}); "
                              "some points would have no latent neighbour: raise radius or refine latent_grid")
         hidden = positive_int("hidden_channels", hidden_channels)
         gno = gno_channels or hidden
@@ -196,26 +230,60 @@ class GINO(Operator):
             "hidden_channels": hidden_channels, "n_layers": n_layers, "latent_grid": list(grid),
             "radius": self.radius, "bounds": [list(b) for b in self.bounds], "gno_channels": gno_channels,
             "kernel": kernel, "kernel_hidden": kernel_hidden, "chunk_size": chunk_size,
-            "projection_channels": projection_channels, **fno_options,
+            "projection_channels": projection_channels, "factorization": factorization,
+            "rank": rank if isinstance(rank, (int, float)) else list(rank), **fno_options,
         }
         self.gno_in = GNOBlock(in_channels, gno, ndim, self.radius, kernel, kernel_hidden, chunk_size)
-        self.fno = FNO(gno, hidden, self.n_modes, hidden_channels=hidden, n_layers=n_layers, **fno_options)
-        self.gno_out = GNOBlock(hidden, hidden, ndim, self.radius, kernel, kernel_hidden, chunk_size)
-        self.projection = ChannelMLP(hidden, projection_channels or 2 * hidden, out_channels)
+        self.fno = FNO(gno + 1, hidden, self.n_modes, hidden_channels=hidden, n_layers=n_layers,
+                       factorization=factorization, rank=rank, **fno_options)
+        self.gno_out = GNOBlock(hidden, hidden, ndim, self.radius, "linear", kernel_hidden, chunk_size)
+        self.projection = ChannelMLP(hidden + in_channels, projection_channels or 2 * hidden, out_channels)
+        self.register_buffer("position_scale", torch.ones(()))
+        self.register_buffer("position_shift", torch.zeros(ndim))
         self.set_precision(precision)
+
+    def fit_positions(self, clouds: Iterable[torch.Tensor]) -> "GINO":
+        """Fit the position map on ``clouds`` ((P, d) tensors, the training clouds): their common bounding
+        box, scaled by one factor (aspect kept) and centred, fills the latent box. Returns ``self``."""
+        low = high = None
+        for cloud in clouds:
+            if not isinstance(cloud, torch.Tensor) or cloud.ndim != 2 or cloud.shape[1] != len(self.bounds) \
+                    or not len(cloud):
+                raise ValueError(f"fit_positions: each cloud must be a non-empty ({len(self.bounds)})-column tensor "
+                                 f"of points; got {getattr(cloud, 'shape', type(cloud).__name__)}")
+            cloud = cloud.detach().double().cpu()
+            low = cloud.min(0).values if low is None else torch.minimum(low, cloud.min(0).values)
+            high = cloud.max(0).values if high is None else torch.maximum(high, cloud.max(0).values)
+        if low is None:
+            raise ValueError("fit_positions needs at least one cloud")
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+            raise ValueError("fit_positions: the clouds hold NaN or inf coordinates")
+        box = torch.tensor(self.bounds, dtype=torch.float64)
+        extent = float((high - low).max())
+        scale = float((box[:, 1] - box[:, 0]).min()) / extent if extent > 0 else 1.0
+        self.position_scale.fill_(scale)
+        self.position_shift.copy_(box.mean(1) - scale * (low + high) / 2)
+        return self
+
+    def latent_coordinates(self, points: torch.Tensor) -> torch.Tensor:
+        """``points`` (P, d) mapped into the latent box (:meth:`fit_positions`'s map, then clamped)."""
+        mapped = points * self.position_scale.to(points.dtype) + self.position_shift.to(points.dtype)
+        box = torch.tensor(self.bounds, dtype=mapped.dtype, device=mapped.device)
+        return torch.maximum(torch.minimum(mapped, box[:, 1]), box[:, 0])
 
     def latent_points(self, device=None, dtype=torch.float32) -> torch.Tensor:
         """Coordinates of the latent grid's points, (grid points, d), in C order."""
         return _latent_points(self.latent_grid, self.bounds, device, dtype)
 
     def neighborhoods(self, points: torch.Tensor) -> tuple[Neighborhood, Neighborhood]:
-        """For one cloud of ``points`` (P, d): (points near each latent point, latent points near each point).
+        """For one cloud of ``points`` (P, d), as given: (points near each latent point, latent points near each point).
 
         Compute these once per sample and keep them (:class:`mpno.data.pointclouds.PointCloudBatches`
         does); :meth:`forward` searches when a batch holds none.
         """
-        latent = self.latent_points(points.device, points.dtype)
-        inward = radius_search(latent, points, self.radius)
+        _check_points_shape(points, len(self.latent_grid))
+        coordinates = self.latent_coordinates(points)
+        inward = radius_search(self.latent_points(points.device, coordinates.dtype), coordinates, self.radius)
         return inward, inward.transpose(len(points))
 
     def _batch_neighborhoods(self, x) -> tuple[Neighborhood, Neighborhood]:
@@ -226,12 +294,19 @@ class GINO(Operator):
         return (Neighborhood.cat([p[0] for p in pairs], list(x.sizes)),
                 Neighborhood.cat([p[1] for p in pairs], [latent] * len(pairs)))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        if prefix + "position_scale" not in state_dict and prefix + "gno_in.kernel.fc1.weight" in state_dict:
+            raise OutdatedArchitecture(
+                "these GINO weights come from an earlier mpno whose GINO had another design (kernels of both "
+                "points' coordinates, no fitted position map, no latent distance channel); they cannot be "
+                "loaded into the current GINO: train it again")
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, x) -> torch.Tensor:
         if not all(hasattr(x, name) for name in ("points", "features", "sizes", "weights", "neighbors")):
             raise ValueError(f"GINO expects a batch of point clouds (mpno.data.pointclouds.PointClouds); "
                              f"got {type(x).__name__}")
-        if x.points.ndim != 2 or x.points.shape[1] != len(self.latent_grid):
-            raise ValueError(f"GINO: points must be (P, {len(self.latent_grid)}); got {tuple(x.points.shape)}")
+        _check_points_shape(x.points, len(self.latent_grid))
         if x.features.shape != (len(x.points), self.in_channels):
             raise ValueError(f"GINO expects features ({len(x.points)}, {self.in_channels}); "
                              f"got {tuple(x.features.shape)}")
@@ -242,15 +317,28 @@ class GINO(Operator):
 
     def _forward(self, x) -> torch.Tensor:
         inward, outward = self._batch_neighborhoods(x)
+        batch, size = len(x.sizes), math.prod(self.latent_grid)
+        if inward.n_queries != batch * size or outward.n_queries != len(x.points):
+            raise ValueError(f"GINO: the batch's neighbourhoods have {inward.n_queries} latent and "
+                             f"{outward.n_queries} point queries, not {batch * size} and {len(x.points)}: "
+                             "they were computed for another model")
         empty = None if torch.compiler.is_compiling() else outward.counts() == 0  # value checks: eager only
         if empty is not None and empty.any():
-            first = int(empty.nonzero()[0])
-            raise ValueError(f"GINO: point {first} of the batch has no latent grid point within radius "
-                             f"{self.radius}; keep the points inside bounds {self.bounds}")
-        batch, size = len(x.sizes), math.prod(self.latent_grid)
-        latent = self.latent_points(x.points.device, x.points.dtype).repeat(batch, 1)
-        h = self.gno_in(latent, x.points, x.features, inward, x.weights)  # (batch · grid, gno)
+            raise ValueError(f"GINO: point {int(empty.nonzero()[0])} of the batch has no latent neighbour; the "
+                             "batch's neighbourhoods were computed for another model or before fit_positions")
+        points = self.latent_coordinates(x.points)
+        latent = self.latent_points(x.points.device, points.dtype).repeat(batch, 1)
+        h = self.gno_in(latent, points, x.features, inward, x.weights)  # (batch · grid, gno)
+        distance = nearest_distance(latent, points, inward, self.radius, self.gno_in.chunk_size) / self.radius
+        h = torch.cat([h, distance.to(h.dtype).unsqueeze(1)], 1)
         h = h.unflatten(0, (batch, *self.latent_grid)).movedim(-1, 1)
         h = self.fno(h).movedim(1, -1).reshape(batch * size, -1)
-        u = self.gno_out(x.points, latent, h, outward)  # (P, hidden)
+        u = self.gno_out(points, latent, h, outward)  # (P, hidden)
+        u = torch.cat([u, x.features.to(u.dtype)], 1)  # the point's own features beside the latent field
         return self.projection(_channels_first(u))[0].T.to(x.points.dtype)
+
+
+def _check_points_shape(points, ndim: int) -> None:
+    if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != ndim:
+        shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
+        raise ValueError(f"GINO: points must be (P, {ndim}); got {shape}")

@@ -165,6 +165,10 @@ class OperatorBlock(nn.Module):
         return F.gelu(y) if activate else y
 
 
+class OutdatedArchitecture(ValueError):
+    """Saved weights of an operator whose design has since changed (they cannot be loaded into the new one)."""
+
+
 class FixedModes:
     """``n_modes`` is set once, when a layer or operator is built: its spectral weights hold exactly the kept
     modes (nothing beyond them), so there is nothing to switch to; setting it again raises ``AttributeError``.

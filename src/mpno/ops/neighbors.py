@@ -6,7 +6,9 @@ radius, in compressed-row form: the neighbours of query ``i`` are
 SciPy's ``cKDTree`` on the CPU and a chunked brute-force search in torch on CUDA;
 :func:`segment_sum` sums per-edge messages into per-query sums, a bounded number
 of edges at a time, accumulating in float32 (or finer) whatever the messages'
-dtype, so a half-precision sum cannot overflow while it accumulates.
+dtype, so a half-precision sum cannot overflow while it accumulates;
+:func:`nearest_distance` gives each query's distance to its nearest neighbour,
+as many edges at a time.
 """
 
 from __future__ import annotations
@@ -201,4 +203,24 @@ def segment_sum(message: Callable, neighborhood: Neighborhood, channels: int, dt
         else:
             partial, first = _chunk_sum(message, neighborhood, start, stop, dtype)
         out[first:first + len(partial)] += partial
+    return out
+
+
+def nearest_distance(queries: torch.Tensor, points: torch.Tensor, neighborhood: Neighborhood, cap: float,
+                     chunk_size: int | None = None) -> torch.Tensor:
+    """Distance from each query to its nearest neighbour in ``neighborhood``, capped at ``cap``: (queries,).
+
+    A query without neighbours gets ``cap``. The distances are computed ``chunk_size``
+    edges at a time (``None``: all at once), without gradients, in the coordinates'
+    dtype promoted to at least float32.
+    """
+    dtype = torch.promote_types(torch.promote_types(queries.dtype, points.dtype), torch.float32)
+    out = torch.full((neighborhood.n_queries,), float(cap), dtype=dtype, device=queries.device)
+    step = neighborhood.n_edges if chunk_size is None else chunk_size
+    with torch.no_grad():
+        for start in range(0, neighborhood.n_edges, max(1, step)):
+            stop = min(neighborhood.n_edges, start + step)
+            query = neighborhood.queries_of(start, stop)
+            gap = (points[neighborhood.indices[start:stop]].to(dtype) - queries[query].to(dtype)).norm(dim=1)
+            out.scatter_reduce_(0, query, gap, "amin")
     return out

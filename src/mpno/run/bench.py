@@ -64,6 +64,7 @@ class BenchConfig:
             from ..nn.point_losses import PointL2Loss
 
             clouds = potential_flow.dataset(self.batch, points=GINO_POINTS)
+            model.fit_positions(clouds[i][0].points for i in range(len(clouds)))
             batches = PointCloudBatches(clouds, self.batch, device, neighborhoods=model.neighborhoods)
             return (*batches.batch(range(self.batch)), PointL2Loss())
         x = torch.randn(self.batch, self.channels, *self.grid, device=device)

@@ -11,6 +11,7 @@ import torch
 
 from ..checks import reason
 from ..data.files import CHECKPOINT, misfit
+from ..nn.layers import OutdatedArchitecture
 from ..nn.normalized import NormalizedOperator
 from ..precision import Precision
 from ..writing import open_replacing
@@ -95,6 +96,8 @@ def model_from_state(state: dict, path: str | os.PathLike) -> NormalizedOperator
         model = NormalizedOperator.from_spec(state["operator"])
         model.load_state_dict(state["model"])
         model.set_precision(Precision(**state["precision"]))
+    except OutdatedArchitecture as err:
+        raise CheckpointError(f"{path}: {err}") from None
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise CheckpointError(f"{path}: the weights do not fit the architecture it records ({reason(err)}); "
                               "the file is damaged or was edited") from None

@@ -72,11 +72,11 @@ class RunConfig:
     model: str = option("fno", "str", "the operator", choices=tuple(MODELS), group="model")
     n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
                                        "default: 12, or for sfno every degree the training grid carries "
-                                       "(nlat, min(nlat, nlon/2 + 1))", low=1, aliases=("modes",), optional=True,
+                                       "(nlat, min(nlat, nlon/2 + 1)), for gino 8", low=1, aliases=("modes",), optional=True,
                                        group="model")
     hidden_channels: int = option(32, "int", "width of the Fourier layers", low=1, aliases=("width",), group="model")
     n_layers: int = option(4, "int", "Fourier layers", low=1, aliases=("layers",), group="model")
-    factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno)",
+    factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno and gino)",
                                        choices=FACTORIZATIONS, optional=True, group="model")
     rank: float | int = option(0.05, "number", "factorised weights: a fraction of the dense parameters in (0, 1], "
                                "or an int rank", low=0.0, open_low=True, group="model")
@@ -87,10 +87,11 @@ class RunConfig:
                               "declare, else equiangular (a --grid that contradicts a file is refused)",
                               choices=("equiangular", "legendre-gauss"), optional=True, group="model")
     latent_grid: int = option(16, "int", "gino: points per dimension of the latent grid", low=2, group="model")
-    radius: float = option(0.2, "float", "gino: neighbourhood radius of the graph kernel integrals", low=0.0,
-                           open_low=True, group="model")
-    kernel: str = option("linear", "str", "gino: the kernel integral's form", choices=("linear", "nonlinear"),
-                         group="model")
+    radius: float | None = option(None, "float", "gino: neighbourhood radius of the graph kernel integrals, in the "
+                                  "latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
+                                  optional=True, group="model")
+    kernel: str = option("nonlinear", "str", "gino: the input kernel integral's form (the output one is linear)",
+                         choices=("linear", "nonlinear"), group="model")
     chunk_size: int = option(65536, "int", "gino: edges per message-passing chunk (bounds its memory)", low=1,
                              group="model")
     # precision

@@ -9,9 +9,10 @@ before the model is built, and recorded in the run's ``config.json``:
   960 on. Small data sets then still get hundreds of steps in a default run. The
   learning rate stays 2e-3: scaling it down with the batch (as ``√(batch / 32)``)
   learnt less in the same epochs (docs/training.md);
-* **modes**: 12 per dimension, except for the SFNO, whose degrees and orders follow
-  the training grid: ``(nlat, min(nlat, nlon // 2 + 1))``, every degree the grid
-  carries (docs/sphere.md measures the aliasing above the exact quadrature).
+* **modes**: 12 per dimension (8 for the GINO's latent grid), except for the SFNO,
+  whose degrees and orders follow the training grid: ``(nlat, min(nlat, nlon // 2 + 1))``,
+  every degree the grid carries (docs/sphere.md measures the aliasing above the exact
+  quadrature).
 """
 
 from __future__ import annotations
@@ -23,8 +24,10 @@ from typing import Sequence
 MAX_BATCH = 32
 #: The fewest optimizer steps per epoch the default batch size allows.
 STEPS_PER_EPOCH = 30
-#: Kept modes per dimension of grid operators other than the SFNO.
-MODES = 12
+#: Kept modes per dimension by default (the SFNO's follow its grid instead) ...
+DEFAULT_MODES = 12
+#: ... and where an operator needs others (the GINO's latent grid).
+MODEL_MODES = {"gino": 8}
 
 
 def batch_size(samples: int, processes: int = 1) -> int:
@@ -38,7 +41,7 @@ def modes(model: str, grid: Sequence[int]) -> list[int]:
     if model == "sfno" and len(grid) == 2:
         nlat, nlon = grid
         return [nlat, min(nlat, nlon // 2 + 1)]
-    return [MODES]
+    return [MODEL_MODES.get(model, DEFAULT_MODES)]
 
 
 def fill(config, samples: int, grid: Sequence[int], processes: int = 1) -> str | None:

@@ -216,13 +216,16 @@ def _channels_and_modes(config: RunConfig, train_set) -> tuple[int, int, tuple[i
 
 
 def model_for(config: RunConfig, train_set) -> NormalizedOperator:
-    """The operator ``config`` describes for ``train_set``, with normalisers fitted on it."""
+    """The operator ``config`` describes for ``train_set``, with normalisers (and a GINO's position map)
+    fitted on it."""
     if isinstance(train_set, PointCloudDataset):
         samples = [train_set[i] for i in range(len(train_set))]
         inputs, outputs = (x.features.T for x, _ in samples), (y.values.T for _, y in samples)
     else:
         inputs, outputs = (x for x, _ in train_set), (y for _, y in train_set)
     operator = operator_for(config, *_channels_and_modes(config, train_set))
+    if isinstance(train_set, PointCloudDataset):  # the position map, before any neighbourhood is searched
+        operator.fit_positions(x.points for x, _ in samples)
     return NormalizedOperator(operator, UnitGaussianNormalizer.fit(inputs), UnitGaussianNormalizer.fit(outputs))
 
 
