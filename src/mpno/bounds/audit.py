@@ -16,15 +16,16 @@ from typing import Sequence
 import torch
 
 from ..ops import transforms
-from ..precision import UNIT_ROUNDOFF, Precision
+from ..precision import DTYPES, HALF_DTYPES, UNIT_ROUNDOFF, Precision
 from . import measure, theory
 
 SAFE_RATIO = 1.0
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: The dtypes audited: every half dtype of the policy, and float32 beside them.
+AUDITED_DTYPES = (*HALF_DTYPES, torch.float32)
 #: Candidates of ``precision="auto"``, cheapest first. ``half`` is not one: its stabilizer changes the
 #: function the model computes and costs accuracy (docs/training.md, the accuracy matrix), while it
 #: saves no more memory than ``mixed``.
-CANDIDATES = (Precision("mixed", "float16"), Precision("mixed", "bfloat16"))
+CANDIDATES = tuple(Precision("mixed", name) for name in DTYPES)
 
 
 def _name(dtype: torch.dtype) -> str:
@@ -65,7 +66,7 @@ def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch
                                  "storage_floor": carried > disc.error},
               "curves": {"discretization": [disc.error_at(i) for i in range(len(disc.levels))]},
               "dtypes": {}}
-    for dtype in DTYPES:
+    for dtype in AUDITED_DTYPES:
         used = transforms.implementation(on_device.device, dtype, grid)
         error = measure.precision_error(on_device, n_modes, dtype)
         ratio = _ratio(error, carried)

@@ -11,10 +11,9 @@ from torch import nn
 from ..ops import transforms
 from ..checks import as_modes, check_field, positive_int
 from ..ops.contraction import block_product, complex_pair
-from ..ops.products import HALF_DTYPES
 from .factorized import factorized_weight
 from .layers import FixedModes
-from ..precision import Precision, autocast_off
+from ..precision import HALF_DTYPES, Precision, autocast_off
 from ..ops.stabilizers import stabilize
 from . import casting
 
@@ -68,12 +67,10 @@ class KernelWeights(FixedModes, nn.Module):
 
     def half_parameters(self):
         """``(parameter, dtype)`` of the parameters used in half (:mod:`mpno.nn.casting`): the weights (or
-        factors) and the bias, in the policy's spectral dtype."""
-        dtype = self.precision.spectral_dtype
-        if dtype is None:
-            return ()
+        factors) in the policy's contraction dtype, the bias in its inverse transform's."""
         weights = [self.weight] if self.factorized is None else list(self.factorized.factors)
-        return tuple((p, dtype) for p in (*weights, self.bias))
+        used = [(p, self.precision.contraction_dtype) for p in weights] + [(self.bias, self.precision.inverse_dtype)]
+        return tuple((p, dtype) for p, dtype in used if dtype is not None)
 
     def add_bias(self, y: torch.Tensor) -> torch.Tensor:
         """``y`` (batch, out, *grid) plus the bias, in ``y``'s dtype."""
@@ -150,8 +147,9 @@ class SpectralConv(KernelWeights):
         policy = self.precision
         grid = x.shape[2:]
         x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
-        coeffs = transforms.forward(x, self.n_modes, backend=policy.fft_backend, result_dtype=policy.spectral_dtype)
-        coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
+        coeffs = transforms.forward(x, self.n_modes, backend=policy.fft_backend, result_dtype=policy.contraction_dtype)
+        coeffs = self.contract(coeffs, policy.contraction_dtype or self.master_dtype)
+        coeffs = coeffs.to(policy.inverse_dtype or self.master_dtype)
         return self.add_bias(transforms.inverse(coeffs, grid, backend=policy.fft_backend))
 
     def extra_repr(self) -> str:

@@ -83,7 +83,8 @@ class SphericalConv(KernelWeights):
         nlat, nlon = x.shape[2:]
         x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
         coeffs = sht.forward(x, *self.n_modes, grid=self.grid, backend=policy.fft_backend)
-        coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
+        coeffs = self.contract(coeffs, policy.contraction_dtype or self.master_dtype)
+        coeffs = coeffs.to(policy.inverse_dtype or self.master_dtype)
         return self.add_bias(sht.inverse(coeffs, nlat, nlon, self.grid, backend=policy.fft_backend))
 
     def extra_repr(self) -> str:

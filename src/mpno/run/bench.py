@@ -16,7 +16,7 @@ import torch
 
 from ..nn import losses
 from ..nn.registry import build_operator
-from ..precision import DTYPES, UNIT_ROUNDOFF, Precision, compiled
+from ..precision import DTYPES, MODES, UNIT_ROUNDOFF, Precision, compiled
 from ..writing import write_text
 from . import profiling
 from .reporting import json_safe
@@ -80,8 +80,7 @@ PRESETS = {
     "swe": BenchConfig("sfno", None, 0.05, 32, (32, 32), 4, (64, 128), 8),  # shallow water on a 64×128 sphere
 }
 #: Every precision measured, full first (the baseline of the ratios).
-POLICIES = [Precision("full")] + [Precision(mode, dtype) for mode in ("amp", "mixed", "half")
-                                  for dtype in ("float16", "bfloat16")]
+POLICIES = [Precision("full")] + [Precision(mode, dtype) for mode in MODES if mode != "full" for dtype in DTYPES]
 
 
 def _float64(x):
@@ -118,13 +117,13 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
         reference = eager(x)
         eager.set_precision(policy)
         output = model(x)
-    result = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype,
+    result = {"precision": str(policy), "mode": policy.mode, "dtype": policy.dtype if policy.low_precision else None,
               "compiled": config.compile,
               "output_relative_difference": _relative_difference(output, reference),
               "output_difference_float64": _relative_difference(output, exact_output)}
     del exact, exact_output, reference, output
     optimizer = torch.optim.AdamW(eager.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=policy.mode != "full" and policy.dtype == "float16")
+    scaler = torch.amp.GradScaler(device.type, enabled=policy.uses_grad_scaler)
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -203,7 +202,7 @@ def run_counts(config: BenchConfig, policies=POLICIES, paths=tuple(PATHS), prese
     """:func:`count_ops` for every policy on every path, with the ratios to ``full`` on the same path."""
     rows = []
     for policy in policies:
-        row = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype}
+        row = {"precision": str(policy), "mode": policy.mode, "dtype": policy.dtype if policy.low_precision else None}
         for path in paths:
             try:
                 row[path] = count_ops(config, policy, path)
