@@ -157,25 +157,13 @@ class Precision:
         """``{stage: dtype}`` for every stage of :data:`STAGES` (``None``: the master dtype)."""
         return {stage: self.stage_dtype(stage) for stage in STAGES}
 
-    @property
-    def real_dtype(self) -> torch.dtype | None:
-        """dtype of the real-valued layers, or ``None`` for the master dtype."""
-        return self.stage_dtype("real")
-
-    @property
-    def forward_dtype(self) -> torch.dtype | None:
-        """dtype of the forward transform, or ``None`` for the master dtype."""
-        return self.stage_dtype("forward")
-
-    @property
-    def contraction_dtype(self) -> torch.dtype | None:
-        """dtype of the contraction (and of the forward transform's result), or ``None`` for the master dtype."""
-        return self.stage_dtype("contraction")
-
-    @property
-    def inverse_dtype(self) -> torch.dtype | None:
-        """dtype of the inverse transform (and of the bias added after it), or ``None`` for the master dtype."""
-        return self.stage_dtype("inverse")
+    #: The dtype of each stage (``None``: the master dtype), by name.
+    real_dtype = property(lambda self: self.stage_dtype("real"), doc="dtype of the real-valued layers")
+    forward_dtype = property(lambda self: self.stage_dtype("forward"), doc="dtype of the forward transform")
+    contraction_dtype = property(lambda self: self.stage_dtype("contraction"),
+                                 doc="dtype of the contraction (and of the forward transform's result)")
+    inverse_dtype = property(lambda self: self.stage_dtype("inverse"),
+                             doc="dtype of the inverse transform (and of the bias added after it)")
 
     @property
     def low_precision(self) -> bool:

@@ -12,8 +12,9 @@ from .. import precision as precision_module
 from ..checks import as_modes, positive_int
 from ..ops.neighbors import Neighborhood, check_radius, nearest_distance, radius_search, segment_sum
 from ..precision import Precision
-from .layers import ChannelMLP, Operator, OutdatedArchitecture, PointwiseLinear
+from .layers import ChannelMLP, PointwiseLinear
 from .models import FNO
+from .operator import Operator, OutdatedArchitecture
 
 KERNELS = ("linear", "nonlinear")
 
@@ -148,7 +149,7 @@ RANK = 0.05
 RADIUS_CELLS = 1.5
 
 
-class GINO(Operator):
+class GINO(Operator, kind="gino", domain="points"):
     """Geometry-informed neural operator: points → latent grid (GNO) → FNO → points (GNO) → per-point MLP.
 
     Args:
@@ -196,8 +197,7 @@ class GINO(Operator):
     ``points`` (P, d), ``features`` (P, in_channels), per-cloud ``sizes``, optional
     quadrature ``weights`` and cached neighbourhoods); clouds may differ in size.
     The output is (P, out_channels), the rows in the input's order, in the
-    points' dtype. :attr:`arguments` holds the constructor's arguments (all but
-    ``precision``) for :func:`mpno.nn.registry.build_operator`.
+    points' dtype. :attr:`arguments` holds the constructor's arguments (:mod:`mpno.nn.operator`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (8, 8, 8),
@@ -225,14 +225,6 @@ class GINO(Operator):
                              "some points would have no latent neighbour: raise radius or refine latent_grid")
         hidden = positive_int("hidden_channels", hidden_channels)
         gno = gno_channels or hidden
-        self.arguments = {
-            "in_channels": in_channels, "out_channels": out_channels, "n_modes": list(self.n_modes),
-            "hidden_channels": hidden_channels, "n_layers": n_layers, "latent_grid": list(grid),
-            "radius": self.radius, "bounds": [list(b) for b in self.bounds], "gno_channels": gno_channels,
-            "kernel": kernel, "kernel_hidden": kernel_hidden, "chunk_size": chunk_size,
-            "projection_channels": projection_channels, "factorization": factorization,
-            "rank": rank if isinstance(rank, (int, float)) else list(rank), **fno_options,
-        }
         self.gno_in = GNOBlock(in_channels, gno, ndim, self.radius, kernel, kernel_hidden, chunk_size)
         self.fno = FNO(gno + 1, hidden, self.n_modes, hidden_channels=hidden, n_layers=n_layers,
                        factorization=factorization, rank=rank, **fno_options)
@@ -240,7 +232,6 @@ class GINO(Operator):
         self.projection = ChannelMLP(hidden + in_channels, projection_channels or 2 * hidden, out_channels)
         self.register_buffer("position_scale", torch.ones(()))
         self.register_buffer("position_shift", torch.zeros(ndim))
-        self.set_precision(precision)
 
     def fit_positions(self, clouds: Iterable[torch.Tensor]) -> "GINO":
         """Fit the position map on ``clouds`` ((P, d) tensors, the training clouds): their common bounding

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..nn.factorized import FACTORIZATIONS
 from ..nn.losses import LOSSES
-from ..nn.registry import MODELS
+from ..nn.registry import models
 from ..precision import DTYPES, PrecisionSchedule
 from ..writing import write_text
 
@@ -69,7 +69,7 @@ class RunConfig:
                                group="data")
     outputs: list[str] = option([], "str_list", "point clouds (gino): the output arrays (default: cp)", group="data")
     # model
-    model: str = option("fno", "str", "the operator", choices=tuple(MODELS), group="model")
+    model: str = option("fno", "str", "the operator", choices=tuple(models()), group="model")
     n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
                                        "default: 12, or for sfno every degree the training grid carries "
                                        "(nlat, min(nlat, nlon/2 + 1)), for gino 8", low=1, aliases=("modes",), optional=True,
