@@ -13,7 +13,7 @@ from mpno.nn.factorized import TuckerWeight
 from mpno.run import cli
 from mpno.run.bench import BenchConfig
 from mpno.run.config import RunConfig
-from mpno.run.experiment import operator_for
+from mpno.run.assembly import operator_for
 
 
 def test_cli_train_and_evaluate_with_json(files, tmp_path, capsys):
@@ -217,6 +217,13 @@ def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
             assert f["prediction"].shape == f["error"].shape == shape and f["relative_l2"].shape == (12,)
             if model == "gino":
                 assert list(f["sizes"][:]) == [64] * 12 and f["points"].shape == (12, 64, 3)
+        assert cli.main(["bounds", data, "--checkpoint", str(out / "best.pt")]) == 2  # what the adapters say, one line
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.endswith(
+            "mpno bounds does not apply to point clouds: it audits the Fourier or spherical harmonic coefficients of "
+            "fields on a grid or the sphere, and a point cloud has none" if model == "gino" else
+            "nests only with odd nlat and even nlon, coarsened still resolving lmax=8, mmax=8; give fields generated "
+            "on each grid")
     assert cli.main(["train", "--model", "sfno", *runs["sfno"], "--loss", "h1", "--out", str(tmp_path / "r")]) == 2
     assert "loss='h1' does not apply to model='sfno'" in capsys.readouterr().err
 

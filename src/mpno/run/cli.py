@@ -47,7 +47,7 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 
 def _use_threads(args, device: str = "cpu") -> None:
     """Set ``--threads`` (on the CPU, a line on stderr when fewer cores are free than torch uses)."""
-    from .experiment import resolve_device
+    from .assembly import resolve_device
     from .threads import use_threads
 
     use_threads(args.threads, lambda line: print(line, file=sys.stderr), resolve_device(device).type)
@@ -169,7 +169,7 @@ def _run_train(args) -> None:
         values = RunConfig.from_file(args.config).to_dict() if args.config else {}
         config = RunConfig.from_dict({**values, **given}, source="command line").validate()
         if args.print_config or args.verbose:
-            from .experiment import what_runs
+            from .assembly import what_runs
 
             print(what_runs(config).to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
             if args.print_config:
@@ -199,7 +199,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _run_evaluate(args) -> None:
-    from .experiment import evaluate_checkpoint
+    from .evaluation import evaluate_checkpoint
     from .reporting import results_table
 
     _use_threads(args, args.device)
@@ -263,10 +263,12 @@ def _add_bounds(commands) -> None:
     p = commands.add_parser(
         "bounds", help="is half precision safe for this data (and model)?",
         description="Measure the discretisation error the data carry and the precision error of each dtype "
-                    "(float16, bfloat16, float32), with their closed-form bounds and a verdict; with --model, "
-                    "also the model's half path against float64, layer by layer.")
+                    "(float16, bfloat16, float32), with their closed-form bounds and a verdict, for fields on a "
+                    "grid or on the sphere; with --checkpoint, also the model's half path against float64, layer "
+                    "by layer.")
     p.add_argument("data", help="data file (.pt, .h5, .npz)")
-    p.add_argument("--model", help="a checkpoint (checkpoint.pt or best.pt of a run) to audit")
+    p.add_argument("--checkpoint", "--model", dest="checkpoint",
+                   help="a checkpoint (checkpoint.pt or best.pt of a run) whose model to audit as well")
     p.add_argument("--n-modes", "--modes", dest="modes", type=int, nargs="+",
                    help="kept modes (default: the model's, or min(16, n/4))")
     p.add_argument("--samples", type=int, default=64, help="samples to audit (64)")
@@ -283,10 +285,10 @@ def _add_bounds(commands) -> None:
 
 
 def _run_bounds(args) -> None:
-    from .experiment import bounds_report
+    from .audits import bounds_report
     from .reporting import bounds_table, plot_bounds
 
-    report = bounds_report(args.data, args.model, args.modes, args.samples, args.field, args.precision,
+    report = bounds_report(args.data, args.checkpoint, args.modes, args.samples, args.field, args.precision,
                            args.device, x_key=args.x_key, y_key=args.y_key, spatial_dims=args.spatial_dims)
     print(bounds_table(report))
     if args.plot:
@@ -300,6 +302,8 @@ def _run_bounds(args) -> None:
 
 
 def _add_bench(commands) -> None:
+    from ..nn.registry import models
+
     p = commands.add_parser(
         "bench", help="time and measure training steps in every precision",
         description="Training steps (forward, loss, backward, AdamW step) in full, amp, mixed and half, with "
@@ -309,7 +313,7 @@ def _add_bench(commands) -> None:
                     "the report; with --baseline, compare with a kept report and exit 1 on a regression.")
     p.add_argument("--preset", default="darcy64",
                    help="ns128, darcy64 (default), tiny, swe or gino; flags below override")
-    p.add_argument("--model", choices=("fno", "tfno", "sfno", "gino"))
+    p.add_argument("--model", choices=tuple(models()))
     p.add_argument("--factorization")
     p.add_argument("--rank", type=_number, help="a fraction of the dense parameters in (0, 1], or an int rank")
     p.add_argument("--hidden-channels", "--width", dest="width", type=int)
@@ -348,36 +352,17 @@ def _add_bench(commands) -> None:
 
 
 def _run_bench(args) -> None:
-    import dataclasses
-
     from . import bench
-    from ..checks import modes_per_dim
-    from .experiment import resolve_device
+    from .assembly import resolve_device
 
-    if args.preset not in bench.PRESETS:
-        raise ValueError(f"--preset {args.preset!r} is not one of {', '.join(bench.PRESETS)}")
-    config = dataclasses.replace(bench.PRESETS[args.preset])
-    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference", "compile"):
-        if getattr(args, key) is not None:
-            setattr(config, key, getattr(args, key))
-    if args.modes:
-        config.modes = modes_per_dim(args.modes, len(args.modes) if len(args.modes) > 1 else len(config.modes))
-    if args.grid:
-        config.grid = modes_per_dim(args.grid, len(config.modes), "--grid")
+    config = bench.configure(args.preset, model=args.model, factorization=args.factorization, rank=args.rank,
+                             width=args.width, modes=args.modes, layers=args.layers, grid=args.grid,
+                             batch=args.batch, fft_backend=args.fft_backend, inference=args.inference,
+                             compile=args.compile)
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
-    if args.baseline is None and (args.judge or args.time_tolerance is not None):
-        raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
-    if args.time_tolerance is not None and not args.time_tolerance >= 0:
-        raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
-    policies = bench.POLICIES
-    if args.precisions:
-        from ..precision import Precision
-
-        chosen = [Precision.from_string(text) for text in args.precisions]
-        policies = [bench.POLICIES[0]] + [p for p in chosen if p != bench.POLICIES[0]]
-        if args.baseline or args.save_baseline:
-            raise ValueError("--precisions measures some policies only; a baseline holds them all: drop it")
+    bench.check_guard(args.baseline, args.save_baseline, args.judge, args.time_tolerance)
+    policies = bench.policies_for(args.precisions, kept=bool(args.baseline or args.save_baseline))
     if args.count_ops:
         if args.baseline or args.save_baseline or args.compile or args.inference:
             raise ValueError("--count-ops counts the operations of a training step; drop --baseline, "
@@ -399,16 +384,8 @@ def _run_bench(args) -> None:
         print(f"baseline written to {args.save_baseline}")
     failures = []
     if baseline is not None:
-        judge = args.judge or bench.JUDGED
-        tolerance = bench.TIME_TOLERANCE if args.time_tolerance is None else args.time_tolerance
-        rows, failures = bench.compare(report, baseline, judge, tolerance)
-        changes = bench.environment_changes(report, baseline)
-        print(f"\nagainst {args.baseline} (judged: {', '.join(judge)}):")
-        print(bench.comparison_table(rows))
-        print("environment changed: " + "; ".join(changes) if changes else "environment: unchanged")
-        print("\n".join([f"{len(failures)} regression(s):", *failures]) if failures else "no regression")
-        report["comparison"] = {"baseline": args.baseline, "judged": list(judge), "time_tolerance": tolerance,
-                                "rows": rows, "failures": failures, "environment_changes": changes}
+        text, failures = bench.guard(report, baseline, args.baseline, args.judge, args.time_tolerance)
+        print(text)
     if args.json:
         _print_json(report)
     if failures:

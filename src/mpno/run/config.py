@@ -19,14 +19,7 @@ from ..nn.losses import LOSSES
 from ..nn.registry import models
 from ..precision import DTYPES, PrecisionSchedule
 from ..writing import write_text
-
-#: The models whose loss is their own (:func:`mpno.run.experiment.losses_for`), not one of :data:`LOSSES`.
-OWN_LOSS = {"sfno": "the relative L2 error over the sphere (quadrature-weighted) of the fields standardised "
-                    "per channel",
-            "gino": "the relative L2 error over each cloud's points"}
-
-#: The evaluation losses of grid models other than the SFNO when ``eval_losses`` is not given.
-EVAL_LOSSES = ("l2", "h1")
+from . import domains
 
 #: Option kinds: how a value is read from a flag or a config file.
 KINDS = ("str", "int", "float", "number", "bool", "int_list", "str_list")
@@ -144,16 +137,9 @@ class RunConfig:
             setattr(self, spec.name, coerce(spec, getattr(self, spec.name)))
         if self.precision not in ("auto", "schedule"):
             PrecisionSchedule.parse(self.precision, self.dtype)  # raises naming the bad part
-        if self.precision == "auto" and self.model in ("sfno", "gino"):
-            raise ValueError(f"precision='auto' audits Fourier coefficients of grid data on the cube; give "
-                             f"--model {self.model} a precision mode (the spherical audit is mpno.bounds.sphere)")
-        if self.model in OWN_LOSS:
-            for name, value in (("loss", self.loss), ("eval_losses", self.eval_losses)):
-                if value not in ("l2", ["l2"], []):
-                    raise ValueError(f"{name}={value!r} does not apply to model={self.model!r}, which trains and "
-                                     f"is tested with {OWN_LOSS[self.model]} (named l2); drop "
-                                     f"--{name.replace('_', '-')}")
-        self.eval_losses = self.eval_losses or (["l2"] if self.model in OWN_LOSS else list(EVAL_LOSSES))
+        domain = domains.of(self.model)
+        domain.check_options(self)
+        self.eval_losses = self.eval_losses or domain.default_eval_losses()
         if isinstance(self.rank, float) and self.rank > 1:
             raise ValueError(f"rank={self.rank!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
                              "give an int for an explicit rank")
@@ -219,16 +205,16 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _scalar(spec: dataclasses.Field, value, kind: str):
-    """``value`` as one item of ``kind`` (``int``, ``float``, ``number``, ``str``, ``bool``), or ``ValueError``."""
+def _scalar(spec: dataclasses.Field, value, form: str):
+    """``value`` as one item of the kind ``form`` (``int``, ``float``, ``number``, ``str``, ``bool``), or ``ValueError``."""
     name = spec.name
-    if kind == "bool":
+    if form == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         raise ValueError(f"{name}={value!r} is not supported; give true or false")
-    if kind == "str":
+    if form == "str":
         if not isinstance(value, str):
             raise ValueError(f"{name}={value!r} is not supported; give a string")
         return value
@@ -236,16 +222,16 @@ def _scalar(spec: dataclasses.Field, value, kind: str):
         raise ValueError(f"{name}={value!r} is not supported; give a number")
     if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; a flag is always a string
         try:
-            value = float(value) if kind == "float" or any(c in value for c in ".eE") or "inf" in value.lower() \
+            value = float(value) if form == "float" or any(c in value for c in ".eE") or "inf" in value.lower() \
                 or "nan" in value.lower() else int(value)
         except ValueError:
             raise ValueError(f"{name}={value!r} is not a number") from None
-    if kind == "int":
+    if form == "int":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):
             raise ValueError(f"{name}={value!r} is not supported; give an int")
-    elif kind == "float":
+    elif form == "float":
         if not isinstance(value, (int, float)):
             raise ValueError(f"{name}={value!r} is not supported; give a number")
         value = float(value)
@@ -280,15 +266,15 @@ def coerce(spec: dataclasses.Field, value):
         if meta["optional"]:
             return None
         raise ValueError(f"{spec.name} needs a value")
-    kind = meta["kind"]
-    if kind.endswith("_list"):
+    form = meta["kind"]
+    if form.endswith("_list"):
         items = value if isinstance(value, (list, tuple)) else [value]  # TOML modes = 8, data_test = "file"
         if not items and (spec.default_factory is dataclasses.MISSING or spec.default_factory()):
             raise ValueError(f"{spec.name} needs at least one value")
-        items = [_scalar(spec, item, kind.removesuffix("_list")) for item in items]
+        items = [_scalar(spec, item, form.removesuffix("_list")) for item in items]
         for item in items:
             _check_range(spec, item)
         return items
-    value = _scalar(spec, value, kind)
+    value = _scalar(spec, value, form)
     _check_range(spec, value)
     return value
