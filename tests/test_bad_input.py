@@ -245,7 +245,7 @@ COMMANDS = [
     # bench
     ("bench --preset huge", "--preset 'huge'"),
     ("bench --preset tiny --steps 0", "--steps"),
-    ("bench --preset tiny --grid 32 32 32", "--grid=[32, 32, 32]"),
+    ("bench --preset tiny --grid 32 32 32", "--resolution=[32, 32, 32]"),  # --grid: the old spelling
     ("bench --preset tiny --device meta", "device='meta' is not supported"),
 ]
 

@@ -74,7 +74,7 @@ def configure(preset: str, **overrides) -> BenchConfig:
     if modes:
         config.modes = modes_per_dim(modes, len(modes) if len(modes) > 1 else len(config.modes))
     if grid:
-        config.grid = modes_per_dim(grid, len(config.modes), "--grid")
+        config.grid = modes_per_dim(grid, len(config.modes), "--resolution")
     return config
 
 
