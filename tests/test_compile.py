@@ -21,7 +21,7 @@ def _fresh_compiler():
     yield
     torch._dynamo.reset()
 
-OPERATORS = ["fno", "tfno-cp", "tfno-tucker", "tfno-tt", "sfno", "gino"]
+OPERATORS = ["fno", "tfno-cp", "tfno-tucker", "tfno-tt", "sfno", "gino", "uno"]
 
 
 def _clouds(sizes=(30, 20)) -> PointClouds:
@@ -44,6 +44,8 @@ def operator_and_input(name: str, precision: str):
         return model, x
     if name == "sfno":
         return mpno.SFNO(1, 1, (6, 6), **small), torch.randn(2, 1, 12, 24)
+    if name == "uno":
+        return mpno.UNO(1, 1, (6, 6), **{**small, "n_layers": 3}), torch.randn(2, 1, 12, 12)
     if name.startswith("tfno"):
         return mpno.TFNO(1, 1, (6, 6), factorization=name.split("-")[1], rank=0.5, **small), torch.randn(2, 1, 12, 12)
     return mpno.FNO(1, 1, (6, 6), **small), torch.randn(2, 1, 12, 12)

@@ -56,6 +56,7 @@ PRESETS = {
     "tiny": BenchConfig("fno", None, 0.05, 8, (8, 8), 2, (32, 32), 2),
     "gino": BenchConfig("gino", None, 0.05, 16, (8, 8, 8), 3, (16, 16, 16), 4),
     "swe": BenchConfig("sfno", None, 0.05, 32, (32, 32), 4, (64, 128), 8),  # shallow water on a 64×128 sphere
+    "uno": BenchConfig("uno", None, 0.05, 32, (16, 16), 4, (64, 64), 16),  # U-NO: 64² → 32² → 16² → 32² → 64²
 }
 #: Every precision measured, full first (the baseline of the ratios).
 POLICIES = [Precision("full")] + [Precision(mode, dtype) for mode in MODES if mode != "full" for dtype in DTYPES]
