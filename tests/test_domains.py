@@ -77,7 +77,7 @@ def test_options_reach_the_operators_that_take_them():
     config = RunConfig(model="gino", domain_padding=0.25, grid="equiangular", hidden_channels=6).validate()
     assert domains.of("gino").operator_options(config) == {
         "hidden_channels": 6, "n_layers": 4, "channel_mlp": True, "rank": 0.05, "latent_grid": 16,
-        "kernel": "nonlinear", "chunk_size": 65536, "domain_padding": 0.25}  # no grid, no radius (None)
+        "chunk_size": 65536, "domain_padding": 0.25}  # no grid; radius and kernel None: the operator's defaults
     config = RunConfig(model="sfno", domain_padding=0.25, grid="legendre-gauss").validate()
     assert domains.of("sfno").operator_options(config)["grid"] == "legendre-gauss"
     assert "domain_padding" not in domains.of("sfno").operator_options(config)

@@ -83,8 +83,9 @@ class RunConfig:
     radius: float | None = option(None, "float", "gino: neighbourhood radius of the graph kernel integrals, in the "
                                   "latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
                                   optional=True, group="model")
-    kernel: str = option("nonlinear", "str", "gino: the input kernel integral's form (the output one is linear)",
-                         choices=("linear", "nonlinear"), group="model")
+    kernel: str | None = option(None, "str", "point operators: the form of the graph kernel integral they let you "
+                                "choose; default: the operator's (gino: its input one, nonlinear; the output one is "
+                                "linear)", choices=("linear", "nonlinear"), optional=True, group="model")
     chunk_size: int = option(65536, "int", "gino: edges per message-passing chunk (bounds its memory)", low=1,
                              group="model")
     # precision
@@ -206,7 +207,8 @@ class RunConfig:
 
 
 def _scalar(spec: dataclasses.Field, value, form: str):
-    """``value`` as one item of the kind ``form`` (``int``, ``float``, ``number``, ``str``, ``bool``), or ``ValueError``."""
+    """``value`` as one item of the kind ``form`` (``int``, ``float``, ``number``, ``str``, ``bool``), or
+    ``ValueError``."""
     name = spec.name
     if form == "bool":
         if isinstance(value, bool):
