@@ -12,6 +12,7 @@ ran in a coarser dtype, or at a point it should not, exceeds it.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -102,6 +103,14 @@ def tiny_config(files, out, **overrides) -> RunConfig:
 
 def quiet(message):
     pass
+
+
+def json_of(capsys, *argv) -> dict:
+    """``mpno *argv --json`` run here: it must exit 0; its JSON line (the last of stdout)."""
+    from mpno.run import cli
+
+    assert cli.main([*map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def kept_index(grid, n_modes) -> list[torch.Tensor]:

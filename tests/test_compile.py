@@ -21,7 +21,7 @@ def _fresh_compiler():
     yield
     torch._dynamo.reset()
 
-OPERATORS = ["fno", "tfno-cp", "tfno-tucker", "tfno-tt", "sfno", "gino", "uno"]
+OPERATORS = ["fno", "tfno-cp", "tfno-tucker", "tfno-tt", "sfno", "gino", "fno-gno", "uno"]
 
 
 def _clouds(sizes=(30, 20)) -> PointClouds:
@@ -37,8 +37,9 @@ def operator_and_input(name: str, precision: str):
     """A small operator of kind ``name`` in ``precision`` and an input for it."""
     policy = mpno.Precision.from_string(precision)
     small = dict(hidden_channels=4, n_layers=1, precision=policy)
-    if name == "gino":
-        model = mpno.GINO(6, 1, (4, 4, 4), latent_grid=6, radius=0.5, kernel_hidden=4, **small)
+    if name in ("gino", "fno-gno"):
+        operator = mpno.GINO if name == "gino" else mpno.FNOGNO
+        model = operator(6, 1, (4, 4, 4), latent_grid=6, radius=0.5, kernel_hidden=4, **small)
         x = _clouds()
         x.neighbors = model._batch_neighborhoods(x)
         return model, x

@@ -1,7 +1,6 @@
 """U-NO: its U of grids, the resampling in Fourier space, every precision against float64, every command."""
 
 import copy
-import json
 
 import h5py
 import pytest
@@ -10,9 +9,9 @@ import torch
 import mpno
 from mpno import Precision
 from mpno.nn.uno import resample
-from mpno.run import bench, cli
-from reference import (bandlimited, forward_stages, inverse_stages, last_layer_amplification, relative_error,
-                       spectral_conv_stages, tolerance)
+from mpno.run import bench
+from reference import (bandlimited, forward_stages, inverse_stages, json_of, last_layer_amplification,
+                       relative_error, spectral_conv_stages, tolerance)
 
 CONFIGS = [((48,), (12,)), ((32, 32), (8, 8)), ((24, 20), (8, 6)), ((16, 12, 8), (8, 6, 4))]
 
@@ -89,21 +88,17 @@ def test_low_precision_is_within_the_rounding_tolerance(mode, dtype, grid, modes
 def test_trains_evaluates_predicts_and_benches_from_the_command_line(tmp_path, capsys):
     x = bandlimited(16, 1, (16, 16), kmax=3, seed=0).float()
     torch.save({"x": x, "y": torch.roll(x, 2, -1) + 0.1 * x**2}, tmp_path / "d.pt")
-    out = tmp_path / "run"
-    assert cli.main(["train", "--model", "uno", "--data-train", str(tmp_path / "d.pt"), "--n-modes", "8",
-                     "--hidden-channels", "4", "--n-layers", "3", "--epochs", "2", "--batch-size", "4",
-                     "--device", "cpu", "--out", str(out), "-q", "--json"]) == 0
-    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    data, out = tmp_path / "d.pt", tmp_path / "run"
+    summary = json_of(capsys, "train", "--model", "uno", "--data-train", data, "--n-modes", "8", "--hidden-channels",
+                      "4", "--n-layers", "3", "--epochs", "2", "--batch-size", "4", "--device", "cpu", "--out", out,
+                      "-q")
     (errors,) = summary["test"].values()
     assert set(errors) == {"l2", "h1"} and 0 < errors["l2"] < 2
     model = mpno.load_model(out / "best.pt")
     assert type(model.operator) is mpno.UNO and model.operator.scalings == [0.5, 1.0, 2.0]
-    assert cli.main(["evaluate", str(out / "best.pt"), "--data", str(tmp_path / "d.pt"), "--json"]) == 0
-    evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["test"]["d.pt"]["l2"]
-    assert cli.main(["predict", str(out / "best.pt"), str(tmp_path / "d.pt"), "--out", str(tmp_path / "p.h5"),
-                     "-q", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["relative_l2"] == pytest.approx(evaluated,
-                                                                                                         rel=1e-5)
+    evaluated = json_of(capsys, "evaluate", out / "best.pt", "--data", data)["test"]["d.pt"]["l2"]
+    predicted = json_of(capsys, "predict", out / "best.pt", data, "--out", tmp_path / "p.h5", "-q")
+    assert predicted["relative_l2"] == pytest.approx(evaluated, rel=1e-5)
     with h5py.File(tmp_path / "p.h5") as f:
         assert f["prediction"].shape == (16, 1, 16, 16)
     config = bench.configure("uno", width=4, modes=[8], layers=2, grid=[16], batch=2)

@@ -1,5 +1,6 @@
 """mpno: mixed-precision neural operators with tested numerics and error budgets."""
 
+from .nn.fno_gno import FNOGNO
 from .nn.models import FNO, TFNO
 from .nn.gno import GINO, GNOBlock
 from .nn.normalized import NormalizedOperator, UnitGaussianNormalizer
@@ -10,7 +11,7 @@ from .ops.sht import InverseRealSHT, RealSHT
 from .precision import Precision, PrecisionSchedule, compiled
 from .run.checkpoint import load_model
 
-__all__ = ["FNO", "GINO", "GNOBlock", "TFNO", "InverseRealSHT", "NormalizedOperator", "Precision",
+__all__ = ["FNO", "FNOGNO", "GINO", "GNOBlock", "TFNO", "InverseRealSHT", "NormalizedOperator", "Precision",
            "PrecisionSchedule", "RealSHT", "SFNO", "SpectralConv", "SphericalConv", "UNO", "UnitGaussianNormalizer",
            "compiled", "load_model"]
 __version__ = "0.1.0"

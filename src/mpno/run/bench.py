@@ -55,6 +55,7 @@ PRESETS = {
     "darcy64": BenchConfig("fno", None, 0.05, 32, (16, 16), 4, (64, 64), 16),
     "tiny": BenchConfig("fno", None, 0.05, 8, (8, 8), 2, (32, 32), 2),
     "gino": BenchConfig("gino", None, 0.05, 16, (8, 8, 8), 3, (16, 16, 16), 4),
+    "fno-gno": BenchConfig("fno-gno", None, 0.05, 16, (8, 8, 8), 3, (16, 16, 16), 4),  # the gino preset's clouds
     "swe": BenchConfig("sfno", None, 0.05, 32, (32, 32), 4, (64, 128), 8),  # shallow water on a 64×128 sphere
     "uno": BenchConfig("uno", None, 0.05, 32, (16, 16), 4, (64, 64), 16),  # U-NO: 64² → 32² → 16² → 32² → 64²
 }
