@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mpno.precision import UNIT_ROUNDOFF
+from mpno.precision import UNIT_ROUNDOFF, Precision
 from mpno.run.config import RunConfig
 
 
@@ -33,6 +33,11 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 def tolerance(dtype: torch.dtype, stages: int) -> float:
     """Allowed normwise relative error after ``stages`` roundings to ``dtype``."""
     return UNIT_ROUNDOFF[dtype] * math.sqrt(stages)
+
+
+def rounding_only(mode: str, dtype: str) -> Precision:
+    """The policy ``mode``/``dtype`` without a stabilizer: against float64, only rounding differs."""
+    return Precision(mode, dtype, stabilizer=None)
 
 
 def forward_stages(ndim: int) -> int:

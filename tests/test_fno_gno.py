@@ -14,7 +14,8 @@ from mpno.data import generate, potential_flow
 from mpno.data.pointclouds import PointCloudBatches, PointClouds, car_cfd
 from mpno.nn.fno_gno import cloud_means
 from mpno.run import bench
-from reference import json_of, last_layer_amplification, relative_error, spectral_conv_stages, tolerance
+from reference import (json_of, last_layer_amplification, relative_error, rounding_only, spectral_conv_stages,
+                       tolerance)
 from test_geometry import GNO_HALF_STAGES, _potential_flow_clouds, _subdivided_octahedron, _tiny_gino, _write_ply
 
 
@@ -42,7 +43,7 @@ def test_the_latent_fno_sees_the_geometry_and_each_clouds_mean_features():
 def _within_rounding(model, batch, mode, dtype):
     """``model`` in ``mode``/``dtype`` against itself in float64 on ``batch``: output and feature gradients."""
     reference = copy.deepcopy(model).double()
-    model.set_precision(Precision(mode, dtype, stabilizer=None) if mode == "half" else Precision(mode, dtype))
+    model.set_precision(rounding_only(mode, dtype))
     x = PointClouds(batch.points.float(), batch.features.float().requires_grad_(), batch.sizes,
                     None if batch.weights is None else batch.weights.float(), batch.neighbors)
     x64 = PointClouds(batch.points.double(), batch.features.double().requires_grad_(), batch.sizes,
