@@ -225,6 +225,8 @@ def _run_evaluate(args) -> None:
 
 
 def _add_predict(commands) -> None:
+    from ..precision import DTYPES
+
     p = commands.add_parser("predict", help="run a trained model on a data file and write the predictions",
                             description="Predict every input of a data file with a checkpoint (checkpoint.pt or "
                                         "best.pt of a run) and write them to HDF5; when the file also holds "
@@ -234,7 +236,7 @@ def _add_predict(commands) -> None:
     p.add_argument("--out", required=True, help="output .h5 file (never the input file)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--precision", help="predict in this policy instead of the saved one, e.g. half, mixed/bfloat16")
-    p.add_argument("--dtype", choices=("float16", "bfloat16"),
+    p.add_argument("--dtype", choices=tuple(DTYPES),
                    help="the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)")
     p.add_argument("--batch-size", type=int, help="default: the run's")
     p.add_argument("--x-key", help="input key in the data file (default: the run's)")

@@ -58,35 +58,37 @@ class RunConfig:
                                low=1, high=3, group="data")
     time_in: int = option(0, "int", "time series (PDEBench): the input snapshot", group="data")
     time_out: int = option(-1, "int", "time series (PDEBench): the output snapshot", group="data")
-    inputs: list[str] = option([], "str_list", "point clouds (gino): the input arrays (default: normals flow)",
+    inputs: list[str] = option([], "str_list", "point clouds: the input arrays (default: normals flow)",
                                group="data")
-    outputs: list[str] = option([], "str_list", "point clouds (gino): the output arrays (default: cp)", group="data")
+    outputs: list[str] = option([], "str_list", "point clouds: the output arrays (default: cp)", group="data")
     # model
     model: str = option("fno", "str", "the operator", choices=tuple(models()), group="model")
     n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
-                                       "default: 12, or for sfno every degree the training grid carries "
-                                       "(nlat, min(nlat, nlon/2 + 1)), for gino 8", low=1, aliases=("modes",), optional=True,
-                                       group="model")
+                                       "default: as the operator's domain chooses: 12 on a grid, every degree the "
+                                       "training grid carries on the sphere (nlat, min(nlat, nlon/2 + 1)), 8 for point "
+                                       "clouds", low=1, aliases=("modes",), optional=True, group="model")
     hidden_channels: int = option(32, "int", "width of the Fourier layers", low=1, aliases=("width",), group="model")
     n_layers: int = option(4, "int", "Fourier layers", low=1, aliases=("layers",), group="model")
-    factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno and gino)",
-                                       choices=FACTORIZATIONS, optional=True, group="model")
+    factorization: str | None = option(None, "str", "spectral weights (default: the operator's: tucker for tfno, "
+                                       "gino, fno-gno, dense for the others)", choices=FACTORIZATIONS, optional=True,
+                                       group="model")
     rank: float | int = option(0.05, "number", "factorised weights: a fraction of the dense parameters in (0, 1], "
                                "or an int rank", low=0.0, open_low=True, group="model")
     channel_mlp: bool = option(True, "bool", "a channel MLP in each Fourier layer", group="model")
     domain_padding: float = option(0.0, "float", "zero-pad this fraction of each dimension (non-periodic problems)",
                                    low=0.0, high=1.0, group="model")
-    grid: str | None = option(None, "str", "sfno: the spherical grid of the data; default: the grid the data files "
-                              "declare, else equiangular (a --grid that contradicts a file is refused)",
+    grid: str | None = option(None, "str", "the sphere: the spherical grid of the data; default: the grid the data "
+                              "files declare, else equiangular (a --grid that contradicts a file is refused)",
                               choices=("equiangular", "legendre-gauss"), optional=True, group="model")
-    latent_grid: int = option(16, "int", "gino: points per dimension of the latent grid", low=2, group="model")
-    radius: float | None = option(None, "float", "gino: neighbourhood radius of the graph kernel integrals, in the "
-                                  "latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
+    latent_grid: int = option(16, "int", "point clouds: points per dimension of the latent grid", low=2,
+                              group="model")
+    radius: float | None = option(None, "float", "point clouds: neighbourhood radius of the graph kernel integrals, "
+                                  "in the latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
                                   optional=True, group="model")
-    kernel: str | None = option(None, "str", "point operators: the form of the graph kernel integral they let you "
-                                "choose; default: the operator's (gino: its input one, nonlinear; the output one is "
-                                "linear)", choices=("linear", "nonlinear"), optional=True, group="model")
-    chunk_size: int = option(65536, "int", "gino: edges per message-passing chunk (bounds its memory)", low=1,
+    kernel: str | None = option(None, "str", "point clouds: the form of the graph kernel integral the operator lets "
+                                "you choose; default: the operator's (gino: its input one, nonlinear; fno-gno: its "
+                                "output one, linear)", choices=("linear", "nonlinear"), optional=True, group="model")
+    chunk_size: int = option(65536, "int", "point clouds: edges per message-passing chunk (bounds its memory)", low=1,
                              group="model")
     # precision
     precision: str = option("mixed", "str", "full, amp, mixed (default), half, schedule (the paper's "
