@@ -6,12 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
-@pytest.mark.slow
 def test_own_loop_trains_saves_and_loads():
     run = subprocess.run([sys.executable, str(EXAMPLES / "own_loop.py")], capture_output=True, text=True,
                          timeout=300)
