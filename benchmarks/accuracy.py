@@ -38,7 +38,8 @@ import torch
 
 from mpno.data import coarse_path, generate
 from mpno.run.config import RunConfig
-from mpno.run.experiment import cache_dir, train
+from mpno.run.assembly import cache_dir
+from mpno.run.experiment import train
 
 PROBLEMS = {
     "navier-stokes": {"generate": {"equation": "navier-stokes", "resolution": 64}, "train_resolution": None,

@@ -25,8 +25,8 @@ import argparse
 import torch
 
 from mpno.data.pointclouds import PointCloudBatches
+from mpno.run.assembly import model_for, open_data
 from mpno.run.config import RunConfig
-from mpno.run.experiment import model_for, open_data
 
 
 def main() -> None:

@@ -60,12 +60,12 @@ echo "gpu_suite: tests exit code $rc in $((SECONDS - start)) s: $(cat "$dir/test
 skip fft_accuracy || run fft_accuracy 60 "$PY" benchmarks/fft_accuracy.py --device cuda --json
 run bench_ns128 120 "$PY" -m mpno bench --preset ns128 --device cuda --json
 run bench_ns128_dft 120 "$PY" -m mpno bench --preset ns128 --fft-backend dft --device cuda --json
-run bench_ns256 150 "$PY" -m mpno bench --preset ns128 --grid 256 --device cuda --json
-run bench_ns96 120 "$PY" -m mpno bench --preset ns128 --grid 96 --device cuda --json
+run bench_ns256 150 "$PY" -m mpno bench --preset ns128 --resolution 256 --device cuda --json
+run bench_ns96 120 "$PY" -m mpno bench --preset ns128 --resolution 96 --device cuda --json
 skip contraction || run contraction 150 "$PY" benchmarks/contraction.py --device cuda --json
 skip compiled || run bench_ns128_compiled 300 "$PY" -m mpno bench --preset ns128 --device cuda --compile \
     --precisions mixed/float16 half/float16 half/bfloat16 --json
-run counts 60 "$PY" -m mpno bench --count-ops --preset darcy64 --batch 2 --grid 32 --json
+run counts 60 "$PY" -m mpno bench --count-ops --preset darcy64 --batch-size 2 --resolution 32 --json
 
 if ! "$PY" -c "import wandb" 2>/dev/null; then
     # neuraloperator imports wandb at import time but its models never call it

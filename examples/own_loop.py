@@ -25,11 +25,6 @@ from mpno.run.experiment import train
 SCHEDULE = ["mixed"] * 6 + ["full"] * 2  # the policy of each epoch
 
 
-def needs_scaler(policy: mpno.Precision) -> bool:
-    """float16 phases need loss scaling (float16 gradients underflow); bfloat16 and full do not."""
-    return policy.mode != "full" and policy.dtype == "float16"
-
-
 def main(tmp: Path) -> None:
     torch.manual_seed(0)
     path = generate("darcy", tmp / "darcy.h5", n=160, resolution=32, seed=0, progress=False)[0]
@@ -57,7 +52,7 @@ def main(tmp: Path) -> None:
         for batch in torch.randperm(len(x_train)).split(16):
             optimizer.zero_grad(set_to_none=True)
             loss = loss_fn(model(x_train[batch]), y_train[batch])
-            if needs_scaler(policy):
+            if policy.uses_grad_scaler:  # float16 gradients underflow; bfloat16 and full need no scaling
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)  # skips the step if the scaled gradients overflowed
                 scaler.update()

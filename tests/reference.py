@@ -12,6 +12,7 @@ ran in a coarser dtype, or at a point it should not, exceeds it.
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from mpno.precision import UNIT_ROUNDOFF
+from mpno.precision import UNIT_ROUNDOFF, Precision
 from mpno.run.config import RunConfig
 
 
@@ -32,6 +33,11 @@ def relative_error(value: torch.Tensor, reference: torch.Tensor) -> float:
 def tolerance(dtype: torch.dtype, stages: int) -> float:
     """Allowed normwise relative error after ``stages`` roundings to ``dtype``."""
     return UNIT_ROUNDOFF[dtype] * math.sqrt(stages)
+
+
+def rounding_only(mode: str, dtype: str) -> Precision:
+    """The policy ``mode``/``dtype`` without a stabilizer: against float64, only rounding differs."""
+    return Precision(mode, dtype, stabilizer=None)
 
 
 def forward_stages(ndim: int) -> int:
@@ -102,6 +108,14 @@ def tiny_config(files, out, **overrides) -> RunConfig:
 
 def quiet(message):
     pass
+
+
+def json_of(capsys, *argv) -> dict:
+    """``mpno *argv --json`` run here: it must exit 0; its JSON line (the last of stdout)."""
+    from mpno.run import cli
+
+    assert cli.main([*map(str, argv), "--json"]) == 0
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
 def kept_index(grid, n_modes) -> list[torch.Tensor]:

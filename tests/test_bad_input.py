@@ -235,12 +235,17 @@ COMMANDS = [
     ("bounds {d}/run/best.pt", "best.pt is an mpno checkpoint (a trained model), but a data file of fields"),
     ("bounds {d}/clouds.h5", "clouds.h5 is a data file of point clouds, but a data file of fields on a grid"),
     ("bounds {d}/train.pt --model {d}/nan_weights.pt", "nan_weights.pt: the weights hold NaN"),
-    ("bounds {d}/legendre.h5", "legendre.h5 holds fields on the sphere; mpno bounds audits Fourier coefficients on "
-     "the cube"),
+    ("bounds {d}/legendre.h5 --checkpoint {d}/run/best.pt", "legendre.h5 holds fields on the sphere; mpno bounds audits "
+     "Fourier coefficients on the cube"),
+    ("bounds {d}/legendre.h5", "legendre.h5: the sphere's audit estimates the discretisation error on nested "
+     "equiangular grids, and legendre-gauss grids do not nest"),
+    ("bounds {d}/equi.h5", "equi.h5: an equiangular grid (8, 16) nests only with odd nlat and even nlon"),
+    ("bounds {d}/darcy.h5 --checkpoint {d}/sfno_run/best.pt", "darcy.h5 holds darcy data, which mpno generates on the "
+     "unit square or cube, not on the sphere"),
     # bench
     ("bench --preset huge", "--preset 'huge'"),
     ("bench --preset tiny --steps 0", "--steps"),
-    ("bench --preset tiny --grid 32 32 32", "--grid=[32, 32, 32]"),
+    ("bench --preset tiny --grid 32 32 32", "--resolution=[32, 32, 32]"),  # --grid: the old spelling
     ("bench --preset tiny --device meta", "device='meta' is not supported"),
 ]
 

@@ -36,8 +36,9 @@ def test_bench_tiny_reports_every_mode(capsys):
 def test_bench_rejects_bad_arguments(capsys):
     assert cli.main(["bench", "--preset", "huge"]) == 2
     assert "--preset 'huge'" in capsys.readouterr().err
-    assert cli.main(["bench", "--preset", "tiny", "--grid", "32", "32", "32"]) == 2
-    assert "--grid=[32, 32, 32] gives 3 values but the data have 2 spatial dims" in capsys.readouterr().err
+    for spelling in ("--resolution", "--grid"):  # --grid: the old spelling
+        assert cli.main(["bench", "--preset", "tiny", spelling, "32", "32", "32"]) == 2
+        assert "--resolution=[32, 32, 32] gives 3 values but the data have 2 spatial dims" in capsys.readouterr().err
 
 
 # The regression guard (--save-baseline / --baseline): the comparison on synthetic reports, the

@@ -11,7 +11,7 @@ from mpno import data
 from mpno.run import cli
 from mpno.bounds import measure, theory
 from mpno.bounds.audit import audit_data, audit_model, choose_precision
-from mpno.precision import Precision
+from mpno.precision import UNIT_ROUNDOFF, Precision
 from reference import bandlimited
 
 RESOLUTIONS = (16, 32, 64, 128, 256, 512)
@@ -212,3 +212,31 @@ def test_bounds_command_on_generated_files(generated, which, tmp_path, capsys):
         assert set(row) >= {"discretization_error", "precision_error", "discretization_bound", "precision_bound",
                             "ratio", "safe"}
     assert "verdict" in out and plot.stat().st_size > 10_000
+
+
+def test_bounds_audits_an_sfno_checkpoint_on_the_sphere(tmp_path, capsys):
+    """mpno bounds on shallow-water data and an SFNO trained on them: the sphere's audit of the harmonic
+    coefficients (mpno.bounds.sphere) on the grid's nested coarsenings, and the model's layers against float64."""
+    from mpno.bounds import sphere
+    from mpno.run.experiment import train
+    from reference import quiet, tiny_config
+
+    path = data.generate("shallow-water", tmp_path / "swe.h5", n=4, resolution=17, nlon=32, progress=False)[0]
+    train(tiny_config(tmp_path, tmp_path / "run", model="sfno", data_train=str(path), data_test=[], n_modes=[4, 4],
+                      hidden_channels=4, n_layers=1, epochs=1, batch_size=2, precision="mixed"), log=quiet)
+    assert cli.main(["bounds", str(path), "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    fields = data.OperatorDataset(path)
+    fields = torch.stack([fields[i][0] for i in range(len(fields))]).double()
+    assert report["grid"] == [17, 32] and report["n_modes"] == [4, 4] and report["levels"] == [17, 9]
+    expected = sphere.discretization(sphere.coarsenings(fields, 4, 4), 4, 4, "equiangular")
+    assert report["discretization"]["estimate"] == pytest.approx(expected.error, rel=1e-12)
+    scale = sphere.coefficients(fields, 4, 4, "equiangular").abs().max().item()
+    assert report["dtypes"]["float32"]["precision_error"] < 20 * UNIT_ROUNDOFF[torch.float32] * scale
+    assert report["dtypes"]["bfloat16"]["precision_error"] < 20 * UNIT_ROUNDOFF[torch.bfloat16] * scale
+    assert report["dtypes"]["float16"]["discretization_bound"] is None  # no closed form on the sphere
+    model = report["model"]
+    assert model["precision"] == "mixed/float16"
+    assert [layer["layer"] for layer in model["layers"]] == ["lifting", "block 1", "projection"]
+    assert all(0 < layer["relative_error"] < 50 * UNIT_ROUNDOFF[torch.float16] for layer in model["layers"])
+    assert 0 < model["precision_error"] < 50 * UNIT_ROUNDOFF[torch.float16]

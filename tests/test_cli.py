@@ -1,5 +1,6 @@
 """The ``mpno`` command and run configurations: flags, config files, model choices."""
 
+import argparse
 import dataclasses
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ from mpno.nn.factorized import TuckerWeight
 from mpno.run import cli
 from mpno.run.bench import BenchConfig
 from mpno.run.config import RunConfig
-from mpno.run.experiment import operator_for
+from mpno.run.assembly import operator_for
 
 
 def test_cli_train_and_evaluate_with_json(files, tmp_path, capsys):
@@ -217,6 +218,13 @@ def test_train_evaluate_and_load_an_sfno_and_a_gino(tmp_path, capsys):
             assert f["prediction"].shape == f["error"].shape == shape and f["relative_l2"].shape == (12,)
             if model == "gino":
                 assert list(f["sizes"][:]) == [64] * 12 and f["points"].shape == (12, 64, 3)
+        assert cli.main(["bounds", data, "--checkpoint", str(out / "best.pt")]) == 2  # what the adapters say, one line
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and err.endswith(
+            "mpno bounds does not apply to point clouds: it audits the Fourier or spherical harmonic coefficients of "
+            "fields on a grid or the sphere, and a point cloud has none" if model == "gino" else
+            "nests only with odd nlat and even nlon, coarsened still resolving lmax=8, mmax=8; give fields generated "
+            "on each grid")
     assert cli.main(["train", "--model", "sfno", *runs["sfno"], "--loss", "h1", "--out", str(tmp_path / "r")]) == 2
     assert "loss='h1' does not apply to model='sfno'" in capsys.readouterr().err
 
@@ -242,3 +250,38 @@ def test_inference_keeps_the_trained_stabilizer_unless_one_is_named(files, tmp_p
         evaluated = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
         assert evaluated["test"]["test32.pt"]["l2"] == pytest.approx(errors[precision], rel=1e-5)
     assert errors["half"] == errors["half/none"] != errors["half/tanh"]  # the same function; tanh changes it
+
+
+def test_a_flag_has_one_name_and_one_meaning_in_every_command():
+    """The same spelling is the same option (destination and name) wherever it appears; a renamed flag keeps
+    its old spelling as an alias (cli.RENAMED), in that command only."""
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    meanings = {}
+    for command, parser in commands.items():
+        for action in parser._actions:
+            names = [o for o in action.option_strings if o.startswith("--")]
+            for spelling in names:
+                if cli.RENAMED.get(command, {}).get(names[0]) == spelling:
+                    continue  # an old spelling, kept as an alias
+                meanings.setdefault(spelling, set()).add((action.dest, names[0]))
+    assert {spelling: meaning for spelling, meaning in meanings.items() if len(meaning) > 1} == {}
+    assert meanings["--batch-size"] == {("batch_size", "--batch-size")}
+    assert meanings["--n-modes"] == {("n_modes", "--n-modes")} and meanings["--resolution"] == {
+        ("resolution", "--resolution")}
+    args = cli.build_parser().parse_args(["bench", "--grid", "16", "--batch", "2"])  # the old spellings still work
+    assert (args.resolution, args.batch_size) == ([16], 2)
+    assert cli.build_parser().parse_args(["bounds", "d.h5", "--model", "best.pt"]).checkpoint == "best.pt"
+
+
+def test_generate_builds_its_flags_from_the_generators(tmp_path, capsys):
+    from mpno.data.generate import GENERATORS
+
+    parser = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    offered = {a.dest for a in parser["generate"]._actions}
+    assert {name for generator in GENERATORS.values() for name in generator.flags} <= offered
+    assert cli.main(["generate", "darcy", "--resolution", "16", "--n", "1", "--points", "8",
+                     "--out", str(tmp_path / "d.h5")]) == 2
+    assert "--points does not apply to darcy (its flags: none; others with --set KEY=VALUE)" in capsys.readouterr().err
+    assert cli.main(["generate", "burgers", "--resolution", "16", "--n", "1", "--viscosity", "0.5", "--time", "0.01",
+                     "--out", str(tmp_path / "b.h5")]) == 0
+    assert json.loads(h5py.File(tmp_path / "b.h5").attrs["params"])["viscosity"] == 0.5

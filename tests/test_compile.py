@@ -21,7 +21,7 @@ def _fresh_compiler():
     yield
     torch._dynamo.reset()
 
-OPERATORS = ["fno", "tfno-cp", "tfno-tucker", "tfno-tt", "sfno", "gino"]
+OPERATORS = ["fno", "tfno-cp", "tfno-tucker", "tfno-tt", "sfno", "gino", "fno-gno", "uno"]
 
 
 def _clouds(sizes=(30, 20)) -> PointClouds:
@@ -37,13 +37,16 @@ def operator_and_input(name: str, precision: str):
     """A small operator of kind ``name`` in ``precision`` and an input for it."""
     policy = mpno.Precision.from_string(precision)
     small = dict(hidden_channels=4, n_layers=1, precision=policy)
-    if name == "gino":
-        model = mpno.GINO(6, 1, (4, 4, 4), latent_grid=6, radius=0.5, kernel_hidden=4, **small)
+    if name in ("gino", "fno-gno"):
+        operator = mpno.GINO if name == "gino" else mpno.FNOGNO
+        model = operator(6, 1, (4, 4, 4), latent_grid=6, radius=0.5, kernel_hidden=4, **small)
         x = _clouds()
         x.neighbors = model._batch_neighborhoods(x)
         return model, x
     if name == "sfno":
         return mpno.SFNO(1, 1, (6, 6), **small), torch.randn(2, 1, 12, 24)
+    if name == "uno":
+        return mpno.UNO(1, 1, (6, 6), **{**small, "n_layers": 3}), torch.randn(2, 1, 12, 12)
     if name.startswith("tfno"):
         return mpno.TFNO(1, 1, (6, 6), factorization=name.split("-")[1], rank=0.5, **small), torch.randn(2, 1, 12, 12)
     return mpno.FNO(1, 1, (6, 6), **small), torch.randn(2, 1, 12, 12)

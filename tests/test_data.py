@@ -1,5 +1,6 @@
 """Generating data sets and reading the formats users have."""
 
+import dataclasses
 import pickle
 
 import h5py
@@ -61,7 +62,7 @@ def test_a_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
             raise RuntimeError("solver crashed")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(darcy_module, "generate_batch", failing)
+    monkeypatch.setitem(data.GENERATORS, "darcy", dataclasses.replace(darcy_module.GENERATOR, solve=failing))
     with pytest.raises(RuntimeError, match="solver crashed"):
         data.generate("darcy", tmp_path / "d.h5", n=4, resolution=16, batch_size=2, coarsen=[8], progress=False)
     assert list(tmp_path.iterdir()) == []

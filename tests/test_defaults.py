@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from mpno.run import defaults
+from mpno.run import defaults, domains
+from mpno.run.assembly import open_data
 from mpno.run.config import RunConfig
-from mpno.run.experiment import open_data
 
 
 @pytest.mark.parametrize("samples, processes, batch", [
@@ -20,9 +20,9 @@ def test_the_batch_size_gives_every_epoch_at_least_30_steps(samples, processes, 
 
 
 def test_the_sfno_keeps_every_degree_of_the_training_grid_the_gino_8_modes_and_the_rest_12():
-    assert defaults.modes("sfno", (32, 64)) == [32, 32]
-    assert defaults.modes("sfno", (33, 40)) == [33, 21]  # orders up to nlon / 2
-    assert defaults.modes("fno", (32, 64)) == [12] and defaults.modes("gino", []) == [8]
+    assert domains.of("sfno").default_modes((32, 64)) == [32, 32]
+    assert domains.of("sfno").default_modes((33, 40)) == [33, 21]  # orders up to nlon / 2
+    assert domains.of("fno").default_modes((32, 64)) == [12] and domains.of("gino").default_modes([]) == [8]
 
 
 def test_unset_options_are_filled_from_the_training_data_once_and_given_ones_kept(tmp_path):

@@ -53,6 +53,32 @@ def test_two_processes_reproduce_one_with_the_same_global_batch(files, tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
 
 
+def test_a_gino_trains_in_two_processes_as_in_one(tmp_path):
+    """Point clouds: each process takes its share of every global batch (neighbourhoods searched per cloud)."""
+    from mpno.data import generate
+
+    for name, n, seed in (("clouds.h5", 16, 0), ("test.h5", 4, 1)):
+        generate("potential-flow", tmp_path / name, n=n, points=64, seed=seed, progress=False)
+
+    def command(out, batch, processes=1):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
+            if processes > 1 else [sys.executable]
+        return launcher + ["-m", "mpno", "train", "--model", "gino", "--data-train", str(tmp_path / "clouds.h5"),
+                           "--data-test", str(tmp_path / "test.h5"), "--n-modes", "4", "--latent-grid", "6",
+                           "--radius", "0.5", "--hidden-channels", "4", "--n-layers", "1", "--epochs", "2",
+                           "--precision", "full", "--device", "cpu", "--batch-size", str(batch), "--out", str(out),
+                           "--json"]
+
+    one = run(command(tmp_path / "one", 8), tmp_path)
+    two = run(command(tmp_path / "two", 4, processes=2), tmp_path)
+    a = checkpoint.load(tmp_path / "one" / "checkpoint.pt")["model"]
+    b = checkpoint.load(tmp_path / "two" / "checkpoint.pt")["model"]
+    assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 1e-5
+    summaries = [json.loads(done.stdout.strip().splitlines()[-1]) for done in (one, two)]
+    assert summaries[1]["world_size"] == 2 and summaries[1]["global_batch_size"] == 8
+    assert summaries[1]["test"]["test.h5"]["l2"] == pytest.approx(summaries[0]["test"]["test.h5"]["l2"], rel=1e-5)
+
+
 def test_half_precision_two_processes_stay_within_rounding_of_one(files, tmp_path):
     """Same per-sample loss weights, summed gradients: the loss scaler takes the same decisions;
     only the order of float32 sums and the half rounding of partial weight gradients differ."""

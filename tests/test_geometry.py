@@ -217,11 +217,12 @@ def test_half_sums_accumulate_in_float32():
 
 # -- GINO -----------------------------------------------------------------------------------------------
 
-def _tiny_gino(**options):
+def _tiny_gino(operator=mpno.GINO, **options):
+    """A small GINO (or another operator between point clouds through a latent grid: ``operator``)."""
     values = dict(n_modes=(4, 4, 4), hidden_channels=6, n_layers=2, latent_grid=6, radius=0.5, kernel_hidden=8,
                   chunk_size=2000)
     values.update(options)
-    return mpno.GINO(6, 1, **values)
+    return operator(6, 1, **values)
 
 
 def _potential_flow_clouds(sizes, seed=0):
@@ -233,8 +234,13 @@ def _potential_flow_clouds(sizes, seed=0):
     return clouds
 
 
-def test_gino_batches_clouds_of_different_sizes():
-    model = _tiny_gino().double()
+#: The operators between point clouds through a latent grid.
+POINT_OPERATORS = [mpno.GINO, mpno.FNOGNO]
+
+
+@pytest.mark.parametrize("operator", POINT_OPERATORS)
+def test_gino_batches_clouds_of_different_sizes(operator):
+    model = _tiny_gino(operator).double()
     clouds = _potential_flow_clouds([40, 25, 60])
     batch = PointClouds.cat(clouds)
     out = model(batch)
@@ -243,8 +249,9 @@ def test_gino_batches_clouds_of_different_sizes():
         assert torch.allclose(model(alone), part, rtol=1e-12, atol=1e-14)
 
 
-def test_gino_gradcheck_in_float64():
-    model = _tiny_gino(hidden_channels=3, n_layers=1, kernel_hidden=3, latent_grid=4, radius=0.7).double()
+@pytest.mark.parametrize("operator", POINT_OPERATORS)
+def test_gino_gradcheck_in_float64(operator):
+    model = _tiny_gino(operator, hidden_channels=3, n_layers=1, kernel_hidden=3, latent_grid=4, radius=0.7).double()
     cloud = _potential_flow_clouds([12])[0]
     cloud.neighbors = model.neighborhoods(cloud.points)
     features = cloud.features.clone().requires_grad_()

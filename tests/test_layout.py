@@ -41,4 +41,4 @@ def test_imports_flow_one_way(room):
 
 def test_the_checker_sees_relative_imports():
     assert imported_rooms(PACKAGE / "nn" / "spectral.py") >= {"ops", "checks", "precision"}
-    assert imported_rooms(PACKAGE / "run" / "experiment.py") >= {"nn", "data", "bounds"}
+    assert imported_rooms(PACKAGE / "run" / "domains.py") >= {"nn", "data", "bounds"}

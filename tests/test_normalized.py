@@ -7,7 +7,8 @@ import mpno
 from mpno import NormalizedOperator, Precision, UnitGaussianNormalizer
 from mpno.nn import losses
 from mpno.run import checkpoint
-from mpno.run.experiment import evaluate_checkpoint, train
+from mpno.run.evaluation import evaluate_checkpoint
+from mpno.run.experiment import train
 from reference import quiet, tiny_config
 
 

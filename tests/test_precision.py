@@ -14,17 +14,20 @@ def test_half_defaults_to_tanh_and_other_modes_to_no_stabilizer():
 
 
 @pytest.mark.parametrize(
-    "mode, real, forward, spectral",
+    "mode, real, forward, spectral, scaled",
     [
-        ("full", None, None, None),
-        ("amp", torch.float16, None, None),
-        ("mixed", torch.float16, None, torch.float16),
-        ("half", torch.float16, torch.float16, torch.float16),
+        ("full", None, None, None, False),
+        ("amp", torch.float16, None, None, True),
+        ("mixed", torch.float16, None, torch.float16, True),
+        ("half", torch.float16, torch.float16, torch.float16, True),
     ],
 )
-def test_mode_table(mode, real, forward, spectral):
+def test_mode_table(mode, real, forward, spectral, scaled):
     p = Precision(mode)
-    assert (p.real_dtype, p.forward_dtype, p.spectral_dtype) == (real, forward, spectral)
+    assert (p.real_dtype, p.forward_dtype, p.contraction_dtype, p.inverse_dtype) == (real, forward, spectral, spectral)
+    assert p.stage_dtypes == dict(zip(mpno.precision.STAGES, (real, forward, spectral, spectral)))
+    assert p.uses_grad_scaler == scaled and p.low_precision == scaled
+    assert not Precision(mode, "bfloat16").uses_grad_scaler  # bfloat16 has float32's range: no loss scaling
 
 
 def test_bfloat16_is_the_half_dtype_when_asked():

@@ -3,6 +3,7 @@ nothing half-written: links planted at every name mpno writes, outputs that are 
 SIGINT, and writes that fail for want of space."""
 
 import builtins
+import dataclasses
 import errno
 import hashlib
 import os
@@ -19,7 +20,7 @@ import torch
 
 import mpno
 from mpno import writing
-from mpno.data import darcy
+from mpno.data import GENERATORS, darcy
 from mpno.nn.normalized import NormalizedOperator
 from mpno.run import bench, checkpoint, cli, rundir
 from mpno.run.config import RunConfig
@@ -224,9 +225,9 @@ def test_ctrl_c_stops_training_with_one_line_saying_how_to_resume(files, tmp_pat
     assert len((out / "metrics.csv").read_text().splitlines()) == done + 2  # header, each epoch once
 
 
-def _interrupt_on_second_call(monkeypatch, owner, name):
-    """Send this process a real SIGINT from the second call of ``owner.name``."""
-    original, calls = getattr(owner, name), []
+def _interrupted_on_second_call(original):
+    """``original``, sending this process a real SIGINT from its second call."""
+    calls = []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -234,17 +235,18 @@ def _interrupt_on_second_call(monkeypatch, owner, name):
             os.kill(os.getpid(), signal.SIGINT)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(owner, name, interrupted)
+    return interrupted
 
 
 @pytest.mark.parametrize("command", ["generate", "predict"])
 def test_ctrl_c_in_generate_or_predict_leaves_no_partial_file(run, files, tmp_path, capsys, monkeypatch, command):
     out = tmp_path / "out.h5"
     if command == "generate":
-        _interrupt_on_second_call(monkeypatch, darcy, "generate_batch")
+        solve = _interrupted_on_second_call(darcy.generate_batch)
+        monkeypatch.setitem(GENERATORS, "darcy", dataclasses.replace(darcy.GENERATOR, solve=solve))
         argv = ["generate", "darcy", "--resolution", "8", "--n", "6", "--batch-size", "2", "--out", out]
     else:
-        _interrupt_on_second_call(monkeypatch, NormalizedOperator, "forward")
+        monkeypatch.setattr(NormalizedOperator, "forward", _interrupted_on_second_call(NormalizedOperator.forward))
         argv = ["predict", run / "best.pt", files / "test16.pt", "--batch-size", "2", "-q", "--out", out]
     code, err = main(argv, capsys)
     assert code == 130 and the_error(err) == f"mpno {command}: interrupted; no partial file was left behind"

@@ -12,7 +12,9 @@ from mpno.precision import Precision, PrecisionSchedule
 from mpno.run import checkpoint, cli
 from mpno.run.config import RunConfig
 from mpno.bounds import choose_precision
-from mpno.run.experiment import evaluate_checkpoint, model_for, open_data, operator_for, train, trainer_for
+from mpno.run.assembly import model_for, open_data, operator_for
+from mpno.run.evaluation import evaluate_checkpoint
+from mpno.run.experiment import train, trainer_for
 from mpno.precision import UNIT_ROUNDOFF
 from mpno.run.trainer import SWITCH_WARNING, Trainer
 from reference import quiet, smooth_pairs, tiny_config

@@ -13,9 +13,12 @@ mixed   half                fp32 → half  half         half
 half    half                half         half         half
 ======  ==================  ===========  ===========  ===========
 
-"half" is float16 or bfloat16 (``dtype``). Master weights always stay in the
-model's own dtype; they are cast on the fly. ``docs/precision.md`` has the full
-table, per device.
+"half" is float16 or bfloat16 (``dtype``); in ``mixed`` the forward transform
+computes in fp32 and rounds its result to half. :data:`STAGE_DTYPES` is this
+table as data: layers ask their policy for a stage's dtype
+(:meth:`Precision.stage_dtype`), and what reports and benchmarks list follows
+:data:`STAGES` and :data:`DTYPES`. Master weights always stay in the model's own
+dtype; they are cast on the fly. ``docs/precision.md`` has the full table, per device.
 """
 
 from __future__ import annotations
@@ -29,6 +32,19 @@ import torch
 
 MODES = ("full", "amp", "mixed", "half")
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+#: The half dtypes a policy may name, as torch dtypes.
+HALF_DTYPES = tuple(DTYPES.values())
+#: The stages of a kernel layer, in the order they run: the real-valued layers (lifting, skips, MLPs,
+#: projection), the forward transform, the contraction with the weights, the inverse transform.
+STAGES = ("real", "forward", "contraction", "inverse")
+#: The dtype of each stage in each mode: ``None`` is the master dtype (the parameters', float32),
+#: ``"half"`` the policy's half dtype (``Precision.dtype``), any other value a name in :data:`DTYPES`.
+STAGE_DTYPES = {
+    "full": {"real": None, "forward": None, "contraction": None, "inverse": None},
+    "amp": {"real": "half", "forward": None, "contraction": None, "inverse": None},
+    "mixed": {"real": "half", "forward": None, "contraction": "half", "inverse": "half"},
+    "half": {"real": "half", "forward": "half", "contraction": "half", "inverse": "half"},
+}
 STABILIZERS = ("tanh", "clip_hard", "clip_sigma")
 FFT_BACKENDS = ("auto", "torch", "dft")
 
@@ -131,20 +147,34 @@ class Precision:
     def half_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    @property
-    def real_dtype(self) -> torch.dtype | None:
-        """dtype of the real-valued layers, or ``None`` for the master dtype."""
-        return None if self.mode == "full" else self.half_dtype
+    def stage_dtype(self, stage: str) -> torch.dtype | None:
+        """The dtype ``stage`` (one of :data:`STAGES`) runs in, or ``None`` for the master dtype."""
+        name = STAGE_DTYPES[self.mode][stage]
+        return None if name is None else self.half_dtype if name == "half" else DTYPES[name]
 
     @property
-    def forward_dtype(self) -> torch.dtype | None:
-        """dtype of the forward transform, or ``None`` for the master dtype."""
-        return self.half_dtype if self.mode == "half" else None
+    def stage_dtypes(self) -> dict[str, torch.dtype | None]:
+        """``{stage: dtype}`` for every stage of :data:`STAGES` (``None``: the master dtype)."""
+        return {stage: self.stage_dtype(stage) for stage in STAGES}
+
+    #: The dtype of each stage (``None``: the master dtype), by name.
+    real_dtype = property(lambda self: self.stage_dtype("real"), doc="dtype of the real-valued layers")
+    forward_dtype = property(lambda self: self.stage_dtype("forward"), doc="dtype of the forward transform")
+    contraction_dtype = property(lambda self: self.stage_dtype("contraction"),
+                                 doc="dtype of the contraction (and of the forward transform's result)")
+    inverse_dtype = property(lambda self: self.stage_dtype("inverse"),
+                             doc="dtype of the inverse transform (and of the bias added after it)")
 
     @property
-    def spectral_dtype(self) -> torch.dtype | None:
-        """dtype of the contraction and inverse transform, or ``None`` for the master dtype."""
-        return self.half_dtype if self.mode in ("mixed", "half") else None
+    def low_precision(self) -> bool:
+        """Whether any stage runs in a dtype other than the master dtype."""
+        return any(dtype is not None for dtype in self.stage_dtypes.values())
+
+    @property
+    def uses_grad_scaler(self) -> bool:
+        """Whether training steps in this policy need loss scaling (``torch.amp.GradScaler``): where a stage
+        runs in float16, whose gradients underflow; bfloat16 has float32's range and full needs none."""
+        return torch.float16 in self.stage_dtypes.values()
 
     def __str__(self) -> str:
         text = "full" if self.mode == "full" else f"{self.mode}/{self.dtype}"

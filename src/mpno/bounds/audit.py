@@ -16,22 +16,25 @@ from typing import Sequence
 import torch
 
 from ..ops import transforms
-from ..precision import UNIT_ROUNDOFF, Precision
+from ..precision import DTYPES, HALF_DTYPES, UNIT_ROUNDOFF, Precision
 from . import measure, theory
 
 SAFE_RATIO = 1.0
-DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+#: The dtypes audited: every half dtype of the policy, and float32 beside them.
+AUDITED_DTYPES = (*HALF_DTYPES, torch.float32)
 #: Candidates of ``precision="auto"``, cheapest first. ``half`` is not one: its stabilizer changes the
 #: function the model computes and costs accuracy (docs/training.md, the accuracy matrix), while it
 #: saves no more memory than ``mixed``.
-CANDIDATES = (Precision("mixed", "float16"), Precision("mixed", "bfloat16"))
+CANDIDATES = tuple(Precision("mixed", name) for name in DTYPES)
 
 
-def _name(dtype: torch.dtype) -> str:
+def dtype_name(dtype: torch.dtype) -> str:
+    """``"float16"`` for ``torch.float16``: a dtype as reports name it."""
     return str(dtype).removeprefix("torch.")
 
 
-def _ratio(precision_error: float, discretization_error: float) -> float:
+def error_ratio(precision_error: float, discretization_error: float) -> float:
+    """The precision error as a multiple of the discretisation error (the verdict compares it with a threshold)."""
     if precision_error == 0:
         return 0.0
     return precision_error / discretization_error if discretization_error > 0 else math.inf
@@ -65,17 +68,17 @@ def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch
                                  "storage_floor": carried > disc.error},
               "curves": {"discretization": [disc.error_at(i) for i in range(len(disc.levels))]},
               "dtypes": {}}
-    for dtype in DTYPES:
+    for dtype in AUDITED_DTYPES:
         used = transforms.implementation(on_device.device, dtype, grid)
         error = measure.precision_error(on_device, n_modes, dtype)
-        ratio = _ratio(error, carried)
-        report["dtypes"][_name(dtype)] = {
+        ratio = error_ratio(error, carried)
+        report["dtypes"][dtype_name(dtype)] = {
             "discretization_error": carried, "precision_error": error,
             "discretization_bound": disc_bound,
             "precision_bound": theory.transform_precision_bound(grid, B, dtype, used),
             "ratio": ratio, "safe": ratio <= threshold, "implementation": used,
         }
-        report["curves"][_name(dtype)] = [
+        report["curves"][dtype_name(dtype)] = [
             measure.precision_error(measure.subsample(on_device, 2**i), n_modes, dtype)
             for i in range(len(disc.levels))
         ]
@@ -98,7 +101,7 @@ def choose_precision(fields: torch.Tensor, n_modes: Sequence[int], device: str |
         n % 2 == 0 and n // 2 >= m for n, m in zip(fields.shape[2:], operator.n_modes)) else None
     for policy in CANDIDATES:
         error = measure.precision_error(on_device, n_modes, policy.half_dtype, mode=policy.mode)
-        ratio = _ratio(error, disc)
+        ratio = error_ratio(error, disc)
         if ratio > threshold:
             continue
         reason = (f"{policy}: its transform error {error:.2e} is {ratio:.2g}× the data's "
@@ -138,16 +141,19 @@ def _relative(value: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def audit_model(model: torch.nn.Module, inputs: torch.Tensor, policy: Precision,
-                threshold: float = SAFE_RATIO) -> dict:
+                threshold: float = SAFE_RATIO, check_grid: bool = True) -> dict:
     """Relative error of each layer's output and of the final output in ``policy`` against float64.
 
     The float64 reference computes the same function (same stabilizer). The
     model's own discretisation error is its output at n, sampled at every other
-    point, against its output on the inputs subsampled to n/2.
+    point, against its output on the inputs subsampled to n/2 (every other point,
+    the first kept). ``check_grid``: refuse grids that are not even or whose half
+    does not carry the model's modes (a caller with other grids checks its own:
+    :func:`mpno.bounds.sphere.audit_model`).
     """
     operator = model.operator if hasattr(model, "operator") else model
     grid = inputs.shape[2:]
-    if any(n % 2 or n // 2 < m for n, m in zip(grid, operator.n_modes)):
+    if check_grid and any(n % 2 or n // 2 < m for n, m in zip(grid, operator.n_modes)):
         raise ValueError(f"the model audit compares outputs at n and n/2: grid {tuple(grid)} must be even and "
                          f"n/2 ≥ the model's modes {operator.n_modes}; use a finer test file")
     device = next(model.parameters()).device
@@ -164,6 +170,6 @@ def audit_model(model: torch.nn.Module, inputs: torch.Tensor, policy: Precision,
     with torch.no_grad():
         coarse = reference(measure.subsample(x64, 2))
     discretization_error = _relative(measure.subsample(ref_out, 2), coarse)
-    ratio = _ratio(precision_error, discretization_error)
+    ratio = error_ratio(precision_error, discretization_error)
     return {"precision": str(policy), "layers": per_layer, "precision_error": precision_error,
             "discretization_error": discretization_error, "ratio": ratio, "safe": ratio <= threshold}

@@ -22,6 +22,8 @@ from typing import Sequence
 import torch
 
 from ..ops import sht
+from ..precision import UNIT_ROUNDOFF, Precision
+from . import audit
 from .measure import Discretization, fit_rate
 
 
@@ -85,3 +87,54 @@ def discretization(levels: Sequence[torch.Tensor], lmax: int, mmax: int, grid: s
     ratio = sizes[0] / sizes[1]
     p = rate if rate is not None and rate < -0.05 else -1.0
     return Discretization(sizes, differences, rate, differences[0] / (ratio ** (-p) - 1))
+
+
+def audit_data(fields: torch.Tensor, lmax: int, mmax: int, device: str | torch.device = "cpu",
+               threshold: float = audit.SAFE_RATIO) -> dict:
+    """:func:`mpno.bounds.audit.audit_data` on the sphere: the discretisation and precision errors of the
+    coefficients ``l < lmax``, ``m < mmax`` of equiangular fields (N, C, nlat, nlon), in the same report.
+
+    The discretisation error is estimated on the fields' nested coarsenings
+    (:func:`coarsenings`: odd ``nlat``, even ``nlon``), at least the data's float32
+    storage rounding ``u·B``; each dtype's precision error is the whole forward SHT in
+    that dtype against float64 (:func:`precision_error`), at every level for the
+    curves. There are no closed-form bounds on the sphere (``None``) and no
+    Lipschitz estimate ``M``.
+    """
+    fields = fields.double()
+    levels = coarsenings(fields, lmax, mmax)
+    disc = discretization(levels, lmax, mmax, "equiangular")
+    B = fields.abs().max().item()
+    carried = max(disc.error, UNIT_ROUNDOFF[torch.float32] * B)
+    report = {"grid": list(fields.shape[2:]), "n_modes": [lmax, mmax], "samples": fields.shape[0], "B": B,
+              "M": None, "threshold": threshold, "levels": disc.levels,
+              "discretization": {"rate": disc.rate, "differences": disc.differences, "estimate": disc.error,
+                                 "error": carried, "bound": None, "storage_floor": carried > disc.error},
+              "curves": {"discretization": [disc.error_at(i) for i in range(len(levels))]}, "dtypes": {}}
+    for dtype in audit.AUDITED_DTYPES:
+        errors = [precision_error(level.to(device), lmax, mmax, "equiangular", dtype) for level in levels]
+        ratio = audit.error_ratio(errors[0], carried)
+        name = audit.dtype_name(dtype)
+        report["dtypes"][name] = {"discretization_error": carried, "precision_error": errors[0],
+                                  "discretization_bound": None, "precision_bound": None, "ratio": ratio,
+                                  "safe": ratio <= threshold, "implementation": "sht"}
+        report["curves"][name] = errors
+    return report
+
+
+def audit_model(model: torch.nn.Module, inputs: torch.Tensor, policy: Precision,
+                threshold: float = audit.SAFE_RATIO) -> dict:
+    """:func:`mpno.bounds.audit.audit_model` of a model on the sphere (an SFNO): its inputs on an equiangular grid
+    with odd ``nlat`` and even ``nlon`` whose coarsening (every other latitude, poles kept, and longitude)
+    still carries the model's ``n_modes``."""
+    operator = model.operator if hasattr(model, "operator") else model
+    nlat, nlon = inputs.shape[2:]
+    try:
+        if operator.grid != "equiangular" or nlat % 2 == 0 or nlon % 2:
+            raise ValueError(f"grid {nlat}×{nlon} ({operator.grid}) does not nest")
+        sht.check_sizes((nlat + 1) // 2, nlon // 2, *operator.n_modes, "equiangular")
+    except ValueError as err:
+        raise ValueError(f"the model audit compares outputs at n and n/2 on nested equiangular grids (odd nlat, "
+                         f"even nlon, the coarser grid carrying the model's n_modes {operator.n_modes}): {err}; "
+                         "use a finer test file") from None
+    return audit.audit_model(model, inputs, policy, threshold, check_grid=False)

@@ -14,6 +14,7 @@ import math
 import torch
 
 from . import grf
+from .generator import Generator
 
 DEFAULTS = {"viscosity": 0.1, "time": 1.0, "dt": None, "alpha": 2.0, "tau": 5.0, "sigma": 25.0}
 
@@ -70,3 +71,10 @@ def generate_batch(resolution: int, seed: int, indices, viscosity: float, time: 
                       for i in indices])
     step = dt or min(1e-3, 0.5 / (resolution * max(1.0, u0.abs().max().item())))
     return u0.unsqueeze(1), solve(u0, viscosity, time, step).unsqueeze(1)
+
+
+#: What ``mpno generate burgers`` knows of this module.
+GENERATOR = Generator(
+    "burgers", DEFAULTS, spatial_dims=1, batch_size=64, solve=generate_batch,
+    flags={"viscosity": (float, "the viscosity ν"), "time": (float, "the final time T"),
+           "dt": (float, "the time step (default: from the resolution)")})

@@ -14,6 +14,7 @@ import scipy.sparse.linalg
 import torch
 
 from . import grf
+from .generator import Generator
 
 DEFAULTS = {"alpha": 2.0, "tau": 3.0, "a_high": 12.0, "a_low": 3.0, "forcing": 1.0}
 
@@ -62,3 +63,7 @@ def generate_batch(resolution: int, seed: int, indices, alpha: float, tau: float
         xs.append(torch.from_numpy(a[:-1, :-1]))
         ys.append(torch.from_numpy(u[:-1, :-1]))
     return torch.stack(xs).unsqueeze(1), torch.stack(ys).unsqueeze(1)
+
+
+#: What ``mpno generate darcy`` knows of this module.
+GENERATOR = Generator("darcy", DEFAULTS, spatial_dims=2, batch_size=16, solve=generate_batch)

@@ -12,15 +12,24 @@ from . import burgers, darcy, navier_stokes, potential_flow, shallow_water
 from .. import memory
 from ..writing import check_output, require_space
 from .files import PairWriter
+from .generator import Generator
 from .progress import Progress
 
-EQUATIONS = {
-    "darcy": (darcy, 2, 16),  # module, spatial dims, default batch size
-    "navier-stokes": (navier_stokes, 2, 32),
-    "burgers": (burgers, 1, 64),
-    "potential-flow": (potential_flow, 3, 1),  # point clouds: the module's write() makes the file
-    "shallow-water": (shallow_water, 2, 8),  # on the sphere: resolution = nlat; the module describes its grid
-}
+#: The generators by name: each module declares its own (:class:`mpno.data.generator.Generator`).
+GENERATORS: dict[str, Generator] = {module.GENERATOR.name: module.GENERATOR for module in
+                                    (darcy, navier_stokes, burgers, potential_flow, shallow_water)}
+
+
+def flags() -> dict[str, tuple[type, str]]:
+    """Every generator's flags, ``{parameter: (type, help naming the generators that take it)}``."""
+    helps: dict[str, dict[str, list[str]]] = {}
+    types: dict[str, type] = {}
+    for generator in GENERATORS.values():
+        for name, (kind, text) in generator.flags.items():
+            types.setdefault(name, kind)
+            helps.setdefault(name, {}).setdefault(text, []).append(generator.name)
+    return {name: (types[name], "; ".join(f"{', '.join(users)}: {text}" for text, users in helps[name].items()))
+            for name in types}
 
 
 def coarse_path(out: Path, resolution: int) -> Path:
@@ -28,21 +37,17 @@ def coarse_path(out: Path, resolution: int) -> Path:
     return out.with_name(f"{out.stem}_{resolution}{out.suffix}")
 
 
-def _check_size(equation: str, targets: dict[int, Path], n: int, resolution: int, ndim: int, batch_size: int,
+def _check_size(generator: Generator, targets: dict[int, Path], n: int, resolution: int, batch_size: int,
                 params: dict) -> None:
     """Refuse, before solving anything, a request whose batches cannot fit in memory or whose files cannot fit
     on their disk. The estimates are lower bounds: the input and output channels at every grid point, solved
     in float64 and stored in float32."""
-    channels = {"shallow-water": 6, "navier-stokes": 1 + params.get("snapshots", 1)}.get(equation, 2)
-
-    def values(r: int) -> int:  # per sample, input and output
-        return channels * (r * (params.get("nlon") or 2 * r) if equation == "shallow-water" else r**ndim)
-
     batch = min(batch_size, n)
-    memory.require(batch * values(resolution) * 8, "cpu", f"generating {equation} at resolution {resolution} in "
-                   f"batches of {batch}", "lower --resolution or --batch-size")
+    memory.require(batch * generator.values_per_sample(resolution, params) * 8, "cpu",
+                   f"generating {generator.name} at resolution {resolution} in batches of {batch}",
+                   "lower --resolution or --batch-size")
     for r, path in targets.items():
-        require_space(path, n * values(r) * 4)
+        require_space(path, n * generator.values_per_sample(r, params) * 4)
 
 
 def generate(equation: str, out: str | Path, n: int, resolution: int | None = None, seed: int = 0,
@@ -62,22 +67,22 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         progress: ``None`` (default): a progress bar on a terminal, and off one a line per chunk of
             samples on stderr; ``True``: a bar; ``False``: nothing (:class:`mpno.data.progress.Progress`).
         overwrite: replace existing files (otherwise refuse).
-        **params: the equation's parameters (see each module's ``DEFAULTS``).
+        **params: the equation's parameters (its generator's ``defaults``).
 
     Returns the paths written. Each file is written under a temporary name and
     renamed when complete.
     """
-    if equation not in EQUATIONS:
-        raise ValueError(f"equation={equation!r} is not supported; allowed: {', '.join(EQUATIONS)}")
-    module, ndim, default_batch = EQUATIONS[equation]
-    unknown = set(params) - set(module.DEFAULTS)
+    if equation not in GENERATORS:
+        raise ValueError(f"equation={equation!r} is not supported; allowed: {', '.join(GENERATORS)}")
+    generator = GENERATORS[equation]
+    unknown = set(params) - set(generator.defaults)
     if unknown:
-        raise ValueError(f"unknown {equation} parameters {sorted(unknown)}; allowed: {sorted(module.DEFAULTS)}")
-    if hasattr(module, "write"):  # not grid pairs: the module writes its own layout (no resolution, no coarsening)
+        raise ValueError(f"unknown {equation} parameters {sorted(unknown)}; allowed: {sorted(generator.defaults)}")
+    if generator.write is not None:  # not grid pairs: the generator writes its own layout
         if coarsen or resolution is not None:
             raise ValueError(f"{equation} data are point clouds; resolution and coarsen apply to grid data only")
-        return [module.write(out, n, seed=seed, overwrite=overwrite, progress=progress, **params)]
-    params = {**module.DEFAULTS, **params}
+        return [generator.write(out, n, seed=seed, overwrite=overwrite, progress=progress, **params)]
+    params = {**generator.defaults, **params}
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5"):
         raise ValueError(f"out={str(out)!r}: generated data are HDF5; give a .h5 path")
@@ -85,7 +90,7 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         raise ValueError(f"{equation} data live on a grid: give resolution (--resolution)")
     if n < 1 or resolution < 4:
         raise ValueError(f"n={n} and resolution={resolution} must be at least 1 and 4")
-    if coarsen and hasattr(module, "grid_description"):
+    if coarsen and generator.grid_description is not None:
         raise ValueError(f"coarsen: {equation} grids do not nest; generate each resolution with the same seed "
                          "(sample i is the same flow on every grid)")
     for r in coarsen:
@@ -94,12 +99,13 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
     targets = {resolution: out, **{r: coarse_path(out, r) for r in coarsen}}
     for path in targets.values():
         check_output(path, overwrite)
-    batch_size = batch_size or default_batch
-    _check_size(equation, targets, n, resolution, ndim, batch_size, params)
+    batch_size = batch_size or generator.batch_size
+    _check_size(generator, targets, n, resolution, batch_size, params)
+    ndim = generator.spatial_dims
 
     def batches():
         for start in range(0, n, batch_size):
-            x, y = module.generate_batch(resolution, seed, range(start, min(n, start + batch_size)), **params)
+            x, y = generator.solve(resolution, seed, range(start, min(n, start + batch_size)), **params)
             yield x.float().numpy(), y.float().numpy()
 
     stream = batches()
@@ -108,8 +114,8 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         writers = {}
         for r, path in targets.items():
             stride = (slice(None), slice(None), *[slice(None, None, resolution // r)] * ndim)
-            coords, described = ([np.arange(r) / r] * ndim, {}) if not hasattr(module, "grid_description") \
-                else module.grid_description(r, **params)
+            coords, described = ([np.arange(r) / r] * ndim, {}) if generator.grid_description is None \
+                else generator.grid_description(r, **params)
             attributes = {"equation": equation, "params": params, "seed": seed, "resolution": r,
                           "generated_resolution": resolution, **described}
             writer = PairWriter(path, n, first[0][stride].shape[1:], first[1][stride].shape[1:], attributes, coords)

@@ -13,6 +13,7 @@ import math
 import torch
 
 from . import grf
+from .generator import Generator
 
 DEFAULTS = {"viscosity": 1e-3, "time": 10.0, "snapshots": 1, "dt": None,
             "alpha": 2.5, "tau": 7.0, "sigma": 7.0**1.5, "forced": True}
@@ -80,3 +81,12 @@ def generate_batch(resolution: int, seed: int, indices, viscosity: float, time: 
                       for i in indices])
     w = solve(w0, viscosity, time, dt or 0.128 / resolution, snapshots, forcing(resolution) if forced else None)
     return w0.unsqueeze(1), w
+
+
+#: What ``mpno generate navier-stokes`` knows of this module.
+GENERATOR = Generator(
+    "navier-stokes", DEFAULTS, spatial_dims=2, batch_size=32, solve=generate_batch,
+    flags={"viscosity": (float, "the viscosity ν"), "time": (float, "the final time T"),
+           "snapshots": (int, "outputs at this many times in (0, T]"),
+           "dt": (float, "the time step (default: from the resolution)")},
+    values=lambda resolution, params: (1 + params["snapshots"]) * resolution**2)

@@ -278,12 +278,17 @@ class PointCloudBatches:
         neighborhoods: ``neighborhoods(points) -> (inward, outward)`` for one cloud,
             usually a model's :meth:`mpno.GINO.neighborhoods`; its results are cached
             per sample on the CPU. ``None``: the model searches at every call.
+        shares: ``shares(count, seed) -> [(indices, global batch size), ...]``: which
+            samples this process takes of each batch, in order (seed ``None``) or
+            shuffled (:func:`mpno.run.distributed.rank_batches` under ``torchrun``).
+            Default: every sample, ``batch_size`` at a time, in one process.
 
-    ``iterate(seed)`` yields ``(clouds, values, batch size)`` as the trainer expects.
+    ``iterate(seed)`` yields ``(clouds, values, global batch size)`` as the trainer expects.
     """
 
     def __init__(self, dataset: PointCloudDataset, batch_size: int, device: torch.device | str = "cpu",
-                 neighborhoods: Callable[[torch.Tensor], tuple[Neighborhood, Neighborhood]] | None = None):
+                 neighborhoods: Callable[[torch.Tensor], tuple[Neighborhood, Neighborhood]] | None = None,
+                 shares: Callable[[int, int | None], list[tuple[torch.Tensor, int]]] | None = None):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size={batch_size!r} is not supported; give a positive int")
         self.samples = []
@@ -293,9 +298,14 @@ class PointCloudBatches:
                 x.neighbors = tuple(n.to("cpu") for n in neighborhoods(x.points))
             self.samples.append((x, y))
         self.batch_size, self.device = batch_size, torch.device(device)
+        self.shares = shares or self._one_process
+
+    def _one_process(self, count: int, seed: int | None) -> list[tuple[torch.Tensor, int]]:
+        order = torch.arange(count) if seed is None else torch.randperm(count, generator=torch.Generator().manual_seed(seed))
+        return [(index, len(index)) for index in order.split(self.batch_size)]
 
     def __len__(self) -> int:
-        return -(-len(self.samples) // self.batch_size)
+        return len(self.shares(len(self.samples), None))
 
     def batch(self, indices: Sequence[int]) -> tuple[PointClouds, PointValues]:
         """The samples at ``indices`` as one batch on the device."""
@@ -303,12 +313,9 @@ class PointCloudBatches:
         return x.to(self.device), y.to(self.device)
 
     def iterate(self, seed: int | None = None):
-        """``(clouds, values, batch size)``, shuffled by ``seed`` (``None``: in order)."""
-        count = len(self.samples)
-        order = torch.arange(count) if seed is None else torch.randperm(count, generator=torch.Generator().manual_seed(seed))
-        for start in range(0, count, self.batch_size):
-            index = order[start:start + self.batch_size]
-            yield (*self.batch(index), len(index))
+        """``(clouds, values, global batch size)``, shuffled by ``seed`` (``None``: in order)."""
+        for index, total in self.shares(len(self.samples), seed):
+            yield (*self.batch(index), total)
 
 
 _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",

@@ -29,6 +29,7 @@ from scipy.special import elliprd
 
 from ..writing import check_output, new_hdf5, require_space
 from .files import FORMAT_VERSION
+from .generator import Generator
 from .pointclouds import PointCloudDataset
 from .progress import Progress
 
@@ -123,3 +124,8 @@ def dataset(n: int, points: int = DEFAULTS["points"], seed: int = 0, min_axis: f
         features = np.concatenate([s["normals"], np.broadcast_to(s["flow"], (points, 3))], axis=1)
         clouds.append((s["points"], features, s["cp"][:, None], None))
     return PointCloudDataset.from_clouds(f"potential-flow (seed {seed})", clouds)
+
+
+#: What ``mpno generate potential-flow`` knows of this module: point clouds, written in their own layout.
+GENERATOR = Generator("potential-flow", DEFAULTS, spatial_dims=3, batch_size=1, write=write,
+                      flags={"points": (int, "surface points per sample")})

@@ -36,6 +36,7 @@ import torch
 
 from ..ops import sht, transforms
 from . import grf
+from .generator import Generator
 
 RADIUS = 6.37122e6  # m
 OMEGA = 7.292e-5  # s⁻¹
@@ -270,3 +271,12 @@ def generate_batch(resolution: int, seed: int, indices, start: float, time: floa
         first = solver.integrate(first, start, dt)
     last = solver.integrate(first, time, dt)
     return solver.fields(first, resolution, nlon, grid), solver.fields(last, resolution, nlon, grid)
+
+
+#: What ``mpno generate shallow-water`` knows of this module: fields on the sphere, ``resolution`` latitudes.
+GENERATOR = Generator(
+    "shallow-water", DEFAULTS, spatial_dims=2, batch_size=8, solve=generate_batch, grid_description=grid_description,
+    flags={"nlon": (int, "longitudes (default: 2 × latitudes)"),
+           "time": (float, "seconds from the input to the output"),
+           "dt": (float, "the time step (default: from the truncation)")},
+    values=lambda resolution, params: 6 * resolution * (params["nlon"] or 2 * resolution))

@@ -1,2 +1,3 @@
-"""Modules with parameters: spectral convolutions, factorised weights, real-valued layers,
-the operators (FNO, TFNO), normalisation, and losses."""
+"""Modules with parameters: the operator skeleton and registry, kernel layers (spectral, spherical, graph),
+factorised weights, real-valued layers, the operators (FNO, TFNO, U-NO, SFNO, GINO, FNO-GNO), normalisation,
+and losses."""

@@ -12,8 +12,9 @@ from .. import precision as precision_module
 from ..checks import as_modes, positive_int
 from ..ops.neighbors import Neighborhood, check_radius, nearest_distance, radius_search, segment_sum
 from ..precision import Precision
-from .layers import ChannelMLP, Operator, OutdatedArchitecture, PointwiseLinear
+from .layers import ChannelMLP, PointwiseLinear
 from .models import FNO
+from .operator import Operator, OutdatedArchitecture
 
 KERNELS = ("linear", "nonlinear")
 
@@ -148,7 +149,137 @@ RANK = 0.05
 RADIUS_CELLS = 1.5
 
 
-class GINO(Operator):
+class LatentGridOperator(Operator):
+    """What operators between point clouds through a latent grid share (:class:`GINO` is one):
+    the latent grid and its box, the neighbourhood radius, the position map, the neighbourhoods of a batch, the
+    checks of their input, and the way back to the points (:meth:`_to_points`: an output GNO ``gno_out``, then a
+    per-point MLP ``projection`` of its result beside the point's own features).
+
+    Args:
+        in_channels, out_channels: channels of the per-point input features and outputs.
+        n_modes: the latent FNO's kept modes, one per dimension (2 or 3 dims).
+        latent_grid: points per dimension of the latent grid.
+        radius: the neighbourhood radius of the graph kernel integrals, in the latent box's
+            units (default: 1.5 latent cells; at least half a cell's diagonal, so that
+            every point of the box has a latent neighbour).
+        bounds: the latent box: ``(low, high)`` for every dimension or one pair
+            per dimension. :meth:`fit_positions` maps the data into it.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (8, 8, 8),
+                 latent_grid: int | Sequence[int] = 16, radius: float | None = None, bounds: Sequence = (-1.0, 1.0)):
+        super().__init__()
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.n_modes = as_modes(n_modes)
+        ndim = len(self.n_modes)
+        grid = (latent_grid,) * ndim if isinstance(latent_grid, int) else tuple(latent_grid)
+        if len(grid) != ndim or not all(isinstance(n, int) and n >= max(2, m) for n, m in zip(grid, self.n_modes)):
+            raise ValueError(f"latent_grid={latent_grid!r} is not supported; give {ndim} ints, each at least 2 and "
+                             f"at least the matching n_modes {self.n_modes}")
+        self.latent_grid = grid
+        self.bounds = _bounds(bounds, ndim)
+        spacings = [(hi - lo) / (n - 1) for n, (lo, hi) in zip(grid, self.bounds)]
+        self.radius = RADIUS_CELLS * max(spacings) if radius is None else check_radius(radius)
+        half_diagonal = math.sqrt(sum(h * h for h in spacings)) / 2
+        if self.radius < half_diagonal:
+            raise ValueError(f"radius={radius!r} is smaller than half a latent cell's diagonal ({half_diagonal:.4g}); "
+                             "some points would have no latent neighbour: raise radius or refine latent_grid")
+        self.register_buffer("position_scale", torch.ones(()))
+        self.register_buffer("position_shift", torch.zeros(ndim))
+
+    def fit_positions(self, clouds: Iterable[torch.Tensor]) -> "LatentGridOperator":
+        """Fit the position map on ``clouds`` ((P, d) tensors, the training clouds): their common bounding
+        box, scaled by one factor (aspect kept) and centred, fills the latent box. Returns ``self``."""
+        low = high = None
+        for cloud in clouds:
+            if not isinstance(cloud, torch.Tensor) or cloud.ndim != 2 or cloud.shape[1] != len(self.bounds) \
+                    or not len(cloud):
+                raise ValueError(f"fit_positions: each cloud must be a non-empty ({len(self.bounds)})-column tensor "
+                                 f"of points; got {getattr(cloud, 'shape', type(cloud).__name__)}")
+            cloud = cloud.detach().double().cpu()
+            low = cloud.min(0).values if low is None else torch.minimum(low, cloud.min(0).values)
+            high = cloud.max(0).values if high is None else torch.maximum(high, cloud.max(0).values)
+        if low is None:
+            raise ValueError("fit_positions needs at least one cloud")
+        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
+            raise ValueError("fit_positions: the clouds hold NaN or inf coordinates")
+        box = torch.tensor(self.bounds, dtype=torch.float64)
+        extent = float((high - low).max())
+        scale = float((box[:, 1] - box[:, 0]).min()) / extent if extent > 0 else 1.0
+        self.position_scale.fill_(scale)
+        self.position_shift.copy_(box.mean(1) - scale * (low + high) / 2)
+        return self
+
+    def latent_coordinates(self, points: torch.Tensor) -> torch.Tensor:
+        """``points`` (P, d) mapped into the latent box (:meth:`fit_positions`'s map, then clamped)."""
+        mapped = points * self.position_scale.to(points.dtype) + self.position_shift.to(points.dtype)
+        box = torch.tensor(self.bounds, dtype=mapped.dtype, device=mapped.device)
+        return torch.maximum(torch.minimum(mapped, box[:, 1]), box[:, 0])
+
+    def latent_points(self, device=None, dtype=torch.float32) -> torch.Tensor:
+        """Coordinates of the latent grid's points, (grid points, d), in C order."""
+        return _latent_points(self.latent_grid, self.bounds, device, dtype)
+
+    def neighborhoods(self, points: torch.Tensor) -> tuple[Neighborhood, Neighborhood]:
+        """For one cloud of ``points`` (P, d), as given: (points near each latent point, latent points near each point).
+
+        Compute these once per sample and keep them (:class:`mpno.data.pointclouds.PointCloudBatches`
+        does); :meth:`forward` searches when a batch holds none.
+        """
+        _check_points_shape(points, len(self.latent_grid), type(self).__name__)
+        coordinates = self.latent_coordinates(points)
+        inward = radius_search(self.latent_points(points.device, coordinates.dtype), coordinates, self.radius)
+        return inward, inward.transpose(len(points))
+
+    def _batch_neighborhoods(self, x) -> tuple[Neighborhood, Neighborhood]:
+        if x.neighbors is not None:
+            return x.neighbors
+        pairs = [self.neighborhoods(cloud) for cloud in x.points.split(list(x.sizes))]
+        latent = math.prod(self.latent_grid)
+        return (Neighborhood.cat([p[0] for p in pairs], list(x.sizes)),
+                Neighborhood.cat([p[1] for p in pairs], [latent] * len(pairs)))
+
+    def forward(self, x) -> torch.Tensor:
+        if not all(hasattr(x, name) for name in ("points", "features", "sizes", "weights", "neighbors")):
+            raise ValueError(f"{type(self).__name__} expects a batch of point clouds "
+                             f"(mpno.data.pointclouds.PointClouds); got {type(x).__name__}")
+        _check_points_shape(x.points, len(self.latent_grid), type(self).__name__)
+        if x.features.shape != (len(x.points), self.in_channels):
+            raise ValueError(f"{type(self).__name__} expects features ({len(x.points)}, {self.in_channels}); "
+                             f"got {tuple(x.features.shape)}")
+        if not torch.compiler.is_compiling() and (not torch.isfinite(x.points).all()
+                                                  or not torch.isfinite(x.features).all()):
+            raise ValueError(f"{type(self).__name__}: the points or features hold NaN or inf values")
+        return self._in_own_policy(x, x.points.device.type)
+
+    def _latent_batch(self, x) -> tuple[Neighborhood, Neighborhood, torch.Tensor, torch.Tensor]:
+        """The batch's neighbourhoods (checked to be this model's), its points mapped into the latent box, and the
+        latent grid's points once per cloud."""
+        inward, outward = self._batch_neighborhoods(x)
+        batch, size = len(x.sizes), math.prod(self.latent_grid)
+        if inward.n_queries != batch * size or outward.n_queries != len(x.points):
+            raise ValueError(f"{type(self).__name__}: the batch's neighbourhoods have {inward.n_queries} latent and "
+                             f"{outward.n_queries} point queries, not {batch * size} and {len(x.points)}: "
+                             "they were computed for another model")
+        empty = None if torch.compiler.is_compiling() else outward.counts() == 0  # value checks: eager only
+        if empty is not None and empty.any():
+            raise ValueError(f"{type(self).__name__}: point {int(empty.nonzero()[0])} of the batch has no latent "
+                             "neighbour; the batch's neighbourhoods were computed for another model or before "
+                             "fit_positions")
+        points = self.latent_coordinates(x.points)
+        return inward, outward, points, self.latent_points(x.points.device, points.dtype).repeat(batch, 1)
+
+    def _to_points(self, h: torch.Tensor, x, points: torch.Tensor, latent: torch.Tensor,
+                   outward: Neighborhood) -> torch.Tensor:
+        """The output GNO (``gno_out``) from the latent field ``h`` (batch · grid, channels) to the points, and the
+        final MLP (``projection``) of it beside each point's own features: the outputs (P, out_channels)."""
+        u = self.gno_out(points, latent, h, outward)  # (P, hidden)
+        u = torch.cat([u, x.features.to(u.dtype)], 1)  # the point's own features beside the latent field
+        return self.projection(_channels_first(u))[0].T.to(x.points.dtype)
+
+
+class GINO(LatentGridOperator, kind="gino", domain="points"):
     """Geometry-informed neural operator: points → latent grid (GNO) → FNO → points (GNO) → per-point MLP.
 
     Args:
@@ -196,8 +327,7 @@ class GINO(Operator):
     ``points`` (P, d), ``features`` (P, in_channels), per-cloud ``sizes``, optional
     quadrature ``weights`` and cached neighbourhoods); clouds may differ in size.
     The output is (P, out_channels), the rows in the input's order, in the
-    points' dtype. :attr:`arguments` holds the constructor's arguments (all but
-    ``precision``) for :func:`mpno.nn.registry.build_operator`.
+    points' dtype. :attr:`arguments` holds the constructor's arguments (:mod:`mpno.nn.operator`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int] = (8, 8, 8),
@@ -206,93 +336,15 @@ class GINO(Operator):
                  bounds: Sequence = (-1.0, 1.0), gno_channels: int | None = None, kernel: str = "nonlinear",
                  kernel_hidden: int = 64, chunk_size: int | None = 2**16, projection_channels: int | None = None,
                  factorization: str | None = "tucker", rank: float | int | Sequence[int] = RANK, **fno_options):
-        super().__init__()
-        self.in_channels = positive_int("in_channels", in_channels)
-        self.out_channels = positive_int("out_channels", out_channels)
-        self.n_modes = as_modes(n_modes)
+        super().__init__(in_channels, out_channels, n_modes, latent_grid, radius, bounds)
         ndim = len(self.n_modes)
-        grid = (latent_grid,) * ndim if isinstance(latent_grid, int) else tuple(latent_grid)
-        if len(grid) != ndim or not all(isinstance(n, int) and n >= max(2, m) for n, m in zip(grid, self.n_modes)):
-            raise ValueError(f"latent_grid={latent_grid!r} is not supported; give {ndim} ints, each at least 2 and "
-                             f"at least the matching n_modes {self.n_modes}")
-        self.latent_grid = grid
-        self.bounds = _bounds(bounds, ndim)
-        spacings = [(hi - lo) / (n - 1) for n, (lo, hi) in zip(grid, self.bounds)]
-        self.radius = RADIUS_CELLS * max(spacings) if radius is None else check_radius(radius)
-        half_diagonal = math.sqrt(sum(h * h for h in spacings)) / 2
-        if self.radius < half_diagonal:
-            raise ValueError(f"radius={radius!r} is smaller than half a latent cell's diagonal ({half_diagonal:.4g}); "
-                             "some points would have no latent neighbour: raise radius or refine latent_grid")
         hidden = positive_int("hidden_channels", hidden_channels)
         gno = gno_channels or hidden
-        self.arguments = {
-            "in_channels": in_channels, "out_channels": out_channels, "n_modes": list(self.n_modes),
-            "hidden_channels": hidden_channels, "n_layers": n_layers, "latent_grid": list(grid),
-            "radius": self.radius, "bounds": [list(b) for b in self.bounds], "gno_channels": gno_channels,
-            "kernel": kernel, "kernel_hidden": kernel_hidden, "chunk_size": chunk_size,
-            "projection_channels": projection_channels, "factorization": factorization,
-            "rank": rank if isinstance(rank, (int, float)) else list(rank), **fno_options,
-        }
         self.gno_in = GNOBlock(in_channels, gno, ndim, self.radius, kernel, kernel_hidden, chunk_size)
         self.fno = FNO(gno + 1, hidden, self.n_modes, hidden_channels=hidden, n_layers=n_layers,
                        factorization=factorization, rank=rank, **fno_options)
         self.gno_out = GNOBlock(hidden, hidden, ndim, self.radius, "linear", kernel_hidden, chunk_size)
         self.projection = ChannelMLP(hidden + in_channels, projection_channels or 2 * hidden, out_channels)
-        self.register_buffer("position_scale", torch.ones(()))
-        self.register_buffer("position_shift", torch.zeros(ndim))
-        self.set_precision(precision)
-
-    def fit_positions(self, clouds: Iterable[torch.Tensor]) -> "GINO":
-        """Fit the position map on ``clouds`` ((P, d) tensors, the training clouds): their common bounding
-        box, scaled by one factor (aspect kept) and centred, fills the latent box. Returns ``self``."""
-        low = high = None
-        for cloud in clouds:
-            if not isinstance(cloud, torch.Tensor) or cloud.ndim != 2 or cloud.shape[1] != len(self.bounds) \
-                    or not len(cloud):
-                raise ValueError(f"fit_positions: each cloud must be a non-empty ({len(self.bounds)})-column tensor "
-                                 f"of points; got {getattr(cloud, 'shape', type(cloud).__name__)}")
-            cloud = cloud.detach().double().cpu()
-            low = cloud.min(0).values if low is None else torch.minimum(low, cloud.min(0).values)
-            high = cloud.max(0).values if high is None else torch.maximum(high, cloud.max(0).values)
-        if low is None:
-            raise ValueError("fit_positions needs at least one cloud")
-        if not (torch.isfinite(low).all() and torch.isfinite(high).all()):
-            raise ValueError("fit_positions: the clouds hold NaN or inf coordinates")
-        box = torch.tensor(self.bounds, dtype=torch.float64)
-        extent = float((high - low).max())
-        scale = float((box[:, 1] - box[:, 0]).min()) / extent if extent > 0 else 1.0
-        self.position_scale.fill_(scale)
-        self.position_shift.copy_(box.mean(1) - scale * (low + high) / 2)
-        return self
-
-    def latent_coordinates(self, points: torch.Tensor) -> torch.Tensor:
-        """``points`` (P, d) mapped into the latent box (:meth:`fit_positions`'s map, then clamped)."""
-        mapped = points * self.position_scale.to(points.dtype) + self.position_shift.to(points.dtype)
-        box = torch.tensor(self.bounds, dtype=mapped.dtype, device=mapped.device)
-        return torch.maximum(torch.minimum(mapped, box[:, 1]), box[:, 0])
-
-    def latent_points(self, device=None, dtype=torch.float32) -> torch.Tensor:
-        """Coordinates of the latent grid's points, (grid points, d), in C order."""
-        return _latent_points(self.latent_grid, self.bounds, device, dtype)
-
-    def neighborhoods(self, points: torch.Tensor) -> tuple[Neighborhood, Neighborhood]:
-        """For one cloud of ``points`` (P, d), as given: (points near each latent point, latent points near each point).
-
-        Compute these once per sample and keep them (:class:`mpno.data.pointclouds.PointCloudBatches`
-        does); :meth:`forward` searches when a batch holds none.
-        """
-        _check_points_shape(points, len(self.latent_grid))
-        coordinates = self.latent_coordinates(points)
-        inward = radius_search(self.latent_points(points.device, coordinates.dtype), coordinates, self.radius)
-        return inward, inward.transpose(len(points))
-
-    def _batch_neighborhoods(self, x) -> tuple[Neighborhood, Neighborhood]:
-        if x.neighbors is not None:
-            return x.neighbors
-        pairs = [self.neighborhoods(cloud) for cloud in x.points.split(list(x.sizes))]
-        latent = math.prod(self.latent_grid)
-        return (Neighborhood.cat([p[0] for p in pairs], list(x.sizes)),
-                Neighborhood.cat([p[1] for p in pairs], [latent] * len(pairs)))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         if prefix + "position_scale" not in state_dict and prefix + "gno_in.kernel.fc1.weight" in state_dict:
@@ -302,43 +354,18 @@ class GINO(Operator):
                 "loaded into the current GINO: train it again")
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
-    def forward(self, x) -> torch.Tensor:
-        if not all(hasattr(x, name) for name in ("points", "features", "sizes", "weights", "neighbors")):
-            raise ValueError(f"GINO expects a batch of point clouds (mpno.data.pointclouds.PointClouds); "
-                             f"got {type(x).__name__}")
-        _check_points_shape(x.points, len(self.latent_grid))
-        if x.features.shape != (len(x.points), self.in_channels):
-            raise ValueError(f"GINO expects features ({len(x.points)}, {self.in_channels}); "
-                             f"got {tuple(x.features.shape)}")
-        if not torch.compiler.is_compiling() and (not torch.isfinite(x.points).all()
-                                                  or not torch.isfinite(x.features).all()):
-            raise ValueError("GINO: the points or features hold NaN or inf values")
-        return self._in_own_policy(x, x.points.device.type)
-
     def _forward(self, x) -> torch.Tensor:
-        inward, outward = self._batch_neighborhoods(x)
+        inward, outward, points, latent = self._latent_batch(x)
         batch, size = len(x.sizes), math.prod(self.latent_grid)
-        if inward.n_queries != batch * size or outward.n_queries != len(x.points):
-            raise ValueError(f"GINO: the batch's neighbourhoods have {inward.n_queries} latent and "
-                             f"{outward.n_queries} point queries, not {batch * size} and {len(x.points)}: "
-                             "they were computed for another model")
-        empty = None if torch.compiler.is_compiling() else outward.counts() == 0  # value checks: eager only
-        if empty is not None and empty.any():
-            raise ValueError(f"GINO: point {int(empty.nonzero()[0])} of the batch has no latent neighbour; the "
-                             "batch's neighbourhoods were computed for another model or before fit_positions")
-        points = self.latent_coordinates(x.points)
-        latent = self.latent_points(x.points.device, points.dtype).repeat(batch, 1)
         h = self.gno_in(latent, points, x.features, inward, x.weights)  # (batch · grid, gno)
         distance = nearest_distance(latent, points, inward, self.radius, self.gno_in.chunk_size) / self.radius
         h = torch.cat([h, distance.to(h.dtype).unsqueeze(1)], 1)
         h = h.unflatten(0, (batch, *self.latent_grid)).movedim(-1, 1)
         h = self.fno(h).movedim(1, -1).reshape(batch * size, -1)
-        u = self.gno_out(points, latent, h, outward)  # (P, hidden)
-        u = torch.cat([u, x.features.to(u.dtype)], 1)  # the point's own features beside the latent field
-        return self.projection(_channels_first(u))[0].T.to(x.points.dtype)
+        return self._to_points(h, x, points, latent, outward)
 
 
-def _check_points_shape(points, ndim: int) -> None:
+def _check_points_shape(points, ndim: int, who: str) -> None:
     if not isinstance(points, torch.Tensor) or points.ndim != 2 or points.shape[1] != ndim:
         shape = tuple(points.shape) if isinstance(points, torch.Tensor) else type(points).__name__
-        raise ValueError(f"GINO: points must be (P, {ndim}); got {shape}")
+        raise ValueError(f"{who}: points must be (P, {ndim}); got {shape}")

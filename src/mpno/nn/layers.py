@@ -9,7 +9,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..ops import products, tables
-from .. import precision as precision_module
 from . import casting
 from ..precision import Precision
 
@@ -165,10 +164,6 @@ class OperatorBlock(nn.Module):
         return F.gelu(y) if activate else y
 
 
-class OutdatedArchitecture(ValueError):
-    """Saved weights of an operator whose design has since changed (they cannot be loaded into the new one)."""
-
-
 class FixedModes:
     """``n_modes`` is set once, when a layer or operator is built: its spectral weights hold exactly the kept
     modes (nothing beyond them), so there is nothing to switch to; setting it again raises ``AttributeError``.
@@ -190,32 +185,3 @@ class FixedModes:
                 f"exactly n_modes={self.n_modes} (mpno has no neuraloperator-style incremental training of "
                 f"modes); build a new {type(self).__name__} with n_modes={value!r}")
         self.__dict__["_n_modes"] = value
-
-
-class Operator(FixedModes, nn.Module):
-    """What mpno's operators share: one policy for every layer, kept inside ``torch.autocast``, and
-    :class:`FixedModes`.
-
-    Subclasses compute in ``_forward`` and call :meth:`_in_own_policy` from ``forward``.
-    """
-
-    def set_precision(self, precision: Precision | str) -> Precision:
-        """Switch every layer to ``precision`` (takes effect at the next forward pass)."""
-        self.precision = precision_module.set_precision(self, precision)
-        return self.precision
-
-    def _in_own_policy(self, x, device_type: str):
-        """``_forward(x)`` with autocast off, in :func:`mpno.precision.inside_autocast`'s policy, the parameters
-        used in half cast once (:mod:`mpno.nn.casting`)."""
-        policy = precision_module.inside_autocast(self.precision, device_type)
-        with precision_module.autocast_off(device_type):
-            own = self.precision
-            if policy is not own:
-                self.set_precision(policy)
-            started = casting.begin(self)
-            try:
-                return self._forward(x)
-            finally:
-                casting.end(started)
-                if policy is not own:
-                    self.set_precision(own)

@@ -11,10 +11,9 @@ from torch import nn
 from ..ops import transforms
 from ..checks import as_modes, check_field, positive_int
 from ..ops.contraction import block_product, complex_pair
-from ..ops.products import HALF_DTYPES
 from .factorized import factorized_weight
 from .layers import FixedModes
-from ..precision import Precision, autocast_off
+from ..precision import HALF_DTYPES, Precision, autocast_off
 from ..ops.stabilizers import stabilize
 from . import casting
 
@@ -44,16 +43,31 @@ def contract_dense(coeffs: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return complex_pair(f"bi{modes},io{modes}->bo{modes}", coeffs, weight)
 
 
-class KernelWeights(FixedModes, nn.Module):
-    """The parameters of a kernel layer: complex weights of ``shape`` (dense, or factorised and
-    contracted as ``implementation`` says) stored as real (re, im) float32 pairs, and a bias;
-    ``n_modes`` is fixed (:class:`mpno.nn.layers.FixedModes`)."""
+class KernelLayer(FixedModes, nn.Module):
+    """What spectral and spherical convolutions share: ``x -> T⁻¹(R · T(x)) + bias`` for a transform ``T``.
 
-    def _make_weights(self, shape, factorization, rank, implementation: str, bias: bool) -> None:
+    The parameters: complex weights of :meth:`_weight_shape` (dense, or factorised and
+    contracted as ``implementation`` says) stored as real (re, im) float32 pairs, and a
+    bias; ``n_modes`` is fixed (:class:`mpno.nn.layers.FixedModes`). The forward pass
+    runs each stage in the policy's dtype (:data:`mpno.precision.STAGES`): the
+    stabilizer and the forward transform (:meth:`_transform`), the contraction
+    (:meth:`contract`), the inverse transform (:meth:`_inverse`) and the bias.
+    Subclasses define those three hooks, :meth:`_modes` and :meth:`_weight_shape`.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, n_modes, bias: bool = True,
+                 precision: Precision | str = "full", factorization: str | None = None,
+                 rank: float | int | Sequence[int] = 0.05, implementation: str = "factorized"):
+        super().__init__()
         if implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation={implementation!r} is not supported; allowed: "
                              + ", ".join(repr(i) for i in IMPLEMENTATIONS))
+        self.in_channels = positive_int("in_channels", in_channels)
+        self.out_channels = positive_int("out_channels", out_channels)
+        self.n_modes = self._modes(n_modes)
+        self.precision = Precision.parse(precision)
         self.implementation = implementation
+        shape = self._weight_shape()
         self.factorized = factorized_weight(factorization, shape, rank)
         if self.factorized is None:
             weight = torch.randn(*shape, 2) * math.sqrt(1.0 / (shape[0] + shape[1]))
@@ -62,24 +76,57 @@ class KernelWeights(FixedModes, nn.Module):
             self.register_parameter("weight", None)
         self.bias = nn.Parameter(torch.zeros(shape[1])) if bias else None
 
+    def _modes(self, n_modes) -> tuple[int, ...]:
+        """``n_modes`` checked and as a tuple."""
+        raise NotImplementedError
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        """The complex weights' shape, (in, out, *per-mode axes)."""
+        raise NotImplementedError
+
+    def _transform(self, x: torch.Tensor, policy: Precision) -> torch.Tensor:
+        """The forward transform of ``x`` (in the forward stage's dtype): the kept coefficients as real pairs."""
+        raise NotImplementedError
+
+    def _inverse(self, coeffs: torch.Tensor, grid: Sequence[int], policy: Precision) -> torch.Tensor:
+        """The inverse transform of ``coeffs`` (in the inverse stage's dtype) onto ``grid``."""
+        raise NotImplementedError
+
+    def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Multiply the kept coefficients by the weights, in ``dtype``."""
+        raise NotImplementedError
+
     @property
     def master_dtype(self) -> torch.dtype:
         return next(self.parameters()).dtype
 
     def half_parameters(self):
         """``(parameter, dtype)`` of the parameters used in half (:mod:`mpno.nn.casting`): the weights (or
-        factors) and the bias, in the policy's spectral dtype."""
-        dtype = self.precision.spectral_dtype
-        if dtype is None:
-            return ()
+        factors) in the policy's contraction dtype, the bias in its inverse transform's."""
         weights = [self.weight] if self.factorized is None else list(self.factorized.factors)
-        return tuple((p, dtype) for p in (*weights, self.bias))
+        used = [(p, self.precision.contraction_dtype) for p in weights] + [(self.bias, self.precision.inverse_dtype)]
+        return tuple((p, dtype) for p, dtype in used if dtype is not None)
 
-    def add_bias(self, y: torch.Tensor) -> torch.Tensor:
-        """``y`` (batch, out, *grid) plus the bias, in ``y``'s dtype."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_field(x, self.in_channels, self.n_modes, type(self).__name__)
+        with autocast_off(x.device.type):  # the policy decides, not autocast
+            return self._forward(x)
+
+    def _forward(self, x: torch.Tensor, grid: Sequence[int] | None = None) -> torch.Tensor:
+        """The layer on ``x`` (batch, in, *grid), its output on ``grid`` (default: ``x``'s)."""
+        policy, master = self.precision, self.master_dtype
+        grid = tuple(x.shape[2:]) if grid is None else tuple(grid)
+        x = stabilize(x.to(policy.forward_dtype or master), policy.stabilizer)
+        coeffs = self.contract(self._transform(x, policy), policy.contraction_dtype or master)
+        y = self._inverse(coeffs.to(policy.inverse_dtype or master), grid, policy)
         if self.bias is None:
             return y
         return y + casting.weight(self.bias, y.dtype).view(-1, *([1] * (y.ndim - 2)))
+
+    def extra_repr(self) -> str:
+        kind = "dense" if self.factorized is None else f"{self.factorized.kind}, {self.implementation}"
+        return (f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, {kind}, "
+                f"bias={self.bias is not None}, precision={self.precision}")
 
     @property
     def complex_weight(self) -> torch.Tensor:
@@ -88,7 +135,7 @@ class KernelWeights(FixedModes, nn.Module):
         return torch.view_as_complex(dense)
 
 
-class SpectralConv(KernelWeights):
+class SpectralConv(KernelLayer):
     """Fourier layer ``x -> F⁻¹(R · F(x)) + bias`` for 1, 2 or 3 spatial dimensions.
 
     Args:
@@ -113,17 +160,17 @@ class SpectralConv(KernelWeights):
     ``E|R|² = 2 / (in + out)`` per entry, factorised or not.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, n_modes: int | Sequence[int],
-                 bias: bool = True, precision: Precision | str = "full",
-                 factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
-                 implementation: str = "factorized"):
-        super().__init__()
-        self.in_channels = positive_int("in_channels", in_channels)
-        self.out_channels = positive_int("out_channels", out_channels)
-        self.n_modes = as_modes(n_modes)
-        self.precision = Precision.parse(precision)
-        self._make_weights((in_channels, out_channels, *transforms.kept_shape(self.n_modes)), factorization, rank,
-                           implementation, bias)
+    def _modes(self, n_modes) -> tuple[int, ...]:
+        return as_modes(n_modes)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.out_channels, *transforms.kept_shape(self.n_modes))
+
+    def _transform(self, x: torch.Tensor, policy: Precision) -> torch.Tensor:
+        return transforms.forward(x, self.n_modes, backend=policy.fft_backend, result_dtype=policy.contraction_dtype)
+
+    def _inverse(self, coeffs: torch.Tensor, grid: Sequence[int], policy: Precision) -> torch.Tensor:
+        return transforms.inverse(coeffs, grid, backend=policy.fft_backend)
 
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Multiply kept coefficients (batch, in, *kept, 2) by the weights, in ``dtype``."""
@@ -137,24 +184,6 @@ class SpectralConv(KernelWeights):
         return self.factorized.contract(coeffs, dtype)
 
     def half_parameters(self):
-        """As :meth:`KernelWeights.half_parameters`, with a dense weight wanted as its 2×2 block."""
+        """As :meth:`KernelLayer.half_parameters`, with a dense weight wanted as its 2×2 block."""
         return tuple((p, dtype, "block") if p is self.weight else (p, dtype)
                      for p, dtype in super().half_parameters())
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        with autocast_off(x.device.type):  # the policy decides, not autocast
-            return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        policy = self.precision
-        grid = x.shape[2:]
-        x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
-        coeffs = transforms.forward(x, self.n_modes, backend=policy.fft_backend, result_dtype=policy.spectral_dtype)
-        coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
-        return self.add_bias(transforms.inverse(coeffs, grid, backend=policy.fft_backend))
-
-    def extra_repr(self) -> str:
-        kind = "dense" if self.factorized is None else f"{self.factorized.kind}, {self.implementation}"
-        return (f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, {kind}, "
-                f"bias={self.bias is not None}, precision={self.precision}")

@@ -8,16 +8,13 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..checks import check_field, operator_in_channels, positive_int
 from ..ops import sht, tables
 from ..ops.contraction import complex_einsum, complex_pair
-from ..ops.stabilizers import stabilize
-from ..precision import Precision, autocast_off
+from ..precision import Precision
 from . import casting
-from .factorized import factorization_name
-from .layers import ChannelMLP, Operator, OperatorBlock, cat_channels, channels_last
 from .losses import _relative, _working
-from .spectral import KernelWeights
+from .models import FieldOperator
+from .spectral import KernelLayer
 
 _DENSE = "bilm,iol->bolm"  # batch, in, degree l, order m; the weight depends on l only
 
@@ -31,7 +28,7 @@ def spherical_modes(n_modes: Sequence[int]) -> tuple[int, int]:
     return modes
 
 
-class SphericalConv(KernelWeights):
+class SphericalConv(KernelLayer):
     """Spherical convolution ``x -> SHT⁻¹(R_l · SHT(x)) + bias`` of fields (batch, channels, nlat, nlon).
 
     Args:
@@ -52,15 +49,21 @@ class SphericalConv(KernelWeights):
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_modes: Sequence[int], grid: str = "equiangular",
-                 bias: bool = True, precision: Precision | str = "full", factorization: str | None = None,
-                 rank: float | int | Sequence[int] = 0.05, implementation: str = "factorized"):
-        super().__init__()
-        self.in_channels = positive_int("in_channels", in_channels)
-        self.out_channels = positive_int("out_channels", out_channels)
-        self.n_modes = spherical_modes(n_modes)
+                 **options):
         self.grid = sht.check_grid(grid)
-        self.precision = Precision.parse(precision)
-        self._make_weights((in_channels, out_channels, self.n_modes[0]), factorization, rank, implementation, bias)
+        super().__init__(in_channels, out_channels, n_modes, **options)
+
+    def _modes(self, n_modes) -> tuple[int, int]:
+        return spherical_modes(n_modes)
+
+    def _weight_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, self.out_channels, self.n_modes[0])
+
+    def _transform(self, x: torch.Tensor, policy: Precision) -> torch.Tensor:
+        return sht.forward(x, *self.n_modes, grid=self.grid, backend=policy.fft_backend)
+
+    def _inverse(self, coeffs: torch.Tensor, grid: Sequence[int], policy: Precision) -> torch.Tensor:
+        return sht.inverse(coeffs, *grid, self.grid, backend=policy.fft_backend)
 
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Multiply coefficients (batch, in, lmax, mmax, 2) by the per-degree weights, in ``dtype``."""
@@ -73,23 +76,8 @@ class SphericalConv(KernelWeights):
         equation = f"b{i}{l}m,{','.join(self.factorized.terms)}->b{o}{l}m"
         return complex_einsum(equation, coeffs, *[casting.weight(f, dtype) for f in self.factorized.factors])
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        with autocast_off(x.device.type):  # the policy decides, not autocast
-            return self._forward(x)
-
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        policy = self.precision
-        nlat, nlon = x.shape[2:]
-        x = stabilize(x.to(policy.forward_dtype or self.master_dtype), policy.stabilizer)
-        coeffs = sht.forward(x, *self.n_modes, grid=self.grid, backend=policy.fft_backend)
-        coeffs = self.contract(coeffs, policy.spectral_dtype or self.master_dtype)
-        return self.add_bias(sht.inverse(coeffs, nlat, nlon, self.grid, backend=policy.fft_backend))
-
     def extra_repr(self) -> str:
-        kind = "dense" if self.factorized is None else f"{self.factorized.kind}, {self.implementation}"
-        return (f"{self.in_channels}, {self.out_channels}, n_modes={self.n_modes}, grid={self.grid}, {kind}, "
-                f"bias={self.bias is not None}, precision={self.precision}")
+        return f"{super().extra_repr()}, grid={self.grid}"
 
 
 @tables.cached(maxsize=32)
@@ -102,76 +90,47 @@ def _sphere_points(nlat: int, nlon: int, grid: str, dtype: torch.dtype, device: 
     return points.to(dtype=dtype, device=device)
 
 
-class SFNO(Operator):
-    """Spherical Fourier Neural Operator for fields (batch, in_channels, nlat, nlon) on the sphere.
+class SFNO(FieldOperator, kind="sfno", domain="sphere"):
+    """Spherical Fourier Neural Operator for fields (batch, in_channels, nlat, nlon) on the sphere:
+    :class:`mpno.nn.models.FieldOperator` with :class:`SphericalConv` layers.
 
     Args:
         in_channels, out_channels: channels of the input and output fields.
         n_modes: ``(lmax, mmax)`` kept by every spherical layer (:class:`SphericalConv`).
-        hidden_channels, n_layers, precision, lifting_channels, projection_channels,
-        skip, channel_mlp, channel_mlp_expansion, factorization, rank,
-        implementation: as :class:`mpno.FNO`.
         grid: the latitude grid of the data, ``"equiangular"`` (poles included) or
             ``"legendre-gauss"``; longitudes are ``2πj / nlon``.
-        positional_embedding: append the unit-sphere coordinates (x, y, z) of each
-            point as three input channels (they depend on the grid, not on its size).
+        **options: as :class:`mpno.FNO` (``hidden_channels``, ``n_layers``, ``precision``,
+            ``skip``, ``factorization``, ...), but no ``domain_padding``: the sphere has
+            no boundary. The positional embedding appends the unit-sphere coordinates
+            (x, y, z) of each point as three input channels (they depend on the grid,
+            not on its size).
 
     Runs on any grid of its type that carries ``n_modes`` (``nlat >= lmax``, ``nlon >= 2 (mmax - 1)``;
     without aliasing where ``lmax`` is at most :func:`mpno.ops.sht.exact_lmax`).
-    :attr:`arguments` holds the constructor's arguments (all but ``precision``) for
-    :func:`mpno.nn.registry.build_operator`; inside ``torch.autocast`` the model keeps
-    its policy, and a ``full`` model runs as ``amp`` (:func:`mpno.precision.inside_autocast`).
     """
 
+    kernel_layer = SphericalConv
+
     def __init__(self, in_channels: int, out_channels: int, n_modes: Sequence[int] = (16, 16),
-                 hidden_channels: int = 32, n_layers: int = 4, precision: Precision | str = "full",
-                 grid: str = "equiangular", lifting_channels: int | None = None,
-                 projection_channels: int | None = None, skip: str = "linear", channel_mlp: bool = True,
-                 channel_mlp_expansion: float = 0.5, positional_embedding: bool = True,
-                 factorization: str | None = None, rank: float | int | Sequence[int] = 0.05,
-                 implementation: str = "factorized"):
-        super().__init__()
-        self.in_channels = operator_in_channels(in_channels, type(self).__name__)
-        self.out_channels = positive_int("out_channels", out_channels)
-        self.n_modes = spherical_modes(n_modes)
+                 grid: str = "equiangular", **options):
+        if options.get("domain_padding"):
+            raise ValueError(f"domain_padding={options['domain_padding']!r} does not apply to an SFNO: the sphere "
+                             "has no boundary to pad")
         self.grid = sht.check_grid(grid)
-        self.arguments = {
-            "in_channels": in_channels, "out_channels": out_channels, "n_modes": list(self.n_modes),
-            "hidden_channels": hidden_channels, "n_layers": n_layers, "grid": grid,
-            "lifting_channels": lifting_channels, "projection_channels": projection_channels, "skip": skip,
-            "channel_mlp": channel_mlp, "channel_mlp_expansion": channel_mlp_expansion,
-            "positional_embedding": positional_embedding, "factorization": factorization_name(factorization),
-            "rank": rank if isinstance(rank, (int, float)) else list(rank), "implementation": implementation,
-        }
-        hidden = positive_int("hidden_channels", hidden_channels)
-        positive_int("n_layers", n_layers)
-        self.positional_embedding = positional_embedding
-        self.lifting = ChannelMLP(in_channels + (3 if positional_embedding else 0),
-                                  lifting_channels or 2 * hidden, hidden)
-        self.blocks = nn.ModuleList(
-            OperatorBlock(SphericalConv(hidden, hidden, self.n_modes, grid=grid, factorization=factorization,
-                                        rank=rank, implementation=implementation),
-                          hidden, skip, channel_mlp_expansion if channel_mlp else None)
-            for _ in range(n_layers)
-        )
-        self.projection = ChannelMLP(hidden, projection_channels or 2 * hidden, out_channels)
-        self.set_precision(precision)
+        super().__init__(in_channels, out_channels, n_modes, **options)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        check_field(x, self.in_channels, self.n_modes, type(self).__name__)
-        return self._in_own_policy(x, x.device.type)
+    def _modes(self, n_modes) -> tuple[int, int]:
+        return spherical_modes(n_modes)
 
-    def _forward(self, x: torch.Tensor) -> torch.Tensor:
-        out_dtype = x.dtype
-        if self.positional_embedding:
-            points = _sphere_points(*x.shape[2:], self.grid, x.dtype, x.device)
-            x = cat_channels([x, points.expand(x.shape[0], *points.shape)])
-        else:
-            x = channels_last(x)
-        x = self.lifting(x)
-        for i, block in enumerate(self.blocks):
-            x = block(x, activate=i < len(self.blocks) - 1)
-        return self.projection(x).to(out_dtype)
+    def _kernel_options(self) -> dict:
+        return {"grid": self.grid}
+
+    def _coordinate_channels(self) -> int:
+        return 3
+
+    def _coordinates(self, x: torch.Tensor) -> torch.Tensor:
+        points = _sphere_points(*x.shape[2:], self.grid, x.dtype, x.device)
+        return points.expand(x.shape[0], *points.shape)
 
 
 @tables.cached(maxsize=32)

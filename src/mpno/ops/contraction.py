@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import opt_einsum
 import torch
 
+from ..precision import HALF_DTYPES
 from . import products, tables
 
 _RE_IM_IN, _RE_IM_OUT = "E", "F"  # letters of the (re, im) axes in real equations
@@ -174,7 +175,7 @@ def complex_pair(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     contraction with the smaller operand expanded to its 2×2 block. Every index
     of an operand appears in the other operand or in the output.
     """
-    if a.dtype not in products.HALF_DTYPES:
+    if a.dtype not in HALF_DTYPES:
         return _ComplexPair.apply(equation, a, b)
     inputs, output = equation.split("->")
     left, right = inputs.split(",")

@@ -24,9 +24,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from ..precision import HALF_DTYPES
 from .devices import kernels, native_bfloat16_cpu
-
-HALF_DTYPES = (torch.float16, torch.bfloat16)
 
 
 class _EmulatedHalfProduct(torch.autograd.Function):

@@ -269,8 +269,8 @@ class RealSHT(_Transform):
         policy = self.precision
         coeffs = forward(x, self.lmax, self.mmax, self.grid, policy.forward_dtype or _wide(x.dtype),
                          policy.fft_backend)
-        if policy.spectral_dtype is not None:
-            coeffs = coeffs.to(policy.spectral_dtype)
+        if policy.contraction_dtype is not None:
+            coeffs = coeffs.to(policy.contraction_dtype)
         return torch.view_as_complex(coeffs.to(_wide(coeffs.dtype)).contiguous())
 
 
@@ -287,7 +287,7 @@ class InverseRealSHT(_Transform):
                              f"{getattr(coeffs, 'dtype', type(coeffs).__name__)}")
         _check_last(coeffs, (self.lmax, self.mmax), "InverseRealSHT", "(..., lmax, mmax)")
         pairs = torch.view_as_real(coeffs)
-        dtype = self.precision.spectral_dtype or _wide(pairs.dtype)
+        dtype = self.precision.inverse_dtype or _wide(pairs.dtype)
         return inverse(pairs, self.nlat, self.nlon, self.grid, dtype, self.precision.fft_backend)
 
 

@@ -55,7 +55,7 @@ import torch.nn.functional as F
 
 from . import products, tables
 from .devices import kernels
-from .products import HALF_DTYPES
+from ..precision import HALF_DTYPES
 
 _GRID_LETTERS = "hijklmn"  # spatial dimensions in einsum equations (up to 7)
 

@@ -14,26 +14,19 @@ from pathlib import Path
 
 import torch
 
-from ..nn import losses
-from ..nn.registry import build_operator
-from ..precision import DTYPES, UNIT_ROUNDOFF, Precision, compiled
+from ..checks import modes_per_dim
+from ..precision import DTYPES, MODES, UNIT_ROUNDOFF, Precision, compiled
 from ..writing import write_text
-from . import profiling
+from . import domains, profiling
 from .reporting import json_safe
-
-#: The GINO bench's data: potential flow past ellipsoids, this many surface points per cloud.
-GINO_POINTS = 2048
-#: The GINO bench's neighbourhood radius (both GNOs).
-GINO_RADIUS = 0.2
-
 
 @dataclass
 class BenchConfig:
     """A model and a batch to time: 2D or 3D or 1D follows ``len(modes)``.
 
-    ``model="gino"``: a GINO on ``batch`` clouds of potential flow past ellipsoids
-    (2048 points, 6 input features: normal and stream direction; 1 output: the
-    pressure coefficient); ``grid`` is then its latent grid and ``channels`` unused.
+    The model's domain makes the model and its batch (:meth:`mpno.run.domains.GridDomain.bench_batch`):
+    random fields on a grid or the sphere; for a point operator, ``batch`` clouds of
+    potential flow past ellipsoids, ``grid`` its latent grid and ``channels`` unused.
     """
 
     model: str = "fno"
@@ -50,26 +43,11 @@ class BenchConfig:
     compile: bool = False  # time the model compiled with torch.compile(fullgraph=True)
 
     def build(self) -> torch.nn.Module:
-        channels, extra = (self.channels, self.channels), {}
-        if self.model == "gino":
-            channels, extra = (6, 1), {"latent_grid": tuple(self.grid), "radius": GINO_RADIUS}
-        return build_operator(self.model, *channels, tuple(self.modes), factorization=self.factorization,
-                              hidden_channels=self.width, n_layers=self.layers, rank=self.rank, **extra)
+        return domains.of(self.model).bench_model(self)
 
     def data(self, model: torch.nn.Module, device: torch.device) -> tuple:
         """One training batch and its loss: ``(input, target, loss function)``."""
-        if self.model == "gino":  # imported here: the grid benchmarks need none of it (nor scipy)
-            from ..data import potential_flow
-            from ..data.pointclouds import PointCloudBatches
-            from ..nn.point_losses import PointL2Loss
-
-            clouds = potential_flow.dataset(self.batch, points=GINO_POINTS)
-            model.fit_positions(clouds[i][0].points for i in range(len(clouds)))
-            batches = PointCloudBatches(clouds, self.batch, device, neighborhoods=model.neighborhoods)
-            return (*batches.batch(range(self.batch)), PointL2Loss())
-        x = torch.randn(self.batch, self.channels, *self.grid, device=device)
-        y = torch.randn(self.batch, self.channels, *self.grid, device=device)
-        return x, y, losses.LpLoss(2)
+        return domains.of(self.model).bench_batch(self, model, device)
 
 
 PRESETS = {
@@ -77,11 +55,40 @@ PRESETS = {
     "darcy64": BenchConfig("fno", None, 0.05, 32, (16, 16), 4, (64, 64), 16),
     "tiny": BenchConfig("fno", None, 0.05, 8, (8, 8), 2, (32, 32), 2),
     "gino": BenchConfig("gino", None, 0.05, 16, (8, 8, 8), 3, (16, 16, 16), 4),
+    "fno-gno": BenchConfig("fno-gno", None, 0.05, 16, (8, 8, 8), 3, (16, 16, 16), 4),  # the gino preset's clouds
     "swe": BenchConfig("sfno", None, 0.05, 32, (32, 32), 4, (64, 128), 8),  # shallow water on a 64×128 sphere
+    "uno": BenchConfig("uno", None, 0.05, 32, (16, 16), 4, (64, 64), 16),  # U-NO: 64² → 32² → 16² → 32² → 64²
 }
 #: Every precision measured, full first (the baseline of the ratios).
-POLICIES = [Precision("full")] + [Precision(mode, dtype) for mode in ("amp", "mixed", "half")
-                                  for dtype in ("float16", "bfloat16")]
+POLICIES = [Precision("full")] + [Precision(mode, dtype) for mode in MODES if mode != "full" for dtype in DTYPES]
+
+
+def configure(preset: str, **overrides) -> BenchConfig:
+    """The configuration of ``preset`` with the options given (``None``: the preset's); ``modes`` and ``grid``
+    take one value for every dimension or one per dimension."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset {preset!r} is not one of {', '.join(PRESETS)}")
+    config = dataclasses.replace(PRESETS[preset])
+    modes, grid = overrides.pop("modes", None), overrides.pop("grid", None)
+    for key, value in overrides.items():
+        if value is not None:
+            setattr(config, key, value)
+    if modes:
+        config.modes = modes_per_dim(modes, len(modes) if len(modes) > 1 else len(config.modes))
+    if grid:
+        config.grid = modes_per_dim(grid, len(config.modes), "--resolution")
+    return config
+
+
+def policies_for(precisions: list[str] | None, kept: bool = False) -> list[Precision]:
+    """The policies measured: every one of :data:`POLICIES`, or ``full`` and ``precisions`` (not when the report
+    is ``kept`` as a baseline, which holds them all)."""
+    if not precisions:
+        return POLICIES
+    if kept:
+        raise ValueError("--precisions measures some policies only; a baseline holds them all: drop it")
+    chosen = [Precision.from_string(text) for text in precisions]
+    return [POLICIES[0]] + [p for p in chosen if p != POLICIES[0]]
 
 
 def _float64(x):
@@ -118,13 +125,13 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
         reference = eager(x)
         eager.set_precision(policy)
         output = model(x)
-    result = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype,
+    result = {"precision": str(policy), "mode": policy.mode, "dtype": policy.dtype if policy.low_precision else None,
               "compiled": config.compile,
               "output_relative_difference": _relative_difference(output, reference),
               "output_difference_float64": _relative_difference(output, exact_output)}
     del exact, exact_output, reference, output
     optimizer = torch.optim.AdamW(eager.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=policy.mode != "full" and policy.dtype == "float16")
+    scaler = torch.amp.GradScaler(device.type, enabled=policy.uses_grad_scaler)
 
     def train_step():
         optimizer.zero_grad(set_to_none=True)
@@ -203,7 +210,7 @@ def run_counts(config: BenchConfig, policies=POLICIES, paths=tuple(PATHS), prese
     """:func:`count_ops` for every policy on every path, with the ratios to ``full`` on the same path."""
     rows = []
     for policy in policies:
-        row = {"precision": str(policy), "mode": policy.mode, "dtype": None if policy.mode == "full" else policy.dtype}
+        row = {"precision": str(policy), "mode": policy.mode, "dtype": policy.dtype if policy.low_precision else None}
         for path in paths:
             try:
                 row[path] = count_ops(config, policy, path)
@@ -462,6 +469,30 @@ def compare(current: dict, baseline: dict, judge=JUDGED,
     for precision in before:
         failures.append(f"{precision}: in the baseline but not measured now")
     return rows, failures
+
+
+def check_guard(baseline: str | None, save_baseline: str | None, judge, time_tolerance: float | None) -> None:
+    """Refuse guard options that judge nothing (no ``baseline``) or a negative tolerance."""
+    if baseline is None and (judge or time_tolerance is not None):
+        raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
+    if time_tolerance is not None and not time_tolerance >= 0:
+        raise ValueError(f"--time-tolerance {time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
+
+
+def guard(report: dict, baseline: dict, path: str, judge=None, time_tolerance: float | None = None
+          ) -> tuple[str, list[str]]:
+    """``report`` against ``baseline`` (read from ``path``) on ``judge`` (default :data:`JUDGED`): the text
+    ``mpno bench --baseline`` prints and the regressions; the comparison is added to ``report``."""
+    judge = judge or JUDGED
+    tolerance = TIME_TOLERANCE if time_tolerance is None else time_tolerance
+    rows, failures = compare(report, baseline, judge, tolerance)
+    changes = environment_changes(report, baseline)
+    report["comparison"] = {"baseline": path, "judged": list(judge), "time_tolerance": tolerance, "rows": rows,
+                            "failures": failures, "environment_changes": changes}
+    text = "\n".join([f"\nagainst {path} (judged: {', '.join(judge)}):", comparison_table(rows),
+                      "environment changed: " + "; ".join(changes) if changes else "environment: unchanged",
+                      "\n".join([f"{len(failures)} regression(s):", *failures]) if failures else "no regression"])
+    return text, failures
 
 
 def environment_changes(current: dict, baseline: dict) -> list[str]:

@@ -11,7 +11,7 @@ import torch
 
 from ..checks import reason
 from ..data.files import CHECKPOINT, misfit
-from ..nn.layers import OutdatedArchitecture
+from ..nn.operator import OutdatedArchitecture
 from ..nn.normalized import NormalizedOperator
 from ..precision import Precision
 from ..writing import open_replacing

@@ -40,6 +40,17 @@ def _parse_setting(text: str) -> tuple[str, object]:
         return key, value
 
 
+#: Flags that were spelled otherwise before a name meant one thing in every command: ``{command: {name: old
+#: spelling}}``; the old spelling stays an alias of the name.
+RENAMED = {"bench": {"--resolution": "--grid", "--batch-size": "--batch"}, "bounds": {"--checkpoint": "--model"}}
+
+
+def _spelled(command: str, name: str) -> list[str]:
+    """The spellings of the flag ``name`` of ``command``: the name, then its old spelling if it had one."""
+    old = RENAMED.get(command, {}).get(name)
+    return [name] if old is None else [name, old]
+
+
 def _add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=int, help="CPU threads torch computes with; default: torch's, one per "
                                                     "core (on a busy machine fewer run faster: a line says so)")
@@ -47,18 +58,18 @@ def _add_threads(parser: argparse.ArgumentParser) -> None:
 
 def _use_threads(args, device: str = "cpu") -> None:
     """Set ``--threads`` (on the CPU, a line on stderr when fewer cores are free than torch uses)."""
-    from .experiment import resolve_device
+    from .assembly import resolve_device
     from .threads import use_threads
 
     use_threads(args.threads, lambda line: print(line, file=sys.stderr), resolve_device(device).type)
 
 
 def _add_generate(commands) -> None:
-    from ..data import EQUATIONS
+    from ..data.generate import GENERATORS, flags
 
     p = commands.add_parser("generate", help="solve a PDE for many random inputs and write a data set",
                             description="Generate an operator-learning data set with mpno's own solvers.")
-    p.add_argument("equation", choices=list(EQUATIONS))
+    p.add_argument("equation", choices=list(GENERATORS))
     p.add_argument("--resolution", type=int, help="grid points per dimension (shallow-water: latitudes); "
                                                   "not for potential-flow")
     p.add_argument("--n", type=int, required=True, help="number of samples")
@@ -67,24 +78,26 @@ def _add_generate(commands) -> None:
     p.add_argument("--coarsen", type=int, nargs="*", default=[], metavar="R",
                    help="also write copies subsampled to these resolutions (OUT_<R>.h5)")
     p.add_argument("--batch-size", type=int, help="samples solved together")
-    p.add_argument("--viscosity", type=float, help="navier-stokes, burgers")
-    p.add_argument("--time", type=float, help="final time T (navier-stokes, burgers)")
-    p.add_argument("--snapshots", type=int, help="navier-stokes: outputs at this many times in (0, T]")
-    p.add_argument("--dt", type=float, help="time step (default: from the resolution)")
-    p.add_argument("--points", type=int, help="potential-flow: surface points per sample")
-    p.add_argument("--nlon", type=int, help="shallow-water: longitudes (default: 2 × latitudes)")
-    p.add_argument("--set", type=_parse_setting, action="append", default=[], metavar="KEY=VALUE",
-                   help="any other parameter of the equation, e.g. --set tau=5")
+    parameters = p.add_argument_group("the equations' parameters (each generator declares its own)")
+    for name, (kind, text) in flags().items():
+        parameters.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
+    parameters.add_argument("--set", type=_parse_setting, action="append", default=[], metavar="KEY=VALUE",
+                            help="any other parameter of the equation, e.g. --set tau=5")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
     _add_threads(p)
     p.set_defaults(run=_run_generate)
 
 
 def _run_generate(args) -> None:
-    from ..data import generate
+    from ..data.generate import GENERATORS, flags, generate
 
-    params = {k: getattr(args, k) for k in ("viscosity", "time", "snapshots", "dt", "points", "nlon")
-              if getattr(args, k) is not None}
+    params = {name: getattr(args, name) for name in flags() if getattr(args, name) is not None}
+    taken = GENERATORS[args.equation].flags
+    for name in params:
+        if name not in taken:
+            offered = ", ".join("--" + n.replace("_", "-") for n in taken) or "none"
+            raise ValueError(f"--{name.replace('_', '-')} does not apply to {args.equation} (its flags: {offered}; "
+                             "others with --set KEY=VALUE)")
     params.update(dict(args.set))
     _use_threads(args)
     paths = generate(args.equation, args.out, n=args.n, resolution=args.resolution, seed=args.seed,
@@ -169,7 +182,7 @@ def _run_train(args) -> None:
         values = RunConfig.from_file(args.config).to_dict() if args.config else {}
         config = RunConfig.from_dict({**values, **given}, source="command line").validate()
         if args.print_config or args.verbose:
-            from .experiment import what_runs
+            from .assembly import what_runs
 
             print(what_runs(config).to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
             if args.print_config:
@@ -199,7 +212,7 @@ def _add_evaluate(commands) -> None:
 
 
 def _run_evaluate(args) -> None:
-    from .experiment import evaluate_checkpoint
+    from .evaluation import evaluate_checkpoint
     from .reporting import results_table
 
     _use_threads(args, args.device)
@@ -212,6 +225,8 @@ def _run_evaluate(args) -> None:
 
 
 def _add_predict(commands) -> None:
+    from ..precision import DTYPES
+
     p = commands.add_parser("predict", help="run a trained model on a data file and write the predictions",
                             description="Predict every input of a data file with a checkpoint (checkpoint.pt or "
                                         "best.pt of a run) and write them to HDF5; when the file also holds "
@@ -221,7 +236,7 @@ def _add_predict(commands) -> None:
     p.add_argument("--out", required=True, help="output .h5 file (never the input file)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     p.add_argument("--precision", help="predict in this policy instead of the saved one, e.g. half, mixed/bfloat16")
-    p.add_argument("--dtype", choices=("float16", "bfloat16"),
+    p.add_argument("--dtype", choices=tuple(DTYPES),
                    help="the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)")
     p.add_argument("--batch-size", type=int, help="default: the run's")
     p.add_argument("--x-key", help="input key in the data file (default: the run's)")
@@ -263,12 +278,14 @@ def _add_bounds(commands) -> None:
     p = commands.add_parser(
         "bounds", help="is half precision safe for this data (and model)?",
         description="Measure the discretisation error the data carry and the precision error of each dtype "
-                    "(float16, bfloat16, float32), with their closed-form bounds and a verdict; with --model, "
-                    "also the model's half path against float64, layer by layer.")
+                    "(float16, bfloat16, float32), with their closed-form bounds and a verdict, for fields on a "
+                    "grid or on the sphere; with --checkpoint, also the model's half path against float64, layer "
+                    "by layer.")
     p.add_argument("data", help="data file (.pt, .h5, .npz)")
-    p.add_argument("--model", help="a checkpoint (checkpoint.pt or best.pt of a run) to audit")
-    p.add_argument("--n-modes", "--modes", dest="modes", type=int, nargs="+",
-                   help="kept modes (default: the model's, or min(16, n/4))")
+    p.add_argument(*_spelled("bounds", "--checkpoint"),
+                   help="a checkpoint (checkpoint.pt or best.pt of a run) whose model to audit as well")
+    p.add_argument("--n-modes", "--modes", dest="n_modes", type=int, nargs="+",
+                   help="kept modes (default: the model's, or min(16, n/4); on the sphere (lmax, mmax))")
     p.add_argument("--samples", type=int, default=64, help="samples to audit (64)")
     p.add_argument("--field", choices=("x", "y"), default="x", help="audit the inputs (x, default) or outputs (y)")
     p.add_argument("--precision", help="policy to audit the model in (default: its last training policy; "
@@ -283,10 +300,10 @@ def _add_bounds(commands) -> None:
 
 
 def _run_bounds(args) -> None:
-    from .experiment import bounds_report
+    from .audits import bounds_report
     from .reporting import bounds_table, plot_bounds
 
-    report = bounds_report(args.data, args.model, args.modes, args.samples, args.field, args.precision,
+    report = bounds_report(args.data, args.checkpoint, args.n_modes, args.samples, args.field, args.precision,
                            args.device, x_key=args.x_key, y_key=args.y_key, spatial_dims=args.spatial_dims)
     print(bounds_table(report))
     if args.plot:
@@ -300,6 +317,9 @@ def _run_bounds(args) -> None:
 
 
 def _add_bench(commands) -> None:
+    from ..nn.registry import models
+    from .bench import PRESETS
+
     p = commands.add_parser(
         "bench", help="time and measure training steps in every precision",
         description="Training steps (forward, loss, backward, AdamW step) in full, amp, mixed and half, with "
@@ -308,15 +328,17 @@ def _add_bench(commands) -> None:
                     "and the output's difference from full (float32 and float64). With --save-baseline, keep "
                     "the report; with --baseline, compare with a kept report and exit 1 on a regression.")
     p.add_argument("--preset", default="darcy64",
-                   help="ns128, darcy64 (default), tiny, swe or gino; flags below override")
-    p.add_argument("--model", choices=("fno", "tfno", "sfno", "gino"))
+                   help=f"{', '.join(PRESETS)} (default darcy64); flags below override")
+    p.add_argument("--model", choices=tuple(models()))
     p.add_argument("--factorization")
     p.add_argument("--rank", type=_number, help="a fraction of the dense parameters in (0, 1], or an int rank")
-    p.add_argument("--hidden-channels", "--width", dest="width", type=int)
-    p.add_argument("--n-modes", "--modes", dest="modes", type=int, nargs="+")
-    p.add_argument("--n-layers", "--layers", dest="layers", type=int)
-    p.add_argument("--grid", type=int, nargs="+", help="grid size (one value: square/cube)")
-    p.add_argument("--batch", type=int)
+    p.add_argument("--hidden-channels", "--width", dest="hidden_channels", type=int)
+    p.add_argument("--n-modes", "--modes", dest="n_modes", type=int, nargs="+")
+    p.add_argument("--n-layers", "--layers", dest="n_layers", type=int)
+    p.add_argument(*_spelled("bench", "--resolution"), type=int, nargs="+",
+                   help="grid points per dimension, one value or one per dimension (point operators: of their "
+                        "latent grid); formerly --grid")
+    p.add_argument(*_spelled("bench", "--batch-size"), type=int, help="samples per step; formerly --batch")
     p.add_argument("--fft-backend", choices=("auto", "torch", "dft"), help="half-precision transforms (auto)")
     p.add_argument("--device", default="auto")
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode, after 3 warm-up steps (10)")
@@ -348,36 +370,17 @@ def _add_bench(commands) -> None:
 
 
 def _run_bench(args) -> None:
-    import dataclasses
-
     from . import bench
-    from ..checks import modes_per_dim
-    from .experiment import resolve_device
+    from .assembly import resolve_device
 
-    if args.preset not in bench.PRESETS:
-        raise ValueError(f"--preset {args.preset!r} is not one of {', '.join(bench.PRESETS)}")
-    config = dataclasses.replace(bench.PRESETS[args.preset])
-    for key in ("model", "factorization", "rank", "width", "layers", "batch", "fft_backend", "inference", "compile"):
-        if getattr(args, key) is not None:
-            setattr(config, key, getattr(args, key))
-    if args.modes:
-        config.modes = modes_per_dim(args.modes, len(args.modes) if len(args.modes) > 1 else len(config.modes))
-    if args.grid:
-        config.grid = modes_per_dim(args.grid, len(config.modes), "--grid")
+    config = bench.configure(args.preset, model=args.model, factorization=args.factorization, rank=args.rank,
+                             width=args.hidden_channels, modes=args.n_modes, layers=args.n_layers,
+                             grid=args.resolution, batch=args.batch_size, fft_backend=args.fft_backend,
+                             inference=args.inference, compile=args.compile)
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
-    if args.baseline is None and (args.judge or args.time_tolerance is not None):
-        raise ValueError("--judge and --time-tolerance judge a comparison: add --baseline FILE.json")
-    if args.time_tolerance is not None and not args.time_tolerance >= 0:
-        raise ValueError(f"--time-tolerance {args.time_tolerance} must be a fraction ≥ 0, e.g. 0.1 for 10%")
-    policies = bench.POLICIES
-    if args.precisions:
-        from ..precision import Precision
-
-        chosen = [Precision.from_string(text) for text in args.precisions]
-        policies = [bench.POLICIES[0]] + [p for p in chosen if p != bench.POLICIES[0]]
-        if args.baseline or args.save_baseline:
-            raise ValueError("--precisions measures some policies only; a baseline holds them all: drop it")
+    bench.check_guard(args.baseline, args.save_baseline, args.judge, args.time_tolerance)
+    policies = bench.policies_for(args.precisions, kept=bool(args.baseline or args.save_baseline))
     if args.count_ops:
         if args.baseline or args.save_baseline or args.compile or args.inference:
             raise ValueError("--count-ops counts the operations of a training step; drop --baseline, "
@@ -399,16 +402,8 @@ def _run_bench(args) -> None:
         print(f"baseline written to {args.save_baseline}")
     failures = []
     if baseline is not None:
-        judge = args.judge or bench.JUDGED
-        tolerance = bench.TIME_TOLERANCE if args.time_tolerance is None else args.time_tolerance
-        rows, failures = bench.compare(report, baseline, judge, tolerance)
-        changes = bench.environment_changes(report, baseline)
-        print(f"\nagainst {args.baseline} (judged: {', '.join(judge)}):")
-        print(bench.comparison_table(rows))
-        print("environment changed: " + "; ".join(changes) if changes else "environment: unchanged")
-        print("\n".join([f"{len(failures)} regression(s):", *failures]) if failures else "no regression")
-        report["comparison"] = {"baseline": args.baseline, "judged": list(judge), "time_tolerance": tolerance,
-                                "rows": rows, "failures": failures, "environment_changes": changes}
+        text, failures = bench.guard(report, baseline, args.baseline, args.judge, args.time_tolerance)
+        print(text)
     if args.json:
         _print_json(report)
     if failures:

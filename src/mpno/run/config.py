@@ -16,17 +16,10 @@ from pathlib import Path
 
 from ..nn.factorized import FACTORIZATIONS
 from ..nn.losses import LOSSES
-from ..nn.registry import MODELS
+from ..nn.registry import models
 from ..precision import DTYPES, PrecisionSchedule
 from ..writing import write_text
-
-#: The models whose loss is their own (:func:`mpno.run.experiment.losses_for`), not one of :data:`LOSSES`.
-OWN_LOSS = {"sfno": "the relative L2 error over the sphere (quadrature-weighted) of the fields standardised "
-                    "per channel",
-            "gino": "the relative L2 error over each cloud's points"}
-
-#: The evaluation losses of grid models other than the SFNO when ``eval_losses`` is not given.
-EVAL_LOSSES = ("l2", "h1")
+from . import domains
 
 #: Option kinds: how a value is read from a flag or a config file.
 KINDS = ("str", "int", "float", "number", "bool", "int_list", "str_list")
@@ -65,34 +58,37 @@ class RunConfig:
                                low=1, high=3, group="data")
     time_in: int = option(0, "int", "time series (PDEBench): the input snapshot", group="data")
     time_out: int = option(-1, "int", "time series (PDEBench): the output snapshot", group="data")
-    inputs: list[str] = option([], "str_list", "point clouds (gino): the input arrays (default: normals flow)",
+    inputs: list[str] = option([], "str_list", "point clouds: the input arrays (default: normals flow)",
                                group="data")
-    outputs: list[str] = option([], "str_list", "point clouds (gino): the output arrays (default: cp)", group="data")
+    outputs: list[str] = option([], "str_list", "point clouds: the output arrays (default: cp)", group="data")
     # model
-    model: str = option("fno", "str", "the operator", choices=tuple(MODELS), group="model")
+    model: str = option("fno", "str", "the operator", choices=tuple(models()), group="model")
     n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
-                                       "default: 12, or for sfno every degree the training grid carries "
-                                       "(nlat, min(nlat, nlon/2 + 1)), for gino 8", low=1, aliases=("modes",), optional=True,
-                                       group="model")
+                                       "default: as the operator's domain chooses: 12 on a grid, every degree the "
+                                       "training grid carries on the sphere (nlat, min(nlat, nlon/2 + 1)), 8 for point "
+                                       "clouds", low=1, aliases=("modes",), optional=True, group="model")
     hidden_channels: int = option(32, "int", "width of the Fourier layers", low=1, aliases=("width",), group="model")
     n_layers: int = option(4, "int", "Fourier layers", low=1, aliases=("layers",), group="model")
-    factorization: str | None = option(None, "str", "spectral weights (default: dense for fno, tucker for tfno and gino)",
-                                       choices=FACTORIZATIONS, optional=True, group="model")
+    factorization: str | None = option(None, "str", "spectral weights (default: the operator's: tucker for tfno, "
+                                       "gino, fno-gno, dense for the others)", choices=FACTORIZATIONS, optional=True,
+                                       group="model")
     rank: float | int = option(0.05, "number", "factorised weights: a fraction of the dense parameters in (0, 1], "
                                "or an int rank", low=0.0, open_low=True, group="model")
     channel_mlp: bool = option(True, "bool", "a channel MLP in each Fourier layer", group="model")
     domain_padding: float = option(0.0, "float", "zero-pad this fraction of each dimension (non-periodic problems)",
                                    low=0.0, high=1.0, group="model")
-    grid: str | None = option(None, "str", "sfno: the spherical grid of the data; default: the grid the data files "
-                              "declare, else equiangular (a --grid that contradicts a file is refused)",
+    grid: str | None = option(None, "str", "the sphere: the spherical grid of the data; default: the grid the data "
+                              "files declare, else equiangular (a --grid that contradicts a file is refused)",
                               choices=("equiangular", "legendre-gauss"), optional=True, group="model")
-    latent_grid: int = option(16, "int", "gino: points per dimension of the latent grid", low=2, group="model")
-    radius: float | None = option(None, "float", "gino: neighbourhood radius of the graph kernel integrals, in the "
-                                  "latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
+    latent_grid: int = option(16, "int", "point clouds: points per dimension of the latent grid", low=2,
+                              group="model")
+    radius: float | None = option(None, "float", "point clouds: neighbourhood radius of the graph kernel integrals, "
+                                  "in the latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
                                   optional=True, group="model")
-    kernel: str = option("nonlinear", "str", "gino: the input kernel integral's form (the output one is linear)",
-                         choices=("linear", "nonlinear"), group="model")
-    chunk_size: int = option(65536, "int", "gino: edges per message-passing chunk (bounds its memory)", low=1,
+    kernel: str | None = option(None, "str", "point clouds: the form of the graph kernel integral the operator lets "
+                                "you choose; default: the operator's (gino: its input one, nonlinear; fno-gno: its "
+                                "output one, linear)", choices=("linear", "nonlinear"), optional=True, group="model")
+    chunk_size: int = option(65536, "int", "point clouds: edges per message-passing chunk (bounds its memory)", low=1,
                              group="model")
     # precision
     precision: str = option("mixed", "str", "full, amp, mixed (default), half, schedule (the paper's "
@@ -144,16 +140,9 @@ class RunConfig:
             setattr(self, spec.name, coerce(spec, getattr(self, spec.name)))
         if self.precision not in ("auto", "schedule"):
             PrecisionSchedule.parse(self.precision, self.dtype)  # raises naming the bad part
-        if self.precision == "auto" and self.model in ("sfno", "gino"):
-            raise ValueError(f"precision='auto' audits Fourier coefficients of grid data on the cube; give "
-                             f"--model {self.model} a precision mode (the spherical audit is mpno.bounds.sphere)")
-        if self.model in OWN_LOSS:
-            for name, value in (("loss", self.loss), ("eval_losses", self.eval_losses)):
-                if value not in ("l2", ["l2"], []):
-                    raise ValueError(f"{name}={value!r} does not apply to model={self.model!r}, which trains and "
-                                     f"is tested with {OWN_LOSS[self.model]} (named l2); drop "
-                                     f"--{name.replace('_', '-')}")
-        self.eval_losses = self.eval_losses or (["l2"] if self.model in OWN_LOSS else list(EVAL_LOSSES))
+        domain = domains.of(self.model)
+        domain.check_options(self)
+        self.eval_losses = self.eval_losses or domain.default_eval_losses()
         if isinstance(self.rank, float) and self.rank > 1:
             raise ValueError(f"rank={self.rank!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
                              "give an int for an explicit rank")
@@ -219,16 +208,17 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _scalar(spec: dataclasses.Field, value, kind: str):
-    """``value`` as one item of ``kind`` (``int``, ``float``, ``number``, ``str``, ``bool``), or ``ValueError``."""
+def _scalar(spec: dataclasses.Field, value, form: str):
+    """``value`` as one item of the kind ``form`` (``int``, ``float``, ``number``, ``str``, ``bool``), or
+    ``ValueError``."""
     name = spec.name
-    if kind == "bool":
+    if form == "bool":
         if isinstance(value, bool):
             return value
         if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
             return value.lower() in ("true", "yes", "1")
         raise ValueError(f"{name}={value!r} is not supported; give true or false")
-    if kind == "str":
+    if form == "str":
         if not isinstance(value, str):
             raise ValueError(f"{name}={value!r} is not supported; give a string")
         return value
@@ -236,16 +226,16 @@ def _scalar(spec: dataclasses.Field, value, kind: str):
         raise ValueError(f"{name}={value!r} is not supported; give a number")
     if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; a flag is always a string
         try:
-            value = float(value) if kind == "float" or any(c in value for c in ".eE") or "inf" in value.lower() \
+            value = float(value) if form == "float" or any(c in value for c in ".eE") or "inf" in value.lower() \
                 or "nan" in value.lower() else int(value)
         except ValueError:
             raise ValueError(f"{name}={value!r} is not a number") from None
-    if kind == "int":
+    if form == "int":
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int):
             raise ValueError(f"{name}={value!r} is not supported; give an int")
-    elif kind == "float":
+    elif form == "float":
         if not isinstance(value, (int, float)):
             raise ValueError(f"{name}={value!r} is not supported; give a number")
         value = float(value)
@@ -280,15 +270,15 @@ def coerce(spec: dataclasses.Field, value):
         if meta["optional"]:
             return None
         raise ValueError(f"{spec.name} needs a value")
-    kind = meta["kind"]
-    if kind.endswith("_list"):
+    form = meta["kind"]
+    if form.endswith("_list"):
         items = value if isinstance(value, (list, tuple)) else [value]  # TOML modes = 8, data_test = "file"
         if not items and (spec.default_factory is dataclasses.MISSING or spec.default_factory()):
             raise ValueError(f"{spec.name} needs at least one value")
-        items = [_scalar(spec, item, kind.removesuffix("_list")) for item in items]
+        items = [_scalar(spec, item, form.removesuffix("_list")) for item in items]
         for item in items:
             _check_range(spec, item)
         return items
-    value = _scalar(spec, value, kind)
+    value = _scalar(spec, value, form)
     _check_range(spec, value)
     return value

@@ -1,4 +1,4 @@
-"""Defaults sized to the data: the batch size and the SFNO's modes of a run.
+"""Defaults sized to the data: the batch size and the modes of a run.
 
 A run's options left unset (``None``) are chosen here from the training set, once,
 before the model is built, and recorded in the run's ``config.json``:
@@ -9,10 +9,10 @@ before the model is built, and recorded in the run's ``config.json``:
   960 on. Small data sets then still get hundreds of steps in a default run. The
   learning rate stays 2e-3: scaling it down with the batch (as ``√(batch / 32)``)
   learnt less in the same epochs (docs/training.md);
-* **modes**: 12 per dimension (8 for the GINO's latent grid), except for the SFNO,
-  whose degrees and orders follow the training grid: ``(nlat, min(nlat, nlon // 2 + 1))``,
-  every degree the grid carries (docs/sphere.md measures the aliasing above the exact
-  quadrature).
+* **modes**: as the operator's domain chooses them (:meth:`mpno.run.domains.Domain.default_modes`):
+  12 per dimension on a grid, 8 for a point operator's latent grid, and on the sphere
+  every degree the training grid carries, ``(nlat, min(nlat, nlon // 2 + 1))``
+  (docs/sphere.md measures the aliasing above the exact quadrature).
 """
 
 from __future__ import annotations
@@ -20,28 +20,18 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from . import domains
+
 #: The most samples per batch a default run uses (per process).
 MAX_BATCH = 32
 #: The fewest optimizer steps per epoch the default batch size allows.
 STEPS_PER_EPOCH = 30
-#: Kept modes per dimension by default (the SFNO's follow its grid instead) ...
-DEFAULT_MODES = 12
-#: ... and where an operator needs others (the GINO's latent grid).
-MODEL_MODES = {"gino": 8}
 
 
 def batch_size(samples: int, processes: int = 1) -> int:
     """The default batch size (per process) for ``samples`` training samples shared by ``processes``."""
     per_step = samples / (STEPS_PER_EPOCH * processes)
     return 2 ** min(int(math.log2(MAX_BATCH)), max(0, math.floor(math.log2(per_step)))) if per_step >= 1 else 1
-
-
-def modes(model: str, grid: Sequence[int]) -> list[int]:
-    """The default ``n_modes`` of ``model`` for training data on ``grid`` (empty for point clouds)."""
-    if model == "sfno" and len(grid) == 2:
-        nlat, nlon = grid
-        return [nlat, min(nlat, nlon // 2 + 1)]
-    return [MODEL_MODES.get(model, DEFAULT_MODES)]
 
 
 def fill(config, samples: int, grid: Sequence[int], processes: int = 1) -> str | None:
@@ -52,7 +42,7 @@ def fill(config, samples: int, grid: Sequence[int], processes: int = 1) -> str |
         steps = math.ceil(samples / (config.batch_size * processes))
         chosen.append(f"batch size {config.batch_size} ({steps} steps per epoch for {samples} training samples)")
     if config.n_modes is None:
-        config.n_modes = modes(config.model, grid)
-        chosen.append(f"n_modes {' '.join(map(str, config.n_modes))}"
-                      + (f" (the training grid {'×'.join(map(str, grid))})" if config.model == "sfno" else ""))
+        domain = domains.of(config.model)
+        config.n_modes = domain.default_modes(grid)
+        chosen.append(f"n_modes {' '.join(map(str, config.n_modes))}{domain.modes_note(grid)}")
     return "defaults sized to the data: " + ", ".join(chosen) if chosen else None

@@ -1,11 +1,20 @@
-"""Test errors of a model on batches of test sets, with several processes or one."""
+"""Test errors of a model: on batches of test sets (with several processes or one), and of a saved model on
+data files (``mpno evaluate``; ``mpno predict`` reads its model and files the same way)."""
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
 
-from . import distributed
+from ..nn.normalized import NormalizedOperator
+from ..nn.registry import model_kind
+from ..precision import inference_policy
+from . import checkpoint, distributed, domains
+from .assembly import batches_of, losses_for, resolve_device, test_names
+from .config import RunConfig
+from .reporting import log_line
 
 
 @torch.no_grad()
@@ -27,3 +36,51 @@ def evaluate(model: nn.Module, test_batches: dict, eval_losses: dict) -> dict[st
         *sums, count = distributed.sum_everywhere([*sums, float(count)], device)
         results[name] = {loss_name: value / count for loss_name, value in zip(eval_losses, sums)}
     return results
+
+
+def checkpoint_model(path: str, device: torch.device, precision: str | None, batch_size: int | None = None,
+                     log: Callable[[str], None] = log_line) -> tuple[NormalizedOperator, RunConfig]:
+    """A saved model on ``device`` in ``precision`` (default: as saved; a precision that names no stabilizer
+    keeps the trained one, :func:`mpno.precision.inference_policy`, whose warning goes to ``log``), and its
+    run's options (with ``batch_size`` if given, and the model's kind)."""
+    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"--batch-size {batch_size}: give a positive int")
+    state = checkpoint.load(path)
+    model = checkpoint.model_from_state(state, path).to(device)
+    if precision:
+        policy, warning = inference_policy(precision, model.precision)
+        if warning:
+            log(warning)
+        model.set_precision(policy)
+    options = state.get("config")  # absent from checkpoints of one's own loop: the defaults then
+    config = RunConfig.from_dict(options if isinstance(options, dict) else {}, source=str(path))
+    config.batch_size = batch_size or config.batch_size
+    config.model = model_kind(model.operator)
+    return model, config
+
+
+def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator):
+    """``file`` read with the run's options, checked against the model (its channels and dimensions, and what its
+    domain checks: the grid on the sphere)."""
+    domain = domains.of(config.model)
+    domain.check_file(file, model)
+    dataset = domain.dataset(file, config)
+    domain.check_for_model(file, dataset, model)
+    return dataset
+
+
+def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_size: int | None = None,
+                        precision: str | None = None, x_key: str | None = None, y_key: str | None = None) -> dict:
+    """Test errors of a saved model on data files: ``{"test": {file: {loss: value}}, "grids": ...,
+    "precision": ...}``, in the precision it was saved in (or ``precision``). The files are read
+    with the run's options (keys, time steps), or ``x_key``/``y_key``."""
+    device_ = resolve_device(device)
+    model, config = checkpoint_model(path, device_, precision, batch_size)
+    config.x_key, config.y_key = x_key or config.x_key, y_key or config.y_key
+    batches, grids = {}, {}
+    for name, file in test_names(data).items():
+        test = checked_dataset(file, config, model)
+        batches[name] = batches_of(test, config, device_, model, name)
+        grids[name] = domains.of(config.model).grid(test)
+    _, eval_losses = losses_for(config, model)
+    return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision)}

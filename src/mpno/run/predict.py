@@ -10,20 +10,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from ..data.files import CHECKPOINT, available_keys, identify
-from ..data.pointclouds import POTENTIAL_FLOW_KEYS, PointValues
+from ..data.files import CHECKPOINT, identify
 from ..writing import check_output, new_hdf5
-from . import profiling
+from . import domains, profiling
+from .assembly import batches_of, losses_for, resolve_device
 from .checkpoint import CheckpointError
-from .experiment import batches_of, checked_dataset, checkpoint_model, losses_for, resolve_device
-
-
-def _has_targets(path: str, config) -> bool:
-    """Whether ``path`` holds outputs beside its inputs (``y``/``y_key``, or a PDEBench ``tensor``)."""
-    keys = available_keys(path)
-    if config.y_key:
-        return config.y_key in keys
-    return "y" in keys or ("tensor" in keys and config.x_key is None)
+from .evaluation import checked_dataset, checkpoint_model
 
 
 def predict(checkpoint: str, data: str, out: str, precision: str | None = None, batch_size: int | None = None,
@@ -33,10 +25,10 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
 
     ``out`` holds ``prediction`` (N, C, *grid); when ``data`` has outputs, also
     ``y``, ``error`` (prediction − y) and ``relative_l2`` per sample: the ``l2`` that
-    ``mpno evaluate`` reports for the model (for an SFNO, over the sphere of the
-    standardised fields; :func:`mpno.run.experiment.losses_for`). A GINO's point
-    clouds are written in the layout of point-cloud files: ``points`` (N, P, d),
-    ``sizes``, and ``prediction`` (N, P, C) etc. padded to the largest cloud. The
+    ``mpno evaluate`` reports for the model (its domain's: for an SFNO, over the sphere
+    of the standardised fields; :mod:`mpno.run.domains`). Point clouds are written in
+    the layout of point-cloud files: ``points`` (N, P, d), ``sizes``, and
+    ``prediction`` (N, P, C) etc. padded to the largest cloud. The
     file is written under a temporary name and renamed when complete; an existing
     ``out`` is replaced only with ``overwrite``, and never when it is ``data`` or
     ``checkpoint`` (under any name). Returns what was measured: samples,
@@ -55,14 +47,12 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
                              f"checkpoint first: mpno predict {data} {checkpoint} --out {out}") from None
         raise
     config = dataclasses.replace(config, x_key=x_key or config.x_key, y_key=y_key or config.y_key)
-    gino = config.model == "gino"
-    targets = _has_targets(data, config) if not gino else set(config.outputs or POTENTIAL_FLOW_KEYS[1]) <= set(
-        available_keys(data))
+    domain = domains.of(config.model)
+    targets = domain.has_targets(data, config)
     if not targets:  # read the inputs as their own pair
-        config = dataclasses.replace(config, y_key=config.x_key or "x",
-                                     outputs=list(config.inputs or POTENTIAL_FLOW_KEYS[0]))
+        config = domain.inputs_only(config)
     dataset = checked_dataset(data, config, model)
-    _, losses = losses_for(dataclasses.replace(config, eval_losses=["l2"]), dataset, model)
+    _, losses = losses_for(dataclasses.replace(config, eval_losses=["l2"]), model)
     loss = losses["l2"]  # the l2 of mpno evaluate
     if device_.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device_)
@@ -75,14 +65,9 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
         for x, y, count in tqdm(batches.iterate(), total=len(batches), desc="predicting", unit="batch",
                                 disable=None if progress else True):
             prediction = model(x).float()
-            arrays = {"prediction": prediction}
             if targets:
-                arrays.update(y=y.values if gino else y, error=prediction - (y.values if gino else y))
-                errors += [loss(*pair).item() for pair in _samples(prediction, y, gino)]
-            if gino:
-                arrays = {"points": x.points, **arrays}
-                arrays = {name: _padded(x.sizes, value, dataset.points.shape[1]) for name, value in arrays.items()}
-            for name, value in arrays.items():
+                errors += [loss(*pair).item() for pair in domain.samples(prediction, y)]
+            for name, value in domain.prediction_arrays(x, y if targets else None, prediction, dataset).items():
                 if name not in datasets:
                     datasets[name] = f.create_dataset(name, (len(dataset), *value.shape[1:]), dtype="float32")
                 datasets[name][begin:begin + count] = value.float().cpu().numpy()
@@ -90,27 +75,9 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
             output.check()  # a full disk stops here, not after the last batch
         if targets:
             f.create_dataset("relative_l2", data=np.array(errors, dtype="float32"))
-        if gino:
-            f.create_dataset("sizes", data=np.array([dataset.sizes[i] for i in dataset.indices]))
+        domain.describe_predictions(f, dataset)
         f.attrs.update({"checkpoint": str(checkpoint), "data": str(data), "precision": str(model.precision)})
     seconds = time.perf_counter() - start
-    return {"out": str(out), "samples": len(dataset), "grid": [] if gino else list(dataset.shapes[0][1:]),
+    return {"out": str(out), "samples": len(dataset), "grid": domain.grid(dataset),
             "precision": str(model.precision), "seconds": seconds, "samples_per_second": len(dataset) / seconds,
             **profiling.peak_memory(device_), "relative_l2": float(np.mean(errors)) if targets else None}
-
-
-def _samples(prediction: torch.Tensor, y, clouds: bool):
-    """``(prediction, target)`` of each sample of a batch, as a loss takes them."""
-    if not clouds:
-        return [(prediction[i:i + 1], y[i:i + 1]) for i in range(len(y))]
-    bounds = np.cumsum([0, *y.sizes])
-    return [(prediction[a:b], PointValues(y.values[a:b], (b - a,), None if y.weights is None else y.weights[a:b]))
-            for a, b in zip(bounds, bounds[1:])]
-
-
-def _padded(sizes: tuple[int, ...], values: torch.Tensor, width: int) -> torch.Tensor:
-    """Per-point ``values`` (P, C) of clouds of ``sizes`` as (clouds, width, C), zero beyond each cloud."""
-    out = values.new_zeros(len(sizes), width, *values.shape[1:])
-    for i, part in enumerate(values.split(list(sizes))):
-        out[i, :len(part)] = part
-    return out

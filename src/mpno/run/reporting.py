@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import csv
 import math
+import sys
 from pathlib import Path
 from typing import Sequence
 
 import torch
+from tqdm.auto import tqdm
 
+from ..precision import DTYPES
 from ..writing import open_replacing, refuse_link
+
+
+def log_line(message: str) -> None:
+    """``message`` as a line on stderr, above any progress bar on a terminal."""
+    tqdm.write(message, file=sys.stderr)
 
 
 class MetricsLog:
@@ -322,6 +330,10 @@ def summary_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
+#: Line styles of the dtypes' precision errors in :func:`plot_bounds`, in the order the report lists them.
+_DTYPE_STYLES = ("C0--s", "C1--^", "C2--v", "C4--d", "C5--p")
+
+
 def plot_bounds(report: dict, path: Path, title: str = "") -> None:
     """Discretisation error and each dtype's precision error against resolution, log-log; with a model
     audit, a second panel: each layer's relative error against float64 and the model's discretisation error."""
@@ -334,7 +346,8 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
     else:
         fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.plot(levels, report["curves"]["discretization"], "k-o", label="discretisation error (estimated)")
-    for dtype, style in (("float16", "C0--s"), ("bfloat16", "C1--^"), ("float32", "C2--v")):
+    dtypes = [name for name in report["curves"] if name != "discretization"]
+    for dtype, style in zip(dtypes, _DTYPE_STYLES):
         values = [v if math.isfinite(v) else float("nan") for v in report["curves"][dtype]]
         ax.plot(levels, values, style, label=f"precision error, {dtype}")
     ax.set_xscale("log", base=2)
@@ -342,7 +355,7 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
     ax.xaxis.set_minor_locator(NullLocator())
     ax.set_yscale("log")
     ax.set_xlabel("grid points per dimension")
-    ax.set_ylabel("max error of kept Fourier coefficients")
+    ax.set_ylabel("max error of the kept coefficients")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     if title:
@@ -371,6 +384,20 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
     _save(fig, path, dpi=110)
 
 
+def _number(value: float | None, width: int) -> str:
+    """``value`` in ``width`` characters as ``1.234e-05``, or a dash where there is none (no closed form)."""
+    return f"{'—':>{width}}" if value is None else f"{value:>{width}.3e}"
+
+
+def _overflow_note(report: dict, unsafe: list[str]) -> str:
+    """A sentence naming the half dtypes among ``unsafe`` whose transform overflowed, and those that did not."""
+    overflowed = [dtype for dtype in unsafe if math.isinf(report["dtypes"][dtype]["precision_error"])]
+    if not overflowed:
+        return ""
+    held = [dtype for dtype in DTYPES if dtype not in overflowed]
+    return f" {' and '.join(overflowed)} overflowed on these values" + (f"; {' and '.join(held)} did not" if held else "") + "."
+
+
 def bounds_table(report: dict) -> str:
     """The ``mpno bounds`` table: per dtype, both errors, their bounds, the ratio and the verdict,
     and what a half verdict of NOT SAFE means."""
@@ -380,8 +407,9 @@ def bounds_table(report: dict) -> str:
     modes = "×".join(map(str, report["n_modes"]))
     disc = report["discretization"]
     rate = f"{disc['rate']:.2f}" if disc["rate"] is not None else "not fitted (round-off or one level)"
+    lipschitz = "" if report["M"] is None else f", M ≈ {report['M']:.3g}"
     lines = [f"{report['data']}: field {report['field']}, {report['samples']} samples, grid {grid}, modes {modes}",
-             f"B = {report['B']:.3g}, M ≈ {report['M']:.3g}; discretisation rate {rate} over grids "
+             f"B = {report['B']:.3g}{lipschitz}; discretisation rate {rate} over grids "
              + ", ".join(map(str, report["levels"]))]
     if disc["storage_floor"]:
         lines.append(f"the coarsened coefficients agree to {disc['estimate']:.1e}: the data's float32 storage "
@@ -391,17 +419,16 @@ def bounds_table(report: dict) -> str:
              f"{'precision bound':>15} {'ratio':>9}  verdict"]
     for dtype, row in report["dtypes"].items():
         verdict = "safe" if row["safe"] else "NOT SAFE"
+        bounds = [_number(row[key], width) for key, width in (("discretization_bound", 14), ("precision_bound", 15))]
         lines.append(f"{dtype:<9} {row['discretization_error']:>12.3e} {row['precision_error']:>13.3e} "
-                     f"{row['discretization_bound']:>14.3e} {row['precision_bound']:>15.3e} "
-                     f"{row['ratio']:>9.3g}  {verdict}")
+                     f"{bounds[0]} {bounds[1]} {row['ratio']:>9.3g}  {verdict}")
     lines.append(f"(safe: precision error ≤ {report['threshold']:g} × discretisation error)")
-    unsafe = [dtype for dtype in ("float16", "bfloat16") if not report["dtypes"][dtype]["safe"]]
+    unsafe = [dtype for dtype, row in report["dtypes"].items() if dtype in DTYPES and not row["safe"]]
     if unsafe:
         carried = ", here only their float32 storage rounding (smooth or band-limited data)" \
             if disc["storage_floor"] else ""
-        audit = "the model audit below" if "model" in report else "the model audit (--model RUN/best.pt)"
-        overflow = " float16 overflows on these values; bfloat16 has float32's range." \
-            if math.isinf(report["dtypes"]["float16"]["precision_error"]) else ""
+        audit = "the model audit below" if "model" in report else "the model audit (--checkpoint RUN/best.pt)"
+        overflow = _overflow_note(report, unsafe)
         lines += textwrap.wrap(
             f"NOT SAFE for {' and '.join(unsafe)} concerns these data: a half forward transform adds more error "
             f"than they carry{carried}.{overflow} Training in half or mixed (which computes this transform in "

@@ -36,7 +36,7 @@ class Trainer:
     * the precision follows ``schedule``, raised to a floor after
       ``nonfinite_patience`` consecutive non-finite steps (half → mixed → full);
       every change is logged in :attr:`history`;
-    * float16 phases use ``torch.amp.GradScaler``; bfloat16 and full do not;
+    * phases that compute in float16 use ``torch.amp.GradScaler`` (:attr:`mpno.Precision.uses_grad_scaler`);
     * a step whose loss (or, without a scaler, whose gradients) is not finite is
       skipped; the scaler handles overflowing scaled gradients itself;
     * after every epoch: evaluation on each test set with each eval loss, and, with
@@ -119,9 +119,6 @@ class Trainer:
         self.parallel = self.model
 
     # -- one step -------------------------------------------------------------------------
-    def _uses_scaler(self, policy: Precision) -> bool:
-        return policy.mode != "full" and policy.dtype == "float16"
-
     def step(self, x: torch.Tensor, y: torch.Tensor, policy: Precision, global_batch: int | None = None) -> float | None:
         """One optimisation step; the loss, or ``None`` if the step was skipped as non-finite.
 
@@ -137,7 +134,7 @@ class Trainer:
         loss = local * (len(x) / (global_batch or len(x)))
         params = [p for p in self.model.parameters() if p.requires_grad]
         max_norm = self.grad_clip or math.inf
-        if self._uses_scaler(policy):
+        if policy.uses_grad_scaler:
             self.scaler.scale(loss).backward()
             if self.grad_clip:
                 self.scaler.unscale_(self.optimizer)
