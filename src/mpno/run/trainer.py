@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from ..nn.normalized import NormalizedOperator
 from ..precision import SAFER, Precision, PrecisionSchedule, at_least, compiled
-from . import checkpoint, distributed
+from . import checkpoint, distributed, profiling
 from .evaluation import evaluate
 from .reporting import MetricsLog, epoch_line
 
@@ -236,6 +236,7 @@ class Trainer:
             lr = self.optimizer.param_groups[0]["lr"]
             row = {"epoch": epoch + 1, **self.train_epoch(epoch), "lr": lr}
             results = self.evaluate()
+            profiling.release_freed_memory()
             row["seconds"] = time.perf_counter() - start
             for name, values in results.items():
                 for loss_name, value in values.items():
