@@ -222,3 +222,27 @@ def test_progress_lines_come_every_twentieth_of_the_samples(capsys):
     with Progress(10, "quiet", show=False) as progress:
         progress.update(10)
     assert capsys.readouterr().err == ""
+
+
+def test_generate_reports_each_batch_before_solving_the_next(tmp_path, capsys, monkeypatch):
+    """Progress moves while the job runs, and one batch at a time is in memory: no batch is solved before the
+    previous one is written and counted."""
+    events = []
+    solve = darcy_module.GENERATOR.solve
+
+    def recorded(resolution, seed, indices, **params):
+        events.append(f"solve {indices.start}")
+        return solve(resolution, seed, indices, **params)
+
+    import importlib
+
+    from mpno.data import progress
+
+    generation = importlib.import_module("mpno.data.generate")  # the module (mpno.data.generate is the function)
+    monkeypatch.setitem(generation.GENERATORS, "darcy", dataclasses.replace(darcy_module.GENERATOR, solve=recorded))
+
+    update = progress.Progress.update
+    monkeypatch.setattr(progress.Progress, "update", lambda self, count: (events.append(f"count {count}"),
+                                                                           update(self, count)))
+    data.generate("darcy", tmp_path / "d.h5", n=6, resolution=16, batch_size=2, progress=False)
+    assert events == ["solve 0", "count 2", "solve 2", "count 2", "solve 4", "count 2"]

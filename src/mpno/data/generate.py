@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 from pathlib import Path
 from typing import Sequence
 
@@ -108,9 +109,10 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
             x, y = generator.solve(resolution, seed, range(start, min(n, start + batch_size)), **params)
             yield x.float().numpy(), y.float().numpy()
 
-    stream = batches()
-    first = next(stream)
     with contextlib.ExitStack() as stack:
+        bar = stack.enter_context(Progress(n, f"{equation} {resolution}", progress))
+        stream = batches()
+        first = next(stream)  # the writers take their shapes from it
         writers = {}
         for r, path in targets.items():
             stride = (slice(None), slice(None), *[slice(None, None, resolution // r)] * ndim)
@@ -120,8 +122,7 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
                           "generated_resolution": resolution, **described}
             writer = PairWriter(path, n, first[0][stride].shape[1:], first[1][stride].shape[1:], attributes, coords)
             writers[r] = (stack.enter_context(writer), stride)
-        bar = stack.enter_context(Progress(n, f"{equation} {resolution}", progress))
-        for x, y in (first, *stream):
+        for x, y in itertools.chain([first], stream):  # one batch in memory at a time
             for writer, stride in writers.values():
                 writer.append(x[stride], y[stride])
             bar.update(len(x))
