@@ -11,6 +11,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -130,22 +131,7 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
               "output_relative_difference": _relative_difference(output, reference),
               "output_difference_float64": _relative_difference(output, exact_output)}
     del exact, exact_output, reference, output
-    optimizer = torch.optim.AdamW(eager.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=policy.uses_grad_scaler)
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss_fn(model(x), y)).backward()
-        scaler.step(optimizer)
-        scaler.update()
-
-    def inference_step():
-        with torch.no_grad():
-            model(x)
-
-    step = inference_step if config.inference else train_step
-    if config.inference:
-        eager.eval()
+    step = step_for(config, eager, model, (x, y, loss_fn), policy, device)
     if device.type == "cpu" and not config.inference:
         result["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(lambda: loss_fn(model(x), y))
     if device.type == "cpu":  # the first step allocates everything a step needs
@@ -169,6 +155,30 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
     result.update(step_seconds=seconds, step_seconds_quartiles=[times[len(times) // 4], times[3 * len(times) // 4]],
                   samples_per_second=config.batch / seconds)
     return result
+
+
+def step_for(config: BenchConfig, eager: torch.nn.Module, model: torch.nn.Module, batch: tuple, policy: Precision,
+             device: torch.device) -> Callable[[], None]:
+    """One timed step of ``model`` (``eager``, or it compiled) on ``batch`` = ``(x, y, loss_fn)``: a training step
+    (forward, loss, backward, AdamW step; a gradient scaler where ``policy`` uses one), or with ``config.inference``
+    a forward pass under ``no_grad`` (``eager`` put in eval mode)."""
+    x, y, loss_fn = batch
+    if config.inference:
+        eager.eval()
+
+        def inference_step():
+            with torch.no_grad():
+                model(x)
+        return inference_step
+    optimizer = torch.optim.AdamW(eager.parameters(), lr=1e-4)
+    scaler = torch.amp.GradScaler(device.type, enabled=policy.uses_grad_scaler)
+
+    def train_step():
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss_fn(model(x), y)).backward()
+        scaler.step(optimizer)
+        scaler.update()
+    return train_step
 
 
 def measure_isolated(config: BenchConfig, policy: Precision, device: str, steps: int) -> dict:
