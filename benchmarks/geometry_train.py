@@ -14,7 +14,9 @@ Without files it generates them (300 training and 60 test ellipsoids of 1024
 points with semi-axes in [0.5, 2], and 60 with semi-axes in [0.3, 3]).
 
     python benchmarks/geometry_train.py [--train T.h5 --test V.h5 --ood O.h5] [--epochs 50] [--seeds 0 1]
-        [--precisions full mixed] [--batch-size 8] [--lr 3e-3] [--plot docs/images/gino_potential_flow.png] [--json]
+        [--precisions full mixed] [--batch-size 8] [--lr 3e-3] [--plot runs/gino.png] [--json]
+
+``--precisions`` with no value prints the baselines only.
 """
 
 from __future__ import annotations
@@ -100,7 +102,8 @@ def main() -> None:
     parser.add_argument("--ood", help="out-of-distribution test file (default: generated)")
     parser.add_argument("--epochs", type=int, default=50)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--precisions", nargs="+", default=["full", "mixed"])
+    parser.add_argument("--precisions", nargs="*", default=["full", "mixed"],
+                        help="train GINOs in these (none: the baselines only)")
     parser.add_argument("--batch-size", type=int, help="GINO's batch size (default: mpno train's, sized to the data)")
     parser.add_argument("--lr", type=float, help="GINO's learning rate (default: mpno train's)")
     parser.add_argument("--no-baselines", action="store_true", help="GINOs only")
