@@ -132,7 +132,7 @@ def _status_kib(field: str) -> int | None:
 def _malloc_trim():
     try:
         return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError):
+    except (AttributeError, OSError, TypeError):  # no such symbol (macOS, musl); no process handle (Windows)
         return None
 
 
