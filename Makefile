@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-slow bench clean
+.PHONY: setup run lint test test-slow bench clean
 
 setup: $(STAMP)
 
@@ -19,9 +19,12 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(BIN)/mpno train
 
-# The default run leaves out the tests marked slow (pyproject.toml); test-slow runs only those.
-test: $(STAMP)
+# The default run lints (ruff, pyproject.toml), then leaves out the tests marked slow; test-slow runs only those.
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks examples
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -q -m slow

@@ -42,7 +42,7 @@ def time_by_kind(config: bench.BenchConfig, policy: Precision, steps: int) -> di
     model = config.build()
     batch = config.data(model, device)
     model.set_precision(policy)
-    step = bench.step_for(config, model, model, batch, policy, device)
+    step = bench.step_for(config, model, model, batch, policy)
     for _ in range(3):  # warm-up
         step()
     with profile(activities=[ProfilerActivity.CPU]) as trace:

@@ -10,7 +10,7 @@ import torch
 
 import mpno
 from mpno import Precision
-from mpno.data import generate, potential_flow
+from mpno.data import generate
 from mpno.data.pointclouds import PointCloudBatches, PointClouds, car_cfd
 from mpno.nn.fno_gno import cloud_means
 from mpno.run import bench

@@ -54,8 +54,8 @@ def _trainer(files, tmp_path, **overrides):
 def test_grad_scaler_is_used_with_float16_only(files, tmp_path, precision, dtype, scaled):
     trainer = _trainer(files, tmp_path, precision=precision, dtype=dtype, epochs=1)
     calls = []
-    real = trainer.scaler.scale
-    trainer.scaler.scale = lambda loss: calls.append(1) or real(loss)
+    real = trainer.train_step.scaler.scale
+    trainer.train_step.scaler.scale = lambda loss: calls.append(1) or real(loss)
     trainer.fit()
     assert bool(calls) is scaled
 

@@ -18,6 +18,7 @@ from ..nn.normalized import NormalizedOperator
 from ..nn.registry import operator_class
 from . import defaults, distributed, domains
 from .config import RunConfig
+from .step import make_optimizer
 
 #: The default example: Darcy flow generated at 64², trained at 32², tested at 32² and 64².
 DEFAULT_DATA = {"n_train": 1000, "n_test": 100, "resolution": 64, "train_resolution": 32}
@@ -138,8 +139,7 @@ def check_fits(config: RunConfig, train_set, device: torch.device) -> None:
 
 def optimizer_for(config: RunConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, object]:
     """The optimizer and learning-rate scheduler ``config`` asks for."""
-    kind = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
-    optimizer = kind(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    optimizer = make_optimizer(config.optimizer, model, config.lr, config.weight_decay)
     if config.scheduler == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
     elif config.scheduler == "step":

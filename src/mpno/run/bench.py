@@ -19,6 +19,8 @@ from ..checks import modes_per_dim
 from ..precision import DTYPES, MODES, UNIT_ROUNDOFF, Precision, compiled
 from ..writing import write_text
 from . import domains, profiling
+from .config import RunConfig
+from .step import TrainStep, make_optimizer, one_step
 from .reporting import json_safe
 
 @dataclass
@@ -131,25 +133,14 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
               "output_relative_difference": _relative_difference(output, reference),
               "output_difference_float64": _relative_difference(output, exact_output)}
     del exact, exact_output, reference, output
-    step = step_for(config, eager, model, (x, y, loss_fn), policy, device)
-    if device.type == "cpu" and not config.inference:
-        result["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(lambda: loss_fn(model(x), y))
-    if device.type == "cpu":  # the first step allocates everything a step needs
-        base = profiling.current_rss_bytes()
-        profiling.reset_peak_rss()
-        step()
-        result["peak_rss_bytes"] = profiling.peak_rss_bytes()
-        result["peak_rss_increase_bytes"] = result["peak_rss_bytes"] - base
+    step = step_for(config, eager, model, (x, y, loss_fn), policy)
+    training = not config.inference
+    if device.type == "cpu":
+        result.update(cpu_memory(step, lambda: loss_fn(model(x), y), training))
     for _ in range(warmup):
         step()
     if device.type == "cuda":
-        result["peak_allocated_bytes"] = profiling.cuda_peak_bytes(step, device)
-    if device.type == "cuda" and not config.inference:
-        optimizer.zero_grad(set_to_none=True)
-        before = torch.cuda.memory_allocated(device)
-        out = model(x)
-        result["activation_bytes"] = torch.cuda.memory_allocated(device) - before
-        del out
+        result.update(cuda_memory(step, lambda: model(x), device, training))
     times = sorted(profiling.timings(step, steps, warmup=0, device=device))
     seconds = times[len(times) // 2]
     result.update(step_seconds=seconds, step_seconds_quartiles=[times[len(times) // 4], times[3 * len(times) // 4]],
@@ -157,11 +148,54 @@ def measure(config: BenchConfig, policy: Precision, device: torch.device, steps:
     return result
 
 
-def step_for(config: BenchConfig, eager: torch.nn.Module, model: torch.nn.Module, batch: tuple, policy: Precision,
-             device: torch.device) -> Callable[[], None]:
-    """One timed step of ``model`` (``eager``, or it compiled) on ``batch`` = ``(x, y, loss_fn)``: a training step
-    (forward, loss, backward, AdamW step; a gradient scaler where ``policy`` uses one), or with ``config.inference``
-    a forward pass under ``no_grad`` (``eager`` put in eval mode)."""
+def cpu_memory(step: Callable[[], object], forward: Callable[[], object], training: bool) -> dict:
+    """Memory of a first ``step()`` on the CPU: the bytes ``forward()`` saves for backward (``training``), the
+    process's peak resident memory and its increase over the step."""
+    result = {}
+    if training:
+        result["saved_for_backward_bytes"] = profiling.saved_tensor_bytes(forward)
+    base = profiling.current_rss_bytes()
+    profiling.reset_peak_rss()
+    step()  # the first step allocates everything a step needs
+    result["peak_rss_bytes"] = profiling.peak_rss_bytes()
+    result["peak_rss_increase_bytes"] = result["peak_rss_bytes"] - base
+    return result
+
+
+def cuda_memory(step: Callable[[], object], forward: Callable[[], object], device: torch.device,
+                training: bool) -> dict:
+    """Memory of a warm ``step()`` on a CUDA device: the peak allocated, and (``training``) the bytes that a
+    ``forward()`` keeps allocated, which are the activations saved for backward (``step`` sets the gradients
+    to ``None`` first, as a training step does)."""
+    result = {"peak_allocated_bytes": profiling.cuda_peak_bytes(step, device)}
+    if training:
+        step.zero_grad()
+        before = torch.cuda.memory_allocated(device)
+        out = forward()
+        result["activation_bytes"] = torch.cuda.memory_allocated(device) - before
+        del out
+    return result
+
+
+class _Step:
+    """A timed step: ``step()`` runs it; ``zero_grad()`` drops the gradients it left (training only)."""
+
+    def __init__(self, run: Callable[[], object], train_step: TrainStep | None = None):
+        self.run, self.train_step = run, train_step
+
+    def __call__(self):
+        return self.run()
+
+    def zero_grad(self) -> None:
+        if self.train_step is not None:
+            self.train_step.zero_grad()
+
+
+def step_for(config: BenchConfig, eager: torch.nn.Module, model: torch.nn.Module, batch: tuple,
+             policy: Precision) -> _Step:
+    """One timed step of ``model`` (``eager``, or it compiled) on ``batch`` = ``(x, y, loss_fn)``: the training
+    step ``mpno train`` runs (:class:`mpno.run.step.TrainStep`, with ``mpno train``'s default optimizer), or with
+    ``config.inference`` a forward pass under ``no_grad`` (``eager`` put in eval mode)."""
     x, y, loss_fn = batch
     if config.inference:
         eager.eval()
@@ -169,16 +203,10 @@ def step_for(config: BenchConfig, eager: torch.nn.Module, model: torch.nn.Module
         def inference_step():
             with torch.no_grad():
                 model(x)
-        return inference_step
-    optimizer = torch.optim.AdamW(eager.parameters(), lr=1e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=policy.uses_grad_scaler)
-
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss_fn(model(x), y)).backward()
-        scaler.step(optimizer)
-        scaler.update()
-    return train_step
+        return _Step(inference_step)
+    optimizer = make_optimizer(RunConfig.optimizer, eager, RunConfig.lr, RunConfig.weight_decay)
+    train_step = TrainStep(model, eager, optimizer, one_step(loss_fn))
+    return _Step(lambda: train_step(x, y, policy), train_step)
 
 
 def measure_isolated(config: BenchConfig, policy: Precision, device: str, steps: int) -> dict:

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..nn.normalized import NormalizedOperator
 from ..precision import SAFER, Precision, PrecisionSchedule, at_least, compiled
 from . import checkpoint, distributed, profiling
+from .step import Objective, TrainStep
 from .evaluation import evaluate
 from .reporting import MetricsLog, epoch_line
 
@@ -62,6 +63,7 @@ class Trainer:
         log: receives one line per epoch (with ``progress``) and per notable event.
         progress: a line per epoch through ``log``, and progress bars on a terminal.
         compile: run the training steps on the model compiled by :func:`mpno.compiled`.
+        objective: ``objective(model, x, y)``, the training loss of a batch (default: ``loss(model(x), y)``).
 
     Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``; call
     :meth:`close` before leaving the process group.
@@ -72,13 +74,13 @@ class Trainer:
                  test_batches: dict | None = None, eval_losses: dict | None = None, grad_clip: float | None = None,
                  nonfinite_patience: int = 5, seed: int = 0, run_dir: Path | None = None,
                  extra_state: dict | None = None, tensorboard: bool = False, log: Callable[[str], None] = print,
-                 progress: bool = True, compile: bool = False):
+                 progress: bool = True, compile: bool = False, objective: Objective | None = None):
         self.model, self.optimizer, self.train_batches, self.epochs, self.loss = \
             model, optimizer, train_batches, epochs, loss
         self.schedule = PrecisionSchedule.parse(schedule)
         self.scheduler = scheduler or torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: 1.0)
         self.test_batches, self.eval_losses = test_batches or {}, eval_losses or {}
-        self.grad_clip, self.nonfinite_patience, self.seed = grad_clip, nonfinite_patience, seed
+        self.nonfinite_patience, self.seed = nonfinite_patience, seed
         self.run_dir, self.extra_state, self.progress = run_dir, extra_state or {}, progress
         self.device = next(model.parameters()).device
         self.context = distributed.current()
@@ -91,7 +93,8 @@ class Trainer:
         self.compile = compile
         if compile:  # training steps run the compiled model; evaluation and checkpoints use the model itself
             self.parallel = compiled(self.parallel)
-        self.scaler = torch.amp.GradScaler(self.device.type)
+        self.train_step = TrainStep(self.parallel, model, optimizer,
+                                    objective or (lambda module, x, y: self.loss(module(x), y)), grad_clip)
         self.epoch = 0
         self.floor: str | None = None  # the least precise mode allowed after escalations
         self.nonfinite_run = 0
@@ -116,38 +119,13 @@ class Trainer:
     def close(self) -> None:
         """Release the ``DistributedDataParallel`` wrapper and the compiled model (before the process group is
         destroyed)."""
-        self.parallel = self.model
+        self.parallel = self.train_step.model = self.model
 
     # -- one step -------------------------------------------------------------------------
-    def step(self, x: torch.Tensor, y: torch.Tensor, policy: Precision, global_batch: int | None = None) -> float | None:
-        """One optimisation step; the loss, or ``None`` if the step was skipped as non-finite.
-
-        With several processes, each loss is weighted by its share of the global
-        batch and the gradients are summed, which gives the gradient of the global
-        batch's mean loss; a step is skipped everywhere if its loss is not finite
-        anywhere.
-        """
-        self.optimizer.zero_grad(set_to_none=True)
-        local = self.loss(self.parallel(x), y)
-        if not distributed.everywhere_true(bool(torch.isfinite(local)), self.device):
-            return None
-        loss = local * (len(x) / (global_batch or len(x)))
-        params = [p for p in self.model.parameters() if p.requires_grad]
-        max_norm = self.grad_clip or math.inf
-        if policy.uses_grad_scaler:
-            self.scaler.scale(loss).backward()
-            if self.grad_clip:
-                self.scaler.unscale_(self.optimizer)
-                torch.nn.utils.clip_grad_norm_(params, max_norm)
-            self.scaler.step(self.optimizer)  # skipped by the scaler if the gradients overflowed
-            self.scaler.update()
-        else:
-            loss.backward()
-            if not torch.isfinite(torch.nn.utils.clip_grad_norm_(params, max_norm)):
-                self.optimizer.zero_grad(set_to_none=True)
-                return None
-            self.optimizer.step()
-        return local.item()
+    def step(self, x, y, policy: Precision, global_batch: int | None = None) -> float | None:
+        """One optimisation step (:class:`mpno.run.step.TrainStep`); the loss, or ``None`` if it was skipped as
+        non-finite."""
+        return self.train_step(x, y, policy, global_batch)
 
     def _record(self, epoch: int, step: int, policy: Precision, reason: str, change: float | None = None) -> None:
         self.history.append({"epoch": epoch + 1, "step": step, "precision": str(policy),
@@ -271,7 +249,7 @@ class Trainer:
             "precision": dataclasses.asdict(self.model.precision),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
+            "scaler": self.train_step.scaler.state_dict(),
             "epoch": self.epoch,
             "floor": self.floor,
             "nonfinite_run": self.nonfinite_run,
@@ -296,7 +274,7 @@ class Trainer:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        self.train_step.scaler.load_state_dict(state["scaler"])
         self.epoch, self.floor, self.nonfinite_run = state["epoch"], state["floor"], state["nonfinite_run"]
         self.history, self.best = list(state["history"]), dict(state["best"])
         torch.set_rng_state(state["rng"]["cpu"])
