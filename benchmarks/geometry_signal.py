@@ -25,7 +25,8 @@ import argparse
 import torch
 
 from mpno.data.pointclouds import PointCloudBatches
-from mpno.run.assembly import model_for, open_data
+from mpno.run.assembly import model_for
+from mpno.run.resolve import open_run
 from mpno.run.config import RunConfig
 
 
@@ -37,8 +38,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     config = RunConfig(model="gino", data_train=args.data, n_train=args.clouds, test_fraction=0.5).validate()
-    train, _ = open_data(config, lambda line: None)
-    model = model_for(config, train)
+    run = open_run(config, lambda line: None)
+    train = run.train
+    model = model_for(run.config, train)
     gino = model.operator
     x, _, _ = next(PointCloudBatches(train, len(train), neighborhoods=gino.neighborhoods).iterate())
     inward, outward = x.neighbors

@@ -35,7 +35,7 @@ from mpno.data.pointclouds import PointCloudBatches, PointCloudDataset, PointClo
 from mpno.nn.normalized import UnitGaussianNormalizer
 from mpno.nn.point_losses import PointL2Loss
 from mpno.run import profiling
-from mpno.run.reporting import plot_point_samples
+from mpno.run.plots import plot_point_samples
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train as train_run
 

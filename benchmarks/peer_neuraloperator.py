@@ -31,7 +31,7 @@ import torch
 
 from mpno.nn import losses
 from mpno.precision import Precision
-from mpno.run import bench, profiling
+from mpno.run import bench, counting, profiling
 
 #: (their fno_block_precision, their autocast dtype) -> our policy
 PAIRS = {
@@ -48,10 +48,10 @@ PAIRS = {
 def their_model(config: bench.BenchConfig, block_precision: str):
     from neuralop.models import FNO, SFNO, TFNO
 
-    kwargs = dict(n_modes=tuple(config.modes), in_channels=config.channels, out_channels=config.channels,
-                  hidden_channels=config.width, n_layers=config.layers, fno_block_precision=block_precision)
+    kwargs = dict(n_modes=tuple(config.n_modes), in_channels=config.channels, out_channels=config.channels,
+                  hidden_channels=config.hidden_channels, n_layers=config.n_layers, fno_block_precision=block_precision)
     if config.model == "sfno":  # their n_modes=(a, b) keeps degrees < a and orders < b // 2: ours (a, b // 2)
-        return SFNO(**{**kwargs, "n_modes": (config.modes[0], 2 * config.modes[1])}, factorization="dense")
+        return SFNO(**{**kwargs, "n_modes": (config.n_modes[0], 2 * config.n_modes[1])}, factorization="dense")
     if config.model == "tfno":
         return TFNO(factorization=config.factorization or "tucker", rank=config.rank,
                     implementation="factorized", **kwargs)
@@ -61,7 +61,7 @@ def their_model(config: bench.BenchConfig, block_precision: str):
 def measure_theirs(config, block_precision, autocast, device, steps):
     torch.manual_seed(0)
     model = their_model(config, block_precision).to(device)
-    x = torch.randn(config.batch, config.channels, *config.grid, device=device)
+    x = torch.randn(config.batch_size, config.channels, *config.resolution, device=device)
     y = torch.randn_like(x)
     loss_fn = losses.LpLoss(2)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
@@ -89,14 +89,14 @@ def measure_theirs(config, block_precision, autocast, device, steps):
 def count_theirs(config, block_precision, path):
     """Operations one training step of their model dispatches (forward, our relative L2 loss, backward), counted
     as mpno counts its own (``mpno.run.profiling.OpCounter``): on the CPU, or on ``meta`` tensors."""
-    device = torch.device(bench.PATHS[path])
+    device = torch.device(counting.PATHS[path])
     torch.manual_seed(0)
     model = their_model(config, block_precision).to(device)
-    x = torch.randn(config.batch, config.channels, *config.grid, device=device)
+    x = torch.randn(config.batch_size, config.channels, *config.resolution, device=device)
     y = torch.randn_like(x)
     loss = losses.LpLoss(2)
     counter = profiling.step_op_counts(model, x, y, lambda out, target: loss(out.float(), target))
-    return {"ops": counter.total, "products": sum(counter.kernels[name] for name in bench.PRODUCTS),
+    return {"ops": counter.total, "products": sum(counter.kernels[name] for name in counting.PRODUCTS),
             "kernels": dict(sorted(counter.kernels.items()))}
 
 
@@ -106,12 +106,12 @@ def count_ops(config) -> list[dict]:
     for block_precision, ours_policy in (("full", Precision("full")), ("mixed", Precision("mixed", "float16")),
                                          ("half", Precision("half", "float16"))):
         row = {"block_precision": block_precision, "ours_precision": str(ours_policy)}
-        for path in bench.PATHS:
+        for path in counting.PATHS:
             try:
                 theirs = count_theirs(config, block_precision, path)
             except Exception as err:  # whatever their library raises for an unsupported combination
                 theirs = {"error": f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"}
-            row[path] = {"theirs": theirs, "ours": bench.count_ops(config, ours_policy, path)}
+            row[path] = {"theirs": theirs, "ours": counting.count_ops(config, ours_policy, path)}
         rows.append(row)
     return rows
 
@@ -120,7 +120,7 @@ def count_table(rows) -> str:
     lines = [f"{'their block precision':<22} {'path':<12} {'their ops':>9} {'(products)':>10} {'our policy':<20} "
              f"{'our ops':>8} {'(products)':>10}"]
     for row in rows:
-        for path in bench.PATHS:
+        for path in counting.PATHS:
             theirs, ours = row[path]["theirs"], row[path]["ours"]
             shown = (f"{theirs['ops']:>9} {theirs['products']:>10}" if "ops" in theirs
                      else f"{'fails':>9} {'':>10}")
@@ -152,9 +152,9 @@ def main() -> None:
     device = torch.device(args.device)
     config = bench.PRESETS[args.preset]
     if args.batch:
-        config = dataclasses.replace(config, batch=args.batch)
+        config = dataclasses.replace(config, batch_size=args.batch)
     if args.grid:
-        config = dataclasses.replace(config, grid=(args.grid,) * len(config.modes))
+        config = dataclasses.replace(config, resolution=(args.grid,) * len(config.n_modes))
     if args.count_ops:
         rows = count_ops(config)
         print(count_table(rows), file=sys.stderr)

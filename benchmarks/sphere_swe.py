@@ -47,7 +47,7 @@ from mpno.nn.normalized import UnitGaussianNormalizer
 from mpno.nn.spherical import SphericalL2Loss
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train
-from mpno.run.reporting import plot_sphere_samples
+from mpno.run.plots import plot_sphere_samples
 
 CHANNELS = ("height", "vorticity", "divergence")
 FILES = {"train_32": (0, 32), "test_32": (1, 32), "test_64": (1, 64)}  # name: (seed, latitudes)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mpno.precision import UNIT_ROUNDOFF, Precision
-from mpno.run import bench, cli
+from mpno.run import bench, cli, counting, guard
 
 
 def test_bench_tiny_reports_every_mode(capsys):
@@ -66,57 +66,57 @@ def test_compare_judges_time_as_a_ratio_to_full():
     now = _report(seconds=(1.0, 1.2))
     # A slower baseline passes, and so does one from a machine twice as slow at the same ratio.
     for seconds in ((1.0, 1.5), (2.0, 2.4)):
-        rows, failures = bench.compare(now, _report(seconds=seconds))
+        rows, failures = guard.compare(now, _report(seconds=seconds))
         assert failures == []
         assert [row["ok"] for row in _judged(rows, "step time × full")] == [True]
     # Absolute times are shown, never judged.
     assert all(row["limit"] is None for row in rows if row["metric"] == "step ms")
     # A faster baseline (1.0× full against 1.2× now) fails beyond 10%...
-    rows, failures = bench.compare(now, _report(seconds=(1.0, 1.0)))
+    rows, failures = guard.compare(now, _report(seconds=(1.0, 1.0)))
     assert len(failures) == 1
     assert failures[0].startswith(f"{HALF}: a step takes 1.200× full's time, the baseline 1.000×; limit 1.100")
     assert "10% tolerance" in failures[0]
     # ...but not beyond a wider tolerance, nor within the measured spread (10% + 2 × 10% ≥ 20%),
-    assert bench.compare(now, _report(seconds=(1.0, 1.0)), time_tolerance=0.25)[1] == []
-    assert bench.compare(now, _report(seconds=(1.0, 1.0), spread=0.1))[1] == []
-    assert bench.compare(_report(seconds=(1.0, 1.2), spread=0.1), _report(seconds=(1.0, 1.0)))[1] == []
+    assert guard.compare(now, _report(seconds=(1.0, 1.0)), time_tolerance=0.25)[1] == []
+    assert guard.compare(now, _report(seconds=(1.0, 1.0), spread=0.1))[1] == []
+    assert guard.compare(_report(seconds=(1.0, 1.2), spread=0.1), _report(seconds=(1.0, 1.0)))[1] == []
     # ...and not when time is not judged.
-    rows, failures = bench.compare(now, _report(seconds=(1.0, 1.0)), judge=("memory", "accuracy"))
+    rows, failures = guard.compare(now, _report(seconds=(1.0, 1.0)), judge=("memory", "accuracy"))
     assert failures == [] and _judged(rows, "step time × full") == []
 
 
 def test_compare_judges_memory_within_two_percent():
     now = _report(saved=(1_000_000, 500_000))
-    assert bench.compare(now, _report(saved=(1_000_000, 495_000)))[1] == []  # +1%
-    assert bench.compare(now, _report(saved=(1_100_000, 600_000)))[1] == []  # less than the baseline
-    rows, failures = bench.compare(now, _report(saved=(1_000_000, 450_000)))  # +11%
+    assert guard.compare(now, _report(saved=(1_000_000, 495_000)))[1] == []  # +1%
+    assert guard.compare(now, _report(saved=(1_100_000, 600_000)))[1] == []  # less than the baseline
+    rows, failures = guard.compare(now, _report(saved=(1_000_000, 450_000)))  # +11%
     assert [row["ok"] for row in _judged(rows, "saved for backward MiB")] == [True, False]
     assert failures == [f"{HALF}: saved for backward MiB 0.477, the baseline 0.429; limit 0.438 (+2%)"]
-    assert bench.compare(now, _report(saved=(1_000_000, 450_000)), judge=("time", "accuracy"))[1] == []
+    assert guard.compare(now, _report(saved=(1_000_000, 450_000)), judge=("time", "accuracy"))[1] == []
 
 
 def test_compare_judges_accuracy_against_twice_the_baseline_or_the_unit_roundoff():
     u = UNIT_ROUNDOFF[torch.float16]
     now = _report(errors=(1e-7, 1e-3))
-    assert bench.compare(now, _report(errors=(1e-7, 6e-4)))[1] == []  # limit 1.2e-3
-    failures = bench.compare(now, _report(errors=(1e-7, 4e-4)))[1]  # limit 2 × 4e-4 = 8e-4
+    assert guard.compare(now, _report(errors=(1e-7, 6e-4)))[1] == []  # limit 1.2e-3
+    failures = guard.compare(now, _report(errors=(1e-7, 4e-4)))[1]  # limit 2 × 4e-4 = 8e-4
     assert len(failures) == 1 and "limit 8.000e-04, the larger of 2× the baseline" in failures[0]
-    rows, failures = bench.compare(now, _report(errors=(1e-7, 1e-6)))  # 2e-6 < u: the unit roundoff is the limit
+    rows, failures = guard.compare(now, _report(errors=(1e-7, 1e-6)))  # 2e-6 < u: the unit roundoff is the limit
     assert len(failures) == 1 and f"limit {u:.3e}" in failures[0] and "unit roundoff of float16" in failures[0]
     assert _judged(rows, "output diff vs float64")[1]["limit"] == u
-    assert bench.compare(_report(errors=(1e-7, 4.5e-4)), _report(errors=(1e-7, 1e-6)))[1] == []  # 4.5e-4 ≤ u
-    nan = bench.compare(_report(errors=(1e-7, float("nan"))), now)[1]
+    assert guard.compare(_report(errors=(1e-7, 4.5e-4)), _report(errors=(1e-7, 1e-6)))[1] == []  # 4.5e-4 ≤ u
+    nan = guard.compare(_report(errors=(1e-7, float("nan"))), now)[1]
     assert len(nan) == 1 and nan[0].startswith(f"{HALF}: the output differs from the float64 model's by nan")
 
 
 def test_compare_reports_failed_and_missing_modes():
     now, baseline = _report(), _report()
     now["modes"][1] = {"precision": HALF, "error": "RuntimeError: boom"}
-    failures = bench.compare(now, baseline)[1]
+    failures = guard.compare(now, baseline)[1]
     assert failures == [f"{HALF}: failed now (RuntimeError: boom); it ran in the baseline"]
-    failures = bench.compare(_report(), {**baseline, "modes": baseline["modes"][:1]})[1]
+    failures = guard.compare(_report(), {**baseline, "modes": baseline["modes"][:1]})[1]
     assert failures == []  # a mode the baseline lacks is shown, not judged
-    failures = bench.compare({**now, "modes": now["modes"][:1]}, baseline)[1]
+    failures = guard.compare({**now, "modes": now["modes"][:1]}, baseline)[1]
     assert failures == [f"{HALF}: in the baseline but not measured now"]
 
 
@@ -124,7 +124,7 @@ def test_environment_changes_are_named():
     now, baseline = _report(), _report()
     baseline.update(torch="2.0.0", device_name="another CPU")
     now.update(device_name="this CPU")
-    assert bench.environment_changes(now, baseline) == [f"torch 2.0.0 → {torch.__version__}",
+    assert guard.environment_changes(now, baseline) == [f"torch 2.0.0 → {torch.__version__}",
                                                          "device_name another CPU → this CPU"]
 
 
@@ -149,7 +149,7 @@ def test_bad_baselines_are_refused(capsys, tmp_path):
     err = _refused(capsys, tmp_path, {**_report(), "preset": "darcy64"})
     assert "measured with --preset darcy64 and this run is --preset tiny" in err
     err = _refused(capsys, tmp_path, _report(), "--grid", "16")
-    assert "grid [32, 32] there, [16, 16] here" in err
+    assert "resolution [32, 32] there, [16, 16] here" in err
     assert "measured on cuda" in _refused(capsys, tmp_path, {**_report(), "device": "cuda"})
     missing = tmp_path / "absent.json"
     assert cli.main(["bench", "--preset", "tiny", "--baseline", str(missing)]) == 2
@@ -201,8 +201,8 @@ def test_tiny_against_the_repository_baseline(capsys, tmp_path, one_thread):
 
 def test_gino_reference_in_float64(one_thread):
     """The gino preset's model and data, smaller: half against the float64 model, and its memory saving."""
-    config = dataclasses.replace(bench.PRESETS["gino"], width=4, layers=1, modes=(4, 4, 4), grid=(12, 12, 12),
-                                 batch=1)
+    config = dataclasses.replace(bench.PRESETS["gino"], hidden_channels=4, n_layers=1, n_modes=(4, 4, 4),
+                                 resolution=(12, 12, 12), batch_size=1)
     full, half = (bench.measure(config, Precision(mode), torch.device("cpu"), steps=1, warmup=0)
                   for mode in ("full", "half"))
     assert 0 < full["output_difference_float64"] < 1e-6
@@ -235,7 +235,7 @@ def test_op_counter_counts_kernels_and_leaves_views_apart():
 
 
 #: FNO-2D, width 32, 16 modes, 4 layers, batch 2, 32²: the configuration of docs/benchmarks.md's counts.
-COUNT_CONFIG = dataclasses.replace(bench.PRESETS["darcy64"], batch=2, grid=(32, 32))
+COUNT_CONFIG = dataclasses.replace(bench.PRESETS["darcy64"], batch_size=2, resolution=(32, 32))
 #: neuraloperator 2.0.0's count there (benchmarks/peer_neuraloperator.py --count-ops, torch 2.13).
 NEURALOPERATOR_FULL_OPS = 221
 
@@ -243,24 +243,24 @@ NEURALOPERATOR_FULL_OPS = 221
 def test_kernels_per_step_stay_within_the_budget():
     """A full step dispatches no more operations than neuraloperator's at the same configuration, and mixed and
     half on the accelerator path at most 1.15× full: the launch budget of docs/benchmarks.md."""
-    full = bench.count_ops(COUNT_CONFIG, Precision("full"), "accelerator")
+    full = counting.count_ops(COUNT_CONFIG, Precision("full"), "accelerator")
     assert full["ops"] <= NEURALOPERATOR_FULL_OPS
-    assert bench.count_ops(COUNT_CONFIG, Precision("full"), "cpu")["ops"] == full["ops"]  # no device branch in full
+    assert counting.count_ops(COUNT_CONFIG, Precision("full"), "cpu")["ops"] == full["ops"]  # no device branch in full
     for policy in (Precision("mixed", "float16"), Precision("half", "float16")):
-        assert bench.count_ops(COUNT_CONFIG, policy, "accelerator")["ops"] <= 1.15 * full["ops"], policy
+        assert counting.count_ops(COUNT_CONFIG, policy, "accelerator")["ops"] <= 1.15 * full["ops"], policy
 
 
 def test_the_accelerator_path_is_the_cuda_path():
     """On meta tensors half float16 transforms of a power-of-two grid are cuFFT calls and products are native;
     on the CPU they are the DFT's emulated products; bfloat16 is never transformed by torch.fft in half."""
-    config = dataclasses.replace(bench.PRESETS["tiny"], grid=(16, 16))
+    config = dataclasses.replace(bench.PRESETS["tiny"], resolution=(16, 16))
     fft = ("_fft_r2c", "_fft_c2c", "_fft_c2r")
-    half = bench.count_ops(config, Precision("half", "float16"), "accelerator")["kernels"]
+    half = counting.count_ops(config, Precision("half", "float16"), "accelerator")["kernels"]
     assert all(half.get(op, 0) > 0 for op in fft)
     assert half.get("_to_copy", 0) < 10  # input, output, parameters: no upcasts around products
-    cpu = bench.count_ops(config, Precision("half", "float16"), "cpu")["kernels"]
+    cpu = counting.count_ops(config, Precision("half", "float16"), "cpu")["kernels"]
     assert not any(cpu.get(op, 0) for op in fft) and cpu["_to_copy"] > 20
-    bf16 = bench.count_ops(config, Precision("half", "bfloat16"), "accelerator")["kernels"]
+    bf16 = counting.count_ops(config, Precision("half", "bfloat16"), "accelerator")["kernels"]
     assert not any(bf16.get(op, 0) for op in fft)
 
 
@@ -296,3 +296,14 @@ def test_bench_times_the_compiled_model(capsys, one_thread):
     mixed = report["modes"][1]
     assert mixed["output_relative_difference"] == pytest.approx(eager["output_relative_difference"],
                                                                 abs=UNIT_ROUNDOFF[torch.float16])
+
+
+def test_a_baseline_written_with_the_old_option_names_still_loads(tmp_path):
+    old = {{new: old for old, new in bench.OLD_NAMES.items()}.get(key, key): value for key, value in dataclasses.asdict(bench.PRESETS["tiny"]).items()}
+    assert {"width", "modes", "layers", "grid", "batch"} <= set(old)
+    path = tmp_path / "old.json"
+    path.write_text(json.dumps({**_report(), "config": old}))
+    assert guard.load_baseline(path, "tiny", bench.PRESETS["tiny"], "cpu")["config"] == json.loads(json.dumps(old))
+    path.write_text(json.dumps({**_report(), "config": {**old, "width": 99}}))
+    with pytest.raises(ValueError, match="hidden_channels 99 there, 8 here"):
+        guard.load_baseline(path, "tiny", bench.PRESETS["tiny"], "cpu")

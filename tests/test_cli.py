@@ -60,7 +60,7 @@ def test_config_files_and_flags(files, tmp_path, capsys):
 def test_factorization_names_build_the_same_weights_everywhere(model, factorization, kind, weight):
     config = RunConfig(model=model, factorization=factorization, n_modes=[4], hidden_channels=4, n_layers=1, rank=0.5)
     built = [operator_for(config, 1, 1, (4, 4)),
-             BenchConfig(model, factorization, rank=0.5, width=4, modes=(4, 4), layers=1).build()]
+             BenchConfig(model, factorization, rank=0.5, hidden_channels=4, n_modes=(4, 4), n_layers=1).build()]
     for operator in built:
         assert type(operator) is kind
         factorized = operator.blocks[0].conv.factorized

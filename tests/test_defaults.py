@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from mpno.run import defaults, domains
-from mpno.run.assembly import open_data
+from mpno.run.resolve import open_run
 from mpno.run.config import RunConfig
 
 
@@ -29,13 +29,14 @@ def test_unset_options_are_filled_from_the_training_data_once_and_given_ones_kep
     torch.save({"x": torch.randn(40, 3, 8, 16), "y": torch.randn(40, 3, 8, 16)}, tmp_path / "s.pt")
     lines = []
     config = RunConfig(model="sfno", data_train=str(tmp_path / "s.pt"), test_fraction=0.25).validate()
-    open_data(config, lines.append)
-    assert (config.batch_size, config.n_modes) == (1, [8, 8])  # 30 training samples
+    resolved = open_run(config, lines.append).config
+    assert (config.batch_size, config.n_modes) == (None, None)  # what was given stays as it was
+    assert (resolved.batch_size, resolved.n_modes) == (1, [8, 8])  # 30 training samples
     assert lines == ["defaults sized to the data: batch size 1 (30 steps per epoch for 30 training samples), "
                      "n_modes 8 8 (the training grid 8×16)"]
-    open_data(config, lines.append)
+    assert open_run(resolved, lines.append).config == resolved
     assert len(lines) == 1  # nothing left to choose
     given = RunConfig(model="sfno", data_train=str(tmp_path / "s.pt"), batch_size=5, n_modes=[4, 3]).validate()
-    open_data(given, lines.append)
-    assert (given.batch_size, given.n_modes) == (5, [4, 3]) and len(lines) == 1
-    assert json.loads(json.dumps(config.to_dict()))["n_modes"] == [8, 8]
+    resolved_given = open_run(given, lines.append).config
+    assert (resolved_given.batch_size, resolved_given.n_modes) == (5, [4, 3]) and len(lines) == 1
+    assert json.loads(json.dumps(resolved.to_dict()))["n_modes"] == [8, 8]

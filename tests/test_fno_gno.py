@@ -109,6 +109,6 @@ def test_trains_evaluates_predicts_and_benches_from_the_command_line(tmp_path, c
     assert predicted["relative_l2"] == pytest.approx(evaluated, rel=1e-5)
     with h5py.File(tmp_path / "q.h5") as f:
         assert f["prediction"].shape == (12, 64, 1) and list(f["sizes"][:]) == [64] * 12
-    config = bench.configure("fno-gno", width=4, modes=[4], layers=1, grid=[12], batch=1)
+    config = bench.configure("fno-gno", hidden_channels=4, n_modes=[4], n_layers=1, resolution=[12], batch_size=1)
     row = bench.measure(config, Precision("mixed"), torch.device("cpu"), steps=1, warmup=0)
     assert 0 < row["output_difference_float64"] < 50 * tolerance(torch.float16, 1)

@@ -41,4 +41,55 @@ def test_imports_flow_one_way(room):
 
 def test_the_checker_sees_relative_imports():
     assert imported_rooms(PACKAGE / "nn" / "spectral.py") >= {"ops", "checks", "precision"}
-    assert imported_rooms(PACKAGE / "run" / "domains.py") >= {"nn", "data", "bounds"}
+    assert imported_rooms(PACKAGE / "run" / "domains" / "grid.py") >= {"nn", "data", "bounds"}
+
+
+def module_imports(path: Path) -> set[str]:
+    """The mpno modules ``path`` imports when it is imported (imports inside functions apart), as dotted names;
+    ``from package import name`` counts the submodule ``package.name`` where there is one, else the package."""
+    module = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    package = module[:-1]
+    modules = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__")
+               for p in PACKAGE.rglob("*.py")}
+    found = set()
+    for node in ast.parse(path.read_text()).body:  # the module's top level only
+        if isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else ()
+            target = ".".join((*base, *(node.module.split(".") if node.module else ())))
+            found |= {f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target
+                      for alias in node.names}
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+    return {name for name in found if name in modules and name != ".".join(module).removesuffix(".__init__")}
+
+
+def test_no_import_cycles():
+    graph = {".".join(p.relative_to(PACKAGE.parent).with_suffix("").parts).removesuffix(".__init__"):
+             module_imports(p) for p in PACKAGE.rglob("*.py")}
+    assert "mpno.run.domains.grid" in graph["mpno.run.domains"] and "mpno.precision" in graph["mpno.run.config"]
+    done, path = set(), []
+
+    def visit(name):
+        if name in path:
+            cycle = path[path.index(name):] + [name]
+            raise AssertionError("import cycle: " + " → ".join(cycle))
+        if name in done:
+            return
+        path.append(name)
+        for imported in sorted(graph.get(name, ())):
+            visit(imported)
+        path.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
+#: Files of the application over 350 lines, each doing one job.
+LONG_BUT_ONE_JOB = {"cli.py": "the command line: its parsers and the functions behind each command"}
+
+
+def test_the_application_s_files_are_short_or_do_one_job():
+    long = {path.name: len(path.read_text().splitlines()) for path in (PACKAGE / "run").rglob("*.py")
+            if len(path.read_text().splitlines()) > 350}
+    assert set(long) <= set(LONG_BUT_ONE_JOB), long

@@ -6,23 +6,23 @@ import torch
 import mpno
 from mpno.data import potential_flow
 from mpno.data.pointclouds import PointCloudBatches
-from mpno.run import reporting
+from mpno.run import plots
 
 
 @pytest.fixture
 def figures(monkeypatch):
     """The figures the plot functions make, instead of files."""
     made = []
-    monkeypatch.setattr(reporting, "_save", lambda fig, path, dpi: made.append(fig))
+    monkeypatch.setattr(plots, "_save", lambda fig, path, dpi: made.append(fig))
     yield made
     for fig in made:
-        reporting._pyplot().close(fig)
+        plots._pyplot().close(fig)
 
 
 def test_an_sfno_sample_is_drawn_as_maps_of_every_channel(figures):
     model = mpno.SFNO(3, 3, (4, 4), hidden_channels=4, n_layers=1, grid="legendre-gauss")
     x = torch.randn(2, 3, 8, 16)
-    reporting.plot_sphere_samples(model, x, 2 * x, "s.png", "legendre-gauss", channels=["h", "u", "v"])
+    plots.plot_sphere_samples(model, x, 2 * x, "s.png", "legendre-gauss", channels=["h", "u", "v"])
     fig, = figures
     maps = [axis for axis in fig.axes if axis.get_title()]
     assert len(maps) == 12  # input, truth, prediction, error for each of 3 channels
@@ -43,7 +43,7 @@ def test_a_gino_sample_is_drawn_as_3d_scatter_plots(figures):
     x, y, _ = next(batches.iterate())
     wrapped = mpno.NormalizedOperator(model, mpno.UnitGaussianNormalizer.fit([x.features.T]),
                                       mpno.UnitGaussianNormalizer.fit([y.values.T]))
-    reporting.plot_point_samples(wrapped, x, y, "g.png", title="clouds")
+    plots.plot_point_samples(wrapped, x, y, "g.png", title="clouds")
     fig, = figures
     panels = [axis for axis in fig.axes if axis.name == "3d"]
     assert [axis.get_title() for axis in panels] == ["truth", "prediction", "error (prediction − truth)"]
@@ -55,7 +55,7 @@ def test_a_gino_sample_is_drawn_as_3d_scatter_plots(figures):
 def test_curves_name_each_line_by_test_set_and_grid_and_keep_the_legend_outside(figures):
     rows = [{"epoch": str(e), "precision": "mixed/float16", "train_loss": str(0.30 - 0.01 * e),
              "a.h5/l2": str(0.25 - 0.01 * e), "b.h5/l2": str(0.27 - 0.01 * e)} for e in range(1, 6)]
-    reporting.plot_curves(rows, "c.png", loss_name="l2", grids={"a.h5": [32, 32], "b.h5": [64, 64]})
+    plots.plot_curves(rows, "c.png", loss_name="l2", grids={"a.h5": [32, 32], "b.h5": [64, 64]})
     ax, = figures[0].axes
     legend = ax.get_legend()
     assert [t.get_text() for t in legend.get_texts()] == [
@@ -70,7 +70,7 @@ def test_curves_name_each_line_by_test_set_and_grid_and_keep_the_legend_outside(
 def test_bounds_plots_label_grid_sizes_as_numbers(figures):
     report = {"levels": [16, 32, 64], "curves": {"discretization": [1e-1, 5e-2, 2.5e-2], "float16": [1e-3] * 3,
                                                   "bfloat16": [1e-2] * 3, "float32": [1e-7] * 3}}
-    reporting.plot_bounds(report, "b.png", title="errors of the inputs of d.h5")
+    plots.plot_bounds(report, "b.png", title="errors of the inputs of d.h5")
     ax, = figures[0].axes
     figures[0].canvas.draw()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["16", "32", "64"]

@@ -22,10 +22,11 @@ import mpno
 from mpno import writing
 from mpno.data import GENERATORS, darcy
 from mpno.nn.normalized import NormalizedOperator
-from mpno.run import bench, checkpoint, cli, rundir
+from mpno.run import checkpoint, cli, guard, rundir
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train
-from mpno.run.reporting import MetricsLog, plot_curves
+from mpno.run.plots import plot_curves
+from mpno.run.reporting import MetricsLog
 from reference import TINY, quiet, the_error, tiny_config, training_process
 
 #: Every name mpno writes in a run directory (TensorBoard's is a directory).
@@ -137,7 +138,7 @@ def _writers(tmp_path: Path):
         "summary.json": lambda path: writing.write_text(path, "{}"),
         "metrics.csv": metrics,
         "curves.png": lambda path: plot_curves(rows, path),
-        "baseline.json": lambda path: bench.save_baseline({"preset": "tiny"}, path),
+        "baseline.json": lambda path: guard.save_baseline({"preset": "tiny"}, path),
         "data.h5": hdf5,
     }
 

@@ -12,9 +12,10 @@ from mpno.precision import Precision, PrecisionSchedule
 from mpno.run import checkpoint, cli, profiling
 from mpno.run.config import RunConfig
 from mpno.bounds import choose_precision
-from mpno.run.assembly import model_for, open_data, operator_for
+from mpno.run.assembly import model_for, operator_for
 from mpno.run.evaluation import evaluate_checkpoint
 from mpno.run.experiment import train, trainer_for
+from mpno.run.resolve import open_run
 from mpno.precision import UNIT_ROUNDOFF
 from mpno.run.trainer import SWITCH_WARNING, Trainer
 from reference import quiet, smooth_pairs, tiny_config
@@ -41,12 +42,13 @@ def test_run_directory_holds_everything(files, tmp_path):
 
 def _trainer(files, tmp_path, **overrides):
     config = tiny_config(files, tmp_path, **overrides)
-    train_set, tests = open_data(config, quiet)
+    run = open_run(config.validate(), quiet)
+    train_set = run.train
     torch.manual_seed(0)
     operator = operator_for(config, 1, 1, (4, 4))
     model = NormalizedOperator(operator, UnitGaussianNormalizer.fit(x for x, _ in train_set),
                                UnitGaussianNormalizer.fit(y for _, y in train_set))
-    return trainer_for(config, model, train_set, tests, torch.device("cpu"), run_dir=None, log=quiet)
+    return trainer_for(run, model, run_dir=None, log=quiet)
 
 
 @pytest.mark.parametrize("precision, dtype, scaled", [("half", "float16", True), ("mixed", "float16", True),
@@ -176,9 +178,10 @@ def test_auto_precision_picks_from_the_data_audit_and_logs_why(files, tmp_path):
     assert summary["precision_auto"].startswith(str(Precision(chosen["mode"], chosen["dtype"])))
     assert any(m.startswith("precision=auto chose") for m in messages)
     config = tiny_config(files, tmp_path / "again", epochs=1)  # the same audit by hand: the same choice
-    train_set, _ = open_data(config, quiet)
+    run = open_run(config.validate(), quiet)
+    train_set = run.train
     torch.manual_seed(config.seed)
-    model = model_for(config, train_set)
+    model = model_for(run.config, train_set)
     fields = torch.stack([train_set[i][0] for i in range(len(train_set))])
     policy, _ = choose_precision(fields, (4, 4), model=model)
     assert (policy.mode, policy.dtype) == (chosen["mode"], chosen["dtype"]) and policy.mode in ("mixed", "full")

@@ -95,6 +95,6 @@ def test_trains_evaluates_predicts_and_benches_from_the_command_line(tmp_path, c
     assert predicted["relative_l2"] == pytest.approx(evaluated, rel=1e-5)
     with h5py.File(tmp_path / "p.h5") as f:
         assert f["prediction"].shape == (16, 1, 16, 16)
-    config = bench.configure("uno", width=4, modes=[8], layers=2, grid=[16], batch=2)
+    config = bench.configure("uno", hidden_channels=4, n_modes=[8], n_layers=2, resolution=[16], batch_size=2)
     row = bench.measure(config, Precision("mixed"), torch.device("cpu"), steps=1, warmup=0)
     assert 0 < row["output_difference_float64"] < 50 * tolerance(torch.float16, 1)

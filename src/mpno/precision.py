@@ -30,8 +30,11 @@ from dataclasses import dataclass
 
 import torch
 
+from . import dtypes
+
 MODES = ("full", "amp", "mixed", "half")
-DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
+#: The half dtypes a policy may name, by name (the records of :data:`mpno.dtypes.DTYPE_TABLE` with ``half``).
+DTYPES = {name: dtypes.info(name).torch_dtype for name in dtypes.half_names()}
 #: The half dtypes a policy may name, as torch dtypes.
 HALF_DTYPES = tuple(DTYPES.values())
 #: The stages of a kernel layer, in the order they run: the real-valued layers (lifting, skips, MLPs,
@@ -48,13 +51,8 @@ STAGE_DTYPES = {
 STABILIZERS = ("tanh", "clip_hard", "clip_sigma")
 FFT_BACKENDS = ("auto", "torch", "dft")
 
-#: Unit roundoff (half the machine epsilon) of each floating dtype.
-UNIT_ROUNDOFF = {
-    torch.float16: 2.0**-11,
-    torch.bfloat16: 2.0**-8,
-    torch.float32: 2.0**-24,
-    torch.float64: 2.0**-53,
-}
+#: Unit roundoff (half the machine epsilon) of each floating dtype of :data:`mpno.dtypes.DTYPE_TABLE`.
+UNIT_ROUNDOFF = {record.torch_dtype: record.unit_roundoff for record in dtypes.DTYPE_TABLE.values()}
 
 
 def _choice(name: str, value, allowed) -> None:
@@ -69,7 +67,8 @@ class Precision:
 
     Args:
         mode: ``"full"``, ``"amp"``, ``"mixed"`` or ``"half"`` (see the module table).
-        dtype: the half dtype, ``"float16"`` or ``"bfloat16"``.
+        dtype: the half dtype, ``"float16"`` or ``"bfloat16"`` (a name in :data:`mpno.dtypes.DTYPE_TABLE` whose
+            record has ``half``).
         stabilizer: squashes the input of the forward transform (the spectral
             branch only; the skip branch sees the raw input) so that a half
             transform cannot overflow: ``"tanh"``, ``"clip_hard"`` (clip to
@@ -78,7 +77,8 @@ class Precision:
             otherwise. (A stabilizer in another mode computes the same function in
             higher precision: a reference for a half model.)
         fft_backend: how half-precision transforms are computed: ``"torch"``
-            (cuFFT: CUDA, float16, power-of-two sizes only), ``"dft"`` (the kept
+            (where the dtype's record says ``torch.fft`` runs: float16 on CUDA at power-of-two sizes,
+            :attr:`mpno.dtypes.DtypeInfo.torch_fft`), ``"dft"`` (the kept
             modes as matrix products: any device, dtype and size) or ``"auto"``
             (``"torch"`` where it can run, ``"dft"`` elsewhere).
     """
@@ -90,7 +90,7 @@ class Precision:
 
     def __post_init__(self):
         _choice("mode", self.mode, MODES)
-        _choice("dtype", self.dtype, tuple(DTYPES))
+        _choice("dtype", self.dtype, dtypes.half_names())
         _choice("fft_backend", self.fft_backend, FFT_BACKENDS)
         stabilizer = self.stabilizer
         if stabilizer == "none":
@@ -125,7 +125,7 @@ class Precision:
         ``"mixed/float16/tanh"``, ``"half/no-stabilizer"``; ``dtype`` where the text names none."""
         mode, *rest = text.strip().split("/")
         fields = {"mode": mode, "dtype": dtype}
-        if rest and rest[0] in DTYPES:
+        if rest and rest[0] in dtypes.half_names():
             fields["dtype"] = rest.pop(0)
         if rest:
             name = rest.pop(0)
@@ -145,12 +145,16 @@ class Precision:
 
     @property
     def half_dtype(self) -> torch.dtype:
-        return DTYPES[self.dtype]
+        return dtypes.info(self.dtype).torch_dtype
+
+    def _stage_dtype_name(self, stage: str) -> str | None:
+        name = STAGE_DTYPES[self.mode][stage]
+        return self.dtype if name == "half" else name
 
     def stage_dtype(self, stage: str) -> torch.dtype | None:
         """The dtype ``stage`` (one of :data:`STAGES`) runs in, or ``None`` for the master dtype."""
-        name = STAGE_DTYPES[self.mode][stage]
-        return None if name is None else self.half_dtype if name == "half" else DTYPES[name]
+        name = self._stage_dtype_name(stage)
+        return None if name is None else dtypes.info(name).torch_dtype
 
     @property
     def stage_dtypes(self) -> dict[str, torch.dtype | None]:
@@ -173,8 +177,10 @@ class Precision:
     @property
     def uses_grad_scaler(self) -> bool:
         """Whether training steps in this policy need loss scaling (``torch.amp.GradScaler``): where a stage
-        runs in float16, whose gradients underflow; bfloat16 has float32's range and full needs none."""
-        return torch.float16 in self.stage_dtypes.values()
+        runs in a dtype whose record says so (float16, whose gradients underflow; bfloat16 has float32's range
+        and full needs none)."""
+        names = {self._stage_dtype_name(stage) for stage in STAGES} - {None}
+        return any(dtypes.info(name).needs_loss_scaling for name in names)
 
     def __str__(self) -> str:
         text = "full" if self.mode == "full" else f"{self.mode}/{self.dtype}"
@@ -189,7 +195,7 @@ def names_stabilizer(text: str) -> bool:
     """Whether a policy written ``mode[/dtype][/stabilizer]`` names its stabilizer (``"half/tanh"``,
     ``"half/float16/none"``) rather than leaving it to the mode (``"half"``, ``"mixed/bfloat16"``)."""
     _, *rest = text.strip().split("/")
-    return len(rest) > 1 or (len(rest) == 1 and rest[0] not in DTYPES)
+    return len(rest) > 1 or (len(rest) == 1 and rest[0] not in dtypes.half_names())
 
 
 def inference_policy(requested: str, trained: Precision) -> tuple[Precision, str | None]:

@@ -16,7 +16,8 @@ from typing import Sequence
 import torch
 
 from ..ops import transforms
-from ..precision import DTYPES, HALF_DTYPES, UNIT_ROUNDOFF, Precision
+from .. import dtypes
+from ..precision import DTYPES, HALF_DTYPES, Precision
 from . import measure, theory
 
 SAFE_RATIO = 1.0
@@ -29,8 +30,8 @@ CANDIDATES = tuple(Precision("mixed", name) for name in DTYPES)
 
 
 def dtype_name(dtype: torch.dtype) -> str:
-    """``"float16"`` for ``torch.float16``: a dtype as reports name it."""
-    return str(dtype).removeprefix("torch.")
+    """``"float16"`` for ``torch.float16``: a dtype as reports name it (its record's name)."""
+    return dtypes.info(dtype).name
 
 
 def error_ratio(precision_error: float, discretization_error: float) -> float:
@@ -43,7 +44,7 @@ def error_ratio(precision_error: float, discretization_error: float) -> float:
 def carried_error(fields: torch.Tensor, n_modes: Sequence[int], storage: torch.dtype = torch.float32):
     """The coarsening estimate and the error the data carry: at least their storage rounding ``u·B``."""
     disc = measure.discretization(fields, n_modes)
-    return disc, max(disc.error, UNIT_ROUNDOFF[storage] * fields.abs().max().item())
+    return disc, max(disc.error, dtypes.info(storage).unit_roundoff * fields.abs().max().item())
 
 
 def audit_data(fields: torch.Tensor, n_modes: Sequence[int], device: str | torch.device = "cpu",

@@ -22,7 +22,8 @@ from typing import Sequence
 import torch
 
 from ..ops import sht
-from ..precision import UNIT_ROUNDOFF, Precision
+from .. import dtypes
+from ..precision import Precision
 from . import audit
 from .measure import Discretization, fit_rate
 
@@ -105,7 +106,7 @@ def audit_data(fields: torch.Tensor, lmax: int, mmax: int, device: str | torch.d
     levels = coarsenings(fields, lmax, mmax)
     disc = discretization(levels, lmax, mmax, "equiangular")
     B = fields.abs().max().item()
-    carried = max(disc.error, UNIT_ROUNDOFF[torch.float32] * B)
+    carried = max(disc.error, dtypes.info(torch.float32).unit_roundoff * B)
     report = {"grid": list(fields.shape[2:]), "n_modes": [lmax, mmax], "samples": fields.shape[0], "B": B,
               "M": None, "threshold": threshold, "levels": disc.levels,
               "discretization": {"rate": disc.rate, "differences": disc.differences, "estimate": disc.error,

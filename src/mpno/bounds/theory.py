@@ -13,7 +13,7 @@ from typing import Sequence
 
 import torch
 
-from ..precision import UNIT_ROUNDOFF
+from .. import dtypes
 
 
 def discretization_bound(grid: Sequence[int], k: Sequence[int], B: float, M: float) -> float:
@@ -60,11 +60,11 @@ def transform_precision_bound(grid: Sequence[int], B: float, dtype: torch.dtype,
     Every dimension's transform is an average (its rows have ``Σ|ω|/n = 1``), so
     errors pass to later dimensions without growth; the factors multiply.
     """
-    u = UNIT_ROUNDOFF[dtype]
+    u = dtypes.info(dtype).unit_roundoff
     factor = 1 + u
     for n in grid:
         if method == "dft":
-            factor *= (1 + u) ** 3 * (1 + math.sqrt(2) * _gamma(2 * n, UNIT_ROUNDOFF[torch.float32]))
+            factor *= (1 + u) ** 3 * (1 + math.sqrt(2) * _gamma(2 * n, dtypes.info(torch.float32).unit_roundoff))
         elif method == "fft":
             eta = u + _gamma(4, u) * (math.sqrt(2) + u)
             t = math.log2(n)
@@ -76,7 +76,7 @@ def transform_precision_bound(grid: Sequence[int], B: float, dtype: torch.dtype,
 
 def rounding_bound(B: float, dtype: torch.dtype) -> float:
     """Rounding coefficients bounded by ``B`` to ``dtype`` (mode ``mixed``): ``u·B``."""
-    return UNIT_ROUNDOFF[dtype] * B
+    return dtypes.info(dtype).unit_roundoff * B
 
 
 def spectral_layer_bound(coefficient_error: float, weight: torch.Tensor, n_last: int) -> float:

@@ -13,7 +13,8 @@ from ..checks import as_modes, check_field, positive_int
 from ..ops.contraction import block_product, complex_pair
 from .factorized import factorized_weight
 from .layers import FixedModes
-from ..precision import HALF_DTYPES, Precision, autocast_off
+from ..precision import Precision, autocast_off
+from .. import dtypes
 from ..ops.stabilizers import stabilize
 from . import casting
 
@@ -175,7 +176,7 @@ class SpectralConv(KernelLayer):
     def contract(self, coeffs: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Multiply kept coefficients (batch, in, *kept, 2) by the weights, in ``dtype``."""
         coeffs = coeffs.to(dtype)
-        if self.factorized is None and dtype in HALF_DTYPES:
+        if self.factorized is None and not dtypes.info(dtype).complex_kernels:  # half: the weight's 2×2 block
             return block_product(coeffs, casting.block(self.weight, dtype))
         if self.factorized is None:
             return contract_dense(coeffs, self.weight.to(dtype))

@@ -2,7 +2,8 @@
 
 Complex tensors are real tensors with a trailing (re, im) axis of size 2. In
 float32 and float64 they are viewed as complex and contracted by complex
-kernels. ``torch.einsum`` has no complex-half kernels, so in half precision each
+kernels. ``torch.einsum`` has no complex-half kernels (the dtype's record:
+:attr:`mpno.dtypes.DtypeInfo.complex_kernels`), so in half precision each
 pairwise product of two complex operands is one *real* contraction: the smaller
 operand is expanded to its 2×2 real block ``[[re, im], [-im, re]]`` and contracted together with the
 (re, im) axis of the other, so all four real products accumulate in float32 and
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 import opt_einsum
 import torch
 
-from ..precision import HALF_DTYPES
+from .. import dtypes
 from . import products, tables
 
 _RE_IM_IN, _RE_IM_OUT = "E", "F"  # letters of the (re, im) axes in real equations
@@ -109,9 +110,10 @@ def blocks_adjoint(grads: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 @tables.cached(maxsize=32)
 def _block_rows(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(2, 1) complex: 1 and i, the factors of a block's two rows."""
-    complex_dtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    return torch.tensor([[1.0], [1j]], dtype=complex_dtype, device=device)
+    """(2, 1) complex: 1 and i, the factors of a block's two rows, with parts in ``dtype``'s
+    :attr:`mpno.dtypes.DtypeInfo.complex_part_dtype` (complex64, complex128 for float64)."""
+    parts = torch.tensor([[[1.0, 0.0]], [[0.0, 1.0]]], dtype=dtypes.info(dtype).complex_part_dtype, device=device)
+    return torch.view_as_complex(parts)
 
 
 def block_product(coeffs: torch.Tensor, block: torch.Tensor) -> torch.Tensor:
@@ -175,7 +177,7 @@ def complex_pair(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     contraction with the smaller operand expanded to its 2×2 block. Every index
     of an operand appears in the other operand or in the output.
     """
-    if a.dtype not in HALF_DTYPES:
+    if dtypes.info(a.dtype).complex_kernels:
         return _ComplexPair.apply(equation, a, b)
     inputs, output = equation.split("->")
     left, right = inputs.split(",")

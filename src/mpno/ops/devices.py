@@ -11,6 +11,9 @@ tensors it is given, never by what the machine has installed:
 * the **accelerator path** (CUDA): half operands go straight to the device's
   kernels (tensor cores), float16 transforms of power-of-two sizes use cuFFT.
 
+What each dtype does on each path is its record in :mod:`mpno.dtypes`
+(``matrix_products``, ``torch_fft``, keyed by the device type :func:`kernels` returns).
+
 Tensors on the ``meta`` device (shapes and dtypes, no data) follow the CUDA
 branches. So the accelerator path can be traced on any machine, without a GPU:
 ``mpno bench --count-ops`` counts the operations one training step dispatches

@@ -15,7 +15,8 @@ that multiplies bfloat16 natively with float32 accumulation
 same thing faster. float16 products are always emulated on the CPU (PyTorch's
 CPU float16 products are slow, and their accumulation is not float32 everywhere).
 
-Which path runs follows the operands' device type (:func:`mpno.ops.devices.kernels`).
+Which path runs follows the operands' device type (:func:`mpno.ops.devices.kernels`) and
+what the dtype's record says for it (:attr:`mpno.dtypes.DtypeInfo.matrix_products`).
 Operands that are not half precision are passed to torch unchanged.
 """
 
@@ -24,7 +25,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..precision import HALF_DTYPES
+from .. import dtypes
 from .devices import kernels, native_bfloat16_cpu
 
 
@@ -59,9 +60,18 @@ def emulated(*operands: torch.Tensor | None) -> bool:
     dtype = operands[0].dtype
     if any(t.dtype != dtype for t in operands):
         raise TypeError(f"operands must share a dtype, got {', '.join(str(t.dtype) for t in operands)}")
-    if dtype not in HALF_DTYPES or kernels(operands[0].device) != "cpu":
-        return False
-    return not (dtype == torch.bfloat16 and native_bfloat16_cpu())
+    how = dtypes.info(dtype).products_on(kernels(operands[0].device))
+    if how == dtypes.NATIVE_IF_CAPABLE:
+        return not _cpu_multiplies_natively(dtype)
+    return how == dtypes.EMULATED
+
+
+def _cpu_multiplies_natively(dtype: torch.dtype) -> bool:
+    """The capability check of a dtype whose products the table runs natively only where the CPU can
+    (:data:`mpno.dtypes.NATIVE_IF_CAPABLE`)."""
+    if dtype == torch.bfloat16:
+        return native_bfloat16_cpu()
+    raise NotImplementedError(f"no check of whether this CPU multiplies {dtype} natively; add one here")
 
 
 def _emulate(fn, *operands: torch.Tensor | None) -> torch.Tensor:

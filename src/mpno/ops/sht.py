@@ -57,6 +57,7 @@ import math
 import numpy as np
 import torch
 
+from .. import dtypes
 from ..precision import Precision
 from . import products, tables, transforms
 
@@ -302,8 +303,9 @@ def _modes(nlat, nlon, lmax, mmax, grid, norm) -> tuple[int, int]:
 
 
 def _wide(dtype: torch.dtype) -> torch.dtype:
-    """float64 stays float64; everything else is computed (or returned) in float32."""
-    return torch.float64 if dtype == torch.float64 else torch.float32
+    """The parts of ``dtype``'s complex values (:attr:`mpno.dtypes.DtypeInfo.complex_part_dtype`): float64
+    stays float64; everything else is computed (or returned) in float32 (there is no complex bfloat16)."""
+    return dtypes.info(dtype).complex_part_dtype
 
 
 def _check_last(t: torch.Tensor, expected: tuple, who: str, layout: str) -> None:

@@ -1,8 +1,9 @@
 """Stabilizers: squash the input of a half-precision forward transform.
 
-A float16 transform overflows when a partial sum exceeds 65504 (see
+A half transform overflows when a partial sum exceeds the dtype's largest finite
+value (:attr:`mpno.dtypes.DtypeInfo.largest`: 65504 in float16; see
 ``mpno.ops.transforms``). Each stabilizer bounds its output, so a transform of ``n``
-points per dimension stays finite while ``n * bound < 65504``:
+points per dimension stays finite while ``n * bound < largest``:
 
 * ``"tanh"``: ``tanh(x)``, bound 1 (the paper's choice);
 * ``"clip_hard"``: clip to [-1, 1], bound 1;

@@ -31,16 +31,17 @@ convention matters, in the forward pass and in the adjoint used by backward.
 Two implementations compute the same thing:
 
 * ``"torch"``: ``torch.fft`` one dimension at a time (cuFFT on CUDA). In half
-  precision PyTorch supports only CUDA, float16 and power-of-two sizes.
+  precision PyTorch runs only what the dtype's record says
+  (:attr:`mpno.dtypes.DtypeInfo.torch_fft`: float16 on CUDA at power-of-two sizes).
 * ``"dft"``: the kept modes as matrix products with precomputed twiddle
   matrices (exact for any size, tensor-core friendly, and the only half path on
   the CPU, for bfloat16 and for other sizes).
 
 :func:`implementation` says which one runs by default. Both round to the
 working dtype at the same points: the input, the
-*unnormalised* partial sums after each dimension (so float16 overflows exactly
-when ``n_i * |x|`` exceeds 65504 along some dimension, with either
-implementation), and the normalised result.
+*unnormalised* partial sums after each dimension (so a half dtype overflows exactly
+when ``n_i * |x|`` exceeds its largest finite value, :attr:`mpno.dtypes.DtypeInfo.largest`,
+65504 in float16, along some dimension, with either implementation), and the normalised result.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ import torch.nn.functional as F
 
 from . import products, tables
 from .devices import kernels
-from ..precision import HALF_DTYPES
+from .. import dtypes
 
 _GRID_LETTERS = "hijklmn"  # spatial dimensions in einsum equations (up to 7)
 
@@ -130,21 +131,22 @@ def _dft_matrix(kind: str, n: int, m: int, dtype: torch.dtype, device: torch.dev
 def implementation(device: torch.device, dtype: torch.dtype, grid: Sequence[int], backend: str = "auto") -> str:
     """Which implementation computes a transform: ``"fft"`` (torch.fft, cuFFT on CUDA) or ``"dft"``.
 
-    ``"auto"``: torch.fft wherever it can run, in both directions; the DFT in half
-    precision where cuFFT cannot (the CPU, bfloat16, sizes that are not powers of
-    two). Both compute the same operator (the module docstring).
+    ``"auto"``: torch.fft wherever it can run, in both directions (the dtype's
+    record says where: :meth:`mpno.dtypes.DtypeInfo.torch_fft_runs`); the DFT
+    elsewhere (in half precision: the CPU, bfloat16, float16 sizes that are not
+    powers of two). Both compute the same operator (the module docstring).
     """
     device_type = kernels(device)
     if backend == "dft":
         return "dft"
-    cufft_half = device_type == "cuda" and dtype == torch.float16 and all(n > 0 and n & (n - 1) == 0 for n in grid)
-    if dtype not in HALF_DTYPES or cufft_half:
+    record = dtypes.info(dtype)
+    if record.torch_fft_runs(device_type, grid):
         return "fft"
     if backend == "torch":
         raise ValueError(
             f"fft_backend='torch' cannot transform a {dtype} field of grid {tuple(grid)} "
-            f"on {device_type}: torch.fft in half precision needs CUDA, float16 and "
-            "power-of-two sizes; use fft_backend='auto' or 'dft'"
+            f"on {device_type}: torch.fft runs {record.name} {record.torch_fft_where()}; "
+            "use fft_backend='auto' or 'dft'"
         )
     return "dft"
 
@@ -168,7 +170,7 @@ def _forward_fft(x: torch.Tensor, n_modes: Sequence[int]) -> torch.Tensor:
     ndim = len(n_modes)
     x = x.movedim(1, -1)
     dims = tuple(range(1, ndim + 1))
-    if x.dtype in HALF_DTYPES:  # one dimension at a time: each unnormalised partial sum is rounded (cuFFT)
+    if dtypes.info(x.dtype).half:  # one dimension at a time: each unnormalised partial sum is rounded (cuFFT)
         coeffs = torch.fft.rfft(x, dim=ndim, norm="forward").narrow(ndim, 0, n_modes[-1] // 2 + 1)
         for dim in dims[:-1]:
             coeffs = torch.fft.fft(coeffs, dim=dim, norm="forward")
@@ -208,7 +210,7 @@ def _inverse_fft(coeffs: torch.Tensor, grid: Sequence[int], norm: str = "forward
             widths += [0, n - m]
         pairs = torch.roll(F.pad(pairs, widths), [-(m // 2) for m in kept[:-1]], tuple(range(1, ndim)))
     spectrum = torch.view_as_complex(pairs if pairs.stride(-1) == 1 else pairs.contiguous())
-    if ndim > 1 and coeffs.dtype in HALF_DTYPES:  # each dimension's partial sums rounded, as in the forward
+    if ndim > 1 and dtypes.info(coeffs.dtype).half:  # each dimension's partial sums rounded, as in the forward
         for dim in range(1, ndim):
             spectrum = torch.fft.ifft(spectrum, dim=dim, norm=norm)
     elif ndim > 1:
@@ -317,17 +319,18 @@ class _Inverse(torch.autograd.Function):
         coeffs = _forward_raw(grad, n_modes, ctx.backend)
         size = math.prod(ctx.grid)
         weights = _hermitian_weights(ctx.kept[-1], ctx.grid[-1], coeffs.dtype, coeffs.device, size)
-        if coeffs.dtype in HALF_DTYPES and not _exact(2 * size, coeffs.dtype):
+        if dtypes.info(coeffs.dtype).half and not _exact(2 * size, coeffs.dtype):
             weights = _hermitian_weights(ctx.kept[-1], ctx.grid[-1], coeffs.dtype, coeffs.device)
             return coeffs * weights * size, None, None  # N rounded with the product
         return coeffs * weights, None, None
 
 
 def _exact(value: float, dtype: torch.dtype) -> bool:
-    """Whether the positive number ``value`` is exactly representable in ``dtype`` (a normal number)."""
-    info = torch.finfo(dtype)
+    """Whether the positive number ``value`` is exactly representable in ``dtype`` (a normal number): at most
+    its largest value, with a mantissa of at most ``log2(1/u)`` bits (``u`` its unit roundoff)."""
+    record = dtypes.info(dtype)
     mantissa, _ = math.frexp(value)
-    return value <= info.max and (mantissa * 2.0 ** (1 - math.log2(info.eps))).is_integer()
+    return value <= record.largest and (mantissa / record.unit_roundoff).is_integer()
 
 
 def forward(x: torch.Tensor, n_modes: Sequence[int], dtype: torch.dtype | None = None,

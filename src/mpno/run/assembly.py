@@ -16,7 +16,7 @@ from .. import memory
 from ..data import coarse_path, generate, split_indices
 from ..nn.normalized import NormalizedOperator
 from ..nn.registry import operator_class
-from . import defaults, distributed, domains
+from . import domains
 from .config import RunConfig
 from .step import make_optimizer
 
@@ -49,15 +49,6 @@ def default_data(log: Callable[[str], None]) -> tuple[str, list[str]]:
     return default_paths()
 
 
-def what_runs(config: RunConfig) -> RunConfig:
-    """``config`` with what it leaves to mpno made explicit, as ``config.json`` and ``--print-config`` record
-    it: the default example's files and the device ``auto`` stands for."""
-    if config.data_train is None:
-        config.data_train, config.data_test = default_paths()
-    config.device = str(resolve_device(config.device))
-    return config
-
-
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -80,13 +71,18 @@ def test_names(paths: Sequence[str]) -> dict[str, str]:
     return dict(zip(names if len(set(names)) == len(names) else map(str, paths), paths))
 
 
-def open_data(config: RunConfig, log: Callable[[str], None]):
-    """The training set and the named test sets, checked against each other and the model's modes."""
-    if config.data_train is None:  # the default example: config.json records its files
-        config.data_train, config.data_test = default_data(log)
+def data_paths(config: RunConfig, log: Callable[[str], None]) -> tuple[str, list[str]]:
+    """The training file and the test files of ``config``: those given, else the default example's (generated
+    the first time)."""
+    if config.data_train is None:
+        return default_data(log)
+    return config.data_train, list(config.data_test)
+
+
+def open_datasets(config: RunConfig, train_path: str, test_paths: Sequence[str]) -> tuple[object, dict]:
+    """The training set and the named test sets (``test_fraction`` of the training file held out when no test
+    file is given; the first ``n_train`` training samples when given)."""
     domain = domains.of(config.model)
-    train_path, test_paths = config.data_train, config.data_test
-    domain.prepare(config, [train_path, *test_paths])
     train = domain.dataset(train_path, config)
     if test_paths:
         tests = {name: domain.dataset(path, config) for name, path in test_names(test_paths).items()}
@@ -96,10 +92,6 @@ def open_data(config: RunConfig, log: Callable[[str], None]):
         train = train.subset(train_idx)
     if config.n_train is not None:
         train = train.subset(range(min(config.n_train, len(train))))
-    chosen = defaults.fill(config, len(train), domain.grid(train), distributed.current().world)
-    if chosen:
-        log(chosen)
-    domain.check_data(train, tests, config)
     return train, tests
 
 

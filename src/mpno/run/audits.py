@@ -28,6 +28,7 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
         raise ValueError(f"--modes {' '.join(map(str, modes))}: give positive ints")
     model = checkpoint.load_model(model_path) if model_path else None
     domain = domains.of(model_kind(model.operator)) if model is not None else domains.of_data(data)
+    domain.require("audit")
     domain.check_audited(data, model)
     dataset = OperatorDataset(data, **{k: v for k, v in open_kwargs.items() if v is not None})
     fields = domain.fields(dataset, samples, field)

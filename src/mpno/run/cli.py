@@ -51,9 +51,45 @@ def _spelled(command: str, name: str) -> list[str]:
     return [name] if old is None else [name, old]
 
 
-def _add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, help="CPU threads torch computes with; default: torch's, one per "
-                                                    "core (on a busy machine fewer run faster: a line says so)")
+#: Options that several commands take, declared once: one spelling and one meaning in every command (``mpno
+#: train`` generates its flags from its run options, :class:`mpno.run.config.RunConfig`, under the same names).
+SHARED = {
+    "device": {"default": "auto", "help": "auto (cuda where there is one, else cpu), cpu, cuda, cuda:N or mps"},
+    "threads": {"type": int, "help": "CPU threads torch computes with; default: torch's, one per core (on a busy "
+                                     "machine fewer run faster: a line says so)"},
+    "json": {"action": "store_true", "help": "print the result as one JSON line, last"},
+    "batch_size": {"type": int, "help": "samples per batch"},
+    "precision": {"help": "a policy, mode[/dtype][/stabilizer]: full, amp, mixed, half, e.g. mixed/bfloat16 or "
+                          "half/float16/tanh"},
+    "dtype": {"help": "the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)"},
+}
+
+
+def _shared(parser, command: str, name: str, note: str | None = None, **changes) -> None:
+    """Add the shared option ``name`` (:data:`SHARED`) to ``command``'s ``parser``; ``note`` says what it means
+    there beyond the shared meaning (its default, say)."""
+    from ..precision import DTYPES
+
+    kwargs = {**SHARED[name], **({"choices": tuple(DTYPES)} if name == "dtype" else {}), **changes}
+    if note:
+        kwargs["help"] = f"{kwargs['help']}; {note}"
+    parser.add_argument(*_spelled(command, "--" + name.replace("_", "-")), dest=name, **kwargs)
+
+
+def _policy_text(args) -> str | None:
+    """``--precision`` with ``--dtype`` folded in (``mixed`` and ``bfloat16``: ``mixed/bfloat16``)."""
+    from ..precision import DTYPES
+
+    precision, dtype = args.precision, getattr(args, "dtype", None)
+    if not dtype:
+        return precision
+    if not precision:
+        raise ValueError(f"--dtype sets the half dtype of --precision; give both, e.g. --precision mixed --dtype {dtype}")
+    mode, *rest = precision.split("/")
+    named = rest[0] if rest and rest[0] in DTYPES else None
+    if named and named != dtype:
+        raise ValueError(f"--precision {precision} names the dtype {named}, --dtype {dtype}; give one")
+    return "/".join([mode, dtype, *(rest[1:] if named else rest)])
 
 
 def _use_threads(args, device: str = "cpu") -> None:
@@ -77,14 +113,14 @@ def _add_generate(commands) -> None:
     p.add_argument("--out", required=True, help="output .h5 file")
     p.add_argument("--coarsen", type=int, nargs="*", default=[], metavar="R",
                    help="also write copies subsampled to these resolutions (OUT_<R>.h5)")
-    p.add_argument("--batch-size", type=int, help="samples solved together")
+    _shared(p, "generate", "batch_size", "samples solved together")
     parameters = p.add_argument_group("the equations' parameters (each generator declares its own)")
     for name, (kind, text) in flags().items():
         parameters.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
     parameters.add_argument("--set", type=_parse_setting, action="append", default=[], metavar="KEY=VALUE",
                             help="any other parameter of the equation, e.g. --set tau=5")
     p.add_argument("--overwrite", action="store_true", help="replace existing files")
-    _add_threads(p)
+    _shared(p, "generate", "threads")
     p.set_defaults(run=_run_generate)
 
 
@@ -156,7 +192,7 @@ def _add_train(commands) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint; with --epochs N, "
                                                      "extend it to N epochs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out directory")
-    p.add_argument("--json", action="store_true", help="print the final summary as one JSON line, last")
+    _shared(p, "train", "json")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no progress: only the final table")
     verbosity.add_argument("-v", "--verbose", action="store_true", help="also print the resolved options first")
@@ -182,9 +218,11 @@ def _run_train(args) -> None:
         values = RunConfig.from_file(args.config).to_dict() if args.config else {}
         config = RunConfig.from_dict({**values, **given}, source="command line").validate()
         if args.print_config or args.verbose:
-            from .assembly import what_runs
+            from .assembly import default_paths, resolve_device
+            from .resolve import what_runs
 
-            print(what_runs(config).to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
+            shown = what_runs(config, default_paths(), resolve_device(config.device))
+            print(shown.to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
             if args.print_config:
                 return
     summary = train(config, resume=args.resume, overwrite=args.overwrite, epochs=extend, progress=not args.quiet)
@@ -201,13 +239,14 @@ def _add_evaluate(commands) -> None:
     p.add_argument("checkpoint")
     p.add_argument("--data-test", "--data", dest="data_test", action="extend", nargs="+", required=True,
                    help="data files, repeatable")
-    p.add_argument("--precision", help="evaluate in this policy instead, e.g. full, mixed/bfloat16")
+    _shared(p, "evaluate", "precision", "evaluate in this policy instead of the saved one")
+    _shared(p, "evaluate", "dtype")
     p.add_argument("--x-key", help="input key in the data files (default: the run's)")
     p.add_argument("--y-key", help="output key in the data files (default: the run's)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, help="default: the run's")
-    _add_threads(p)
-    p.add_argument("--json", action="store_true", help="print the results as one JSON line, last")
+    _shared(p, "evaluate", "device")
+    _shared(p, "evaluate", "batch_size", "default: the run's")
+    _shared(p, "evaluate", "threads")
+    _shared(p, "evaluate", "json")
     p.set_defaults(run=_run_evaluate)
 
 
@@ -217,7 +256,7 @@ def _run_evaluate(args) -> None:
 
     _use_threads(args, args.device)
     report = evaluate_checkpoint(args.checkpoint, args.data_test, args.device, args.batch_size,
-                                 precision=args.precision, x_key=args.x_key, y_key=args.y_key)
+                                 precision=_policy_text(args), x_key=args.x_key, y_key=args.y_key)
     print(results_table(report["test"], report["grids"]))
     print(f"precision: {report['precision']}")
     if args.json:
@@ -225,7 +264,6 @@ def _run_evaluate(args) -> None:
 
 
 def _add_predict(commands) -> None:
-    from ..precision import DTYPES
 
     p = commands.add_parser("predict", help="run a trained model on a data file and write the predictions",
                             description="Predict every input of a data file with a checkpoint (checkpoint.pt or "
@@ -235,33 +273,23 @@ def _add_predict(commands) -> None:
     p.add_argument("data", help="data file (.pt, .h5, .npz); outputs are optional")
     p.add_argument("--out", required=True, help="output .h5 file (never the input file)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    p.add_argument("--precision", help="predict in this policy instead of the saved one, e.g. half, mixed/bfloat16")
-    p.add_argument("--dtype", choices=tuple(DTYPES),
-                   help="the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)")
-    p.add_argument("--batch-size", type=int, help="default: the run's")
+    _shared(p, "predict", "precision", "predict in this policy instead of the saved one")
+    _shared(p, "predict", "dtype")
+    _shared(p, "predict", "batch_size", "default: the run's")
     p.add_argument("--x-key", help="input key in the data file (default: the run's)")
     p.add_argument("--y-key", help="output key in the data file (default: the run's)")
-    p.add_argument("--device", default="auto")
+    _shared(p, "predict", "device")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-    _add_threads(p)
-    p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    _shared(p, "predict", "threads")
+    _shared(p, "predict", "json")
     p.set_defaults(run=_run_predict)
 
 
 def _run_predict(args) -> None:
-    from ..precision import DTYPES
     from .predict import predict
 
     _use_threads(args, args.device)
-    precision = args.precision
-    if args.dtype:
-        if not precision:
-            raise ValueError("--dtype sets the half dtype of --precision; give both, e.g. --precision mixed "
-                             f"--dtype {args.dtype}")
-        mode, *rest = precision.split("/")
-        if rest and rest[0] in DTYPES and rest[0] != args.dtype:
-            raise ValueError(f"--precision {precision} names the dtype {rest[0]}, --dtype {args.dtype}; give one")
-        precision = "/".join([mode, args.dtype, *(rest[1:] if rest and rest[0] in DTYPES else rest)])
+    precision = _policy_text(args)
     report = predict(args.checkpoint, args.data, args.out, precision, args.batch_size, args.device,
                      args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
     where = f" at {'×'.join(map(str, report['grid']))}" if report["grid"] else " of point clouds"
@@ -288,22 +316,24 @@ def _add_bounds(commands) -> None:
                    help="kept modes (default: the model's, or min(16, n/4); on the sphere (lmax, mmax))")
     p.add_argument("--samples", type=int, default=64, help="samples to audit (64)")
     p.add_argument("--field", choices=("x", "y"), default="x", help="audit the inputs (x, default) or outputs (y)")
-    p.add_argument("--precision", help="policy to audit the model in (default: its last training policy; "
-                                       "mixed if that was full)")
+    _shared(p, "bounds", "precision", "audit the model in this policy (default: its last training policy; mixed "
+                                     "if that was full)")
+    _shared(p, "bounds", "dtype")
     p.add_argument("--x-key")
     p.add_argument("--y-key")
     p.add_argument("--spatial-dims", type=int)
-    p.add_argument("--device", default="auto")
+    _shared(p, "bounds", "device")
     p.add_argument("--plot", metavar="FILE.png", help="write a log-log plot of both errors against resolution")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    _shared(p, "bounds", "json")
     p.set_defaults(run=_run_bounds)
 
 
 def _run_bounds(args) -> None:
     from .audits import bounds_report
-    from .reporting import bounds_table, plot_bounds
+    from .plots import plot_bounds
+    from .reporting import bounds_table
 
-    report = bounds_report(args.data, args.checkpoint, args.n_modes, args.samples, args.field, args.precision,
+    report = bounds_report(args.data, args.checkpoint, args.n_modes, args.samples, args.field, _policy_text(args),
                            args.device, x_key=args.x_key, y_key=args.y_key, spatial_dims=args.spatial_dims)
     print(bounds_table(report))
     if args.plot:
@@ -338,13 +368,13 @@ def _add_bench(commands) -> None:
     p.add_argument(*_spelled("bench", "--resolution"), type=int, nargs="+",
                    help="grid points per dimension, one value or one per dimension (point operators: of their "
                         "latent grid); formerly --grid")
-    p.add_argument(*_spelled("bench", "--batch-size"), type=int, help="samples per step; formerly --batch")
+    _shared(p, "bench", "batch_size", "per step; formerly --batch")
     p.add_argument("--fft-backend", choices=("auto", "torch", "dft"), help="half-precision transforms (auto)")
-    p.add_argument("--device", default="auto")
+    _shared(p, "bench", "device")
     p.add_argument("--steps", type=int, default=10, help="timed steps per mode, after 3 warm-up steps (10)")
     p.add_argument("--inference", action="store_true",
                    help="time forward passes under no_grad (inference) instead of training steps")
-    _add_threads(p)
+    _shared(p, "bench", "threads")
     p.add_argument("--in-process", action="store_true",
                    help="CPU: measure every mode in this process (faster; peak RSS is then not per mode)")
     p.add_argument("--compile", action="store_true",
@@ -355,7 +385,7 @@ def _add_bench(commands) -> None:
     p.add_argument("--count-ops", action="store_true",
                    help="instead of timing, count the operations one step (forward, loss, backward) dispatches, "
                         "per precision, on the CPU path and on the CUDA path traced with meta tensors")
-    p.add_argument("--json", action="store_true", help="print the report as one JSON line, last")
+    _shared(p, "bench", "json")
     guard = p.add_argument_group("regression guard")
     kept = guard.add_mutually_exclusive_group()
     kept.add_argument("--save-baseline", metavar="FILE.json", help="write the report to FILE.json as a baseline")
@@ -370,39 +400,39 @@ def _add_bench(commands) -> None:
 
 
 def _run_bench(args) -> None:
-    from . import bench
+    from . import bench, counting, guard
     from .assembly import resolve_device
 
     config = bench.configure(args.preset, model=args.model, factorization=args.factorization, rank=args.rank,
-                             width=args.hidden_channels, modes=args.n_modes, layers=args.n_layers,
-                             grid=args.resolution, batch=args.batch_size, fft_backend=args.fft_backend,
+                             hidden_channels=args.hidden_channels, n_modes=args.n_modes, n_layers=args.n_layers,
+                             resolution=args.resolution, batch_size=args.batch_size, fft_backend=args.fft_backend,
                              inference=args.inference, compile=args.compile)
     if args.steps < 1:
         raise ValueError("--steps must be at least 1")
-    bench.check_guard(args.baseline, args.save_baseline, args.judge, args.time_tolerance)
+    guard.check_guard(args.baseline, args.save_baseline, args.judge, args.time_tolerance)
     policies = bench.policies_for(args.precisions, kept=bool(args.baseline or args.save_baseline))
     if args.count_ops:
         if args.baseline or args.save_baseline or args.compile or args.inference:
             raise ValueError("--count-ops counts the operations of a training step; drop --baseline, "
                              "--save-baseline, --compile and --inference")
-        report = bench.run_counts(config, policies, preset=args.preset)
-        print(bench.count_table(report))
+        report = counting.run_counts(config, policies, preset=args.preset)
+        print(counting.count_table(report))
         if args.json:
             _print_json(report)
         return
     device = str(resolve_device(args.device))
     _use_threads(args, device)
-    baseline = bench.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
+    baseline = guard.load_baseline(args.baseline, args.preset, config, device) if args.baseline else None
     report = bench.run(config, device, args.steps, isolate=False if args.in_process else None, preset=args.preset,
                        policies=policies,
                        progress=lambda row: print(f"  {row['precision']}: done", file=sys.stderr, flush=True))
     print(bench.table(report))
     if args.save_baseline:
-        bench.save_baseline(report, args.save_baseline)
+        guard.save_baseline(report, args.save_baseline)
         print(f"baseline written to {args.save_baseline}")
     failures = []
     if baseline is not None:
-        text, failures = bench.guard(report, baseline, args.baseline, args.judge, args.time_tolerance)
+        text, failures = guard.guard(report, baseline, args.baseline, args.judge, args.time_tolerance)
         print(text)
     if args.json:
         _print_json(report)

@@ -1,17 +1,20 @@
 """Run configuration: every option of ``mpno train``, declared once.
 
-Each field of :class:`RunConfig` declares its kind, range, help and aliases;
-``mpno train``'s flags, the checks of config files and their type coercion are
-all generated from these declarations, so they cannot drift apart.
+Each field of :class:`RunConfig` declares its kind, range, help and aliases
+(:func:`mpno.run.options.option`): the options every run has here, and those each
+domain brings in its own module (:mod:`mpno.run.domains`). ``mpno train``'s flags,
+the checks of config files and their type coercion are all generated from these
+declarations, so they cannot drift apart. A configuration is frozen: the options
+mpno chooses for a run (the device, defaults sized to the data, ``precision=auto``)
+are settled once, into a new configuration (:mod:`mpno.run.resolve`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..nn.factorized import FACTORIZATIONS
@@ -20,28 +23,13 @@ from ..nn.registry import models
 from ..precision import DTYPES, PrecisionSchedule
 from ..writing import write_text
 from . import domains
-
-#: Option kinds: how a value is read from a flag or a config file.
-KINDS = ("str", "int", "float", "number", "bool", "int_list", "str_list")
+from .options import coerce, option
 
 
-def option(default, kind: str, help: str, *, choices=None, low=None, high=None, open_low: bool = False,
-           aliases: tuple = (), optional: bool = False, group: str = ""):
-    """A :class:`RunConfig` field with what the CLI and the file readers need to know about it.
-
-    ``kind`` is one of :data:`KINDS` (``number``: an int or a float); ``low``/``high``
-    bound numbers (``open_low``: strictly above ``low``); ``optional``: ``None`` is allowed.
-    """
-    metadata = {"kind": kind, "help": help, "choices": choices, "low": low, "high": high, "open_low": open_low,
-                "aliases": aliases, "optional": optional, "group": group}
-    if isinstance(default, list):
-        return field(default_factory=lambda: list(default), metadata=metadata)
-    return field(default=default, metadata=metadata)
-
-
-@dataclass
-class RunConfig:
-    """Options of a training run. Field names are the CLI flags with ``_`` for ``-``."""
+@dataclass(frozen=True)
+class RunOptions:
+    """The options every training run has (:class:`RunConfig` adds the domains'). Field names are the CLI flags
+    with ``_`` for ``-``."""
 
     # data (no data_train: the default example, a Darcy data set generated into the cache)
     data_train: str | None = option(None, "str", "training data file (.pt, .h5, .npz); default: the Darcy example",
@@ -52,15 +40,6 @@ class RunConfig:
                                   low=0.0, high=1.0, open_low=True, group="data")
     n_train: int | None = option(None, "int", "use only the first N training samples", low=1, optional=True,
                                  group="data")
-    x_key: str | None = option(None, "str", "input key in the data files", optional=True, group="data")
-    y_key: str | None = option(None, "str", "output key in the data files", optional=True, group="data")
-    spatial_dims: int = option(2, "int", "spatial dimensions of (N, C, *grid) arrays that do not say",
-                               low=1, high=3, group="data")
-    time_in: int = option(0, "int", "time series (PDEBench): the input snapshot", group="data")
-    time_out: int = option(-1, "int", "time series (PDEBench): the output snapshot", group="data")
-    inputs: list[str] = option([], "str_list", "point clouds: the input arrays (default: normals flow)",
-                               group="data")
-    outputs: list[str] = option([], "str_list", "point clouds: the output arrays (default: cp)", group="data")
     # model
     model: str = option("fno", "str", "the operator", choices=tuple(models()), group="model")
     n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
@@ -77,19 +56,6 @@ class RunConfig:
     channel_mlp: bool = option(True, "bool", "a channel MLP in each Fourier layer", group="model")
     domain_padding: float = option(0.0, "float", "zero-pad this fraction of each dimension (non-periodic problems)",
                                    low=0.0, high=1.0, group="model")
-    grid: str | None = option(None, "str", "the sphere: the spherical grid of the data; default: the grid the data "
-                              "files declare, else equiangular (a --grid that contradicts a file is refused)",
-                              choices=("equiangular", "legendre-gauss"), optional=True, group="model")
-    latent_grid: int = option(16, "int", "point clouds: points per dimension of the latent grid", low=2,
-                              group="model")
-    radius: float | None = option(None, "float", "point clouds: neighbourhood radius of the graph kernel integrals, "
-                                  "in the latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True,
-                                  optional=True, group="model")
-    kernel: str | None = option(None, "str", "point clouds: the form of the graph kernel integral the operator lets "
-                                "you choose; default: the operator's (gino: its input one, nonlinear; fno-gno: its "
-                                "output one, linear)", choices=("linear", "nonlinear"), optional=True, group="model")
-    chunk_size: int = option(65536, "int", "point clouds: edges per message-passing chunk (bounds its memory)", low=1,
-                             group="model")
     # precision
     precision: str = option("mixed", "str", "full, amp, mixed (default), half, schedule (the paper's "
                             "half:0.25,mixed:0.5,full:0.25), auto (the cheapest mode the data and model audits "
@@ -116,7 +82,6 @@ class RunConfig:
                        "relative L2 only)", choices=LOSSES, group="optimisation")
     eval_losses: list[str] = option([], "str_list", "evaluation losses; default: l2 h1 (sfno, gino: their own "
                                     "relative L2, l2)", choices=LOSSES, group="optimisation")
-    periodic: bool = option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation")
     # run
     device: str = option("auto", "str", "auto, cpu, cuda or cuda:N (config.json records the device used)",
                          group="run")
@@ -135,18 +100,18 @@ class RunConfig:
                            group="run")
 
     def validate(self) -> "RunConfig":
-        """Raise ``ValueError`` naming the option for values of the wrong kind or out of range."""
-        for spec in dataclasses.fields(self):
-            setattr(self, spec.name, coerce(spec, getattr(self, spec.name)))
-        if self.precision not in ("auto", "schedule"):
-            PrecisionSchedule.parse(self.precision, self.dtype)  # raises naming the bad part
-        domain = domains.of(self.model)
-        domain.check_options(self)
-        self.eval_losses = self.eval_losses or domain.default_eval_losses()
-        if isinstance(self.rank, float) and self.rank > 1:
-            raise ValueError(f"rank={self.rank!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
+        """This configuration with every value coerced to its kind and checked against its range, and the
+        evaluation losses the domain tests with when none are given; ``ValueError`` names a bad option."""
+        values = {spec.name: coerce(spec, getattr(self, spec.name)) for spec in dataclasses.fields(self)}
+        if values["precision"] not in ("auto", "schedule"):
+            PrecisionSchedule.parse(values["precision"], values["dtype"])  # raises naming the bad part
+        if isinstance(values["rank"], float) and values["rank"] > 1:
+            raise ValueError(f"rank={values['rank']!r}: a float rank is a fraction of the dense parameters in (0, 1]; "
                              "give an int for an explicit rank")
-        return self
+        checked = dataclasses.replace(self, **values)
+        domain = domains.of(checked.model)
+        domain.check_options(checked)
+        return dataclasses.replace(checked, eval_losses=checked.eval_losses or domain.default_eval_losses())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -208,77 +173,10 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
-def _scalar(spec: dataclasses.Field, value, form: str):
-    """``value`` as one item of the kind ``form`` (``int``, ``float``, ``number``, ``str``, ``bool``), or
-    ``ValueError``."""
-    name = spec.name
-    if form == "bool":
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
-            return value.lower() in ("true", "yes", "1")
-        raise ValueError(f"{name}={value!r} is not supported; give true or false")
-    if form == "str":
-        if not isinstance(value, str):
-            raise ValueError(f"{name}={value!r} is not supported; give a string")
-        return value
-    if isinstance(value, bool):
-        raise ValueError(f"{name}={value!r} is not supported; give a number")
-    if isinstance(value, str):  # YAML 1.1 reads 1e-3 as a string; a flag is always a string
-        try:
-            value = float(value) if form == "float" or any(c in value for c in ".eE") or "inf" in value.lower() \
-                or "nan" in value.lower() else int(value)
-        except ValueError:
-            raise ValueError(f"{name}={value!r} is not a number") from None
-    if form == "int":
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise ValueError(f"{name}={value!r} is not supported; give an int")
-    elif form == "float":
-        if not isinstance(value, (int, float)):
-            raise ValueError(f"{name}={value!r} is not supported; give a number")
-        value = float(value)
-    elif not isinstance(value, (int, float)):
-        raise ValueError(f"{name}={value!r} is not supported; give a number")
-    return value
-
-
-def _check_range(spec: dataclasses.Field, value) -> None:
-    meta = spec.metadata
-    if isinstance(value, str):
-        if meta["choices"] and value not in meta["choices"]:
-            raise ValueError(f"{spec.name}={value!r} is not supported; allowed: "
-                             + ", ".join(repr(c) for c in meta["choices"]))
-        return
-    if isinstance(value, bool):
-        return
-    if not math.isfinite(value):
-        raise ValueError(f"{spec.name}={value!r} must be a finite number")
-    low, high = meta["low"], meta["high"]
-    too_low = low is not None and (value <= low if meta["open_low"] else value < low)
-    if too_low or (high is not None and value > high):
-        lower = "" if low is None else f"{'>' if meta['open_low'] else '≥'} {low:g}"
-        upper = "" if high is None else f"≤ {high:g}"
-        raise ValueError(f"{spec.name}={value!r} is out of range; it must be {' and '.join(filter(None, (lower, upper)))}")
-
-
-def coerce(spec: dataclasses.Field, value):
-    """``value`` converted to the kind ``spec`` declares and checked against its range and choices."""
-    meta = spec.metadata
-    if value is None:
-        if meta["optional"]:
-            return None
-        raise ValueError(f"{spec.name} needs a value")
-    form = meta["kind"]
-    if form.endswith("_list"):
-        items = value if isinstance(value, (list, tuple)) else [value]  # TOML modes = 8, data_test = "file"
-        if not items and (spec.default_factory is dataclasses.MISSING or spec.default_factory()):
-            raise ValueError(f"{spec.name} needs at least one value")
-        items = [_scalar(spec, item, form.removesuffix("_list")) for item in items]
-        for item in items:
-            _check_range(spec, item)
-        return items
-    value = _scalar(spec, value, form)
-    _check_range(spec, value)
-    return value
+#: Every option of a training run: :class:`RunOptions` and each domain's declared options.
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig", [(name, object, declared) for name, declared in domains.options().items()],
+    bases=(RunOptions,), frozen=True)
+RunConfig.__module__ = __name__
+RunConfig.__doc__ = ("Options of a training run: those of :class:`RunOptions` and those the domains declare "
+                     "(:mod:`mpno.run.domains`). Field names are the CLI flags with ``_`` for ``-``.")

@@ -34,15 +34,16 @@ def batch_size(samples: int, processes: int = 1) -> int:
     return 2 ** min(int(math.log2(MAX_BATCH)), max(0, math.floor(math.log2(per_step)))) if per_step >= 1 else 1
 
 
-def fill(config, samples: int, grid: Sequence[int], processes: int = 1) -> str | None:
-    """Set the options of ``config`` left unset from the training data; a line saying what was chosen, or None."""
-    chosen = []
+def sized_to_data(config, samples: int, grid: Sequence[int], processes: int = 1) -> tuple[dict, str | None]:
+    """The options of ``config`` left unset, chosen from the training data: ``{name: value}``, and a line saying
+    what was chosen (``None`` when nothing was)."""
+    chosen, said = {}, []
     if config.batch_size is None:
-        config.batch_size = batch_size(samples, processes)
-        steps = math.ceil(samples / (config.batch_size * processes))
-        chosen.append(f"batch size {config.batch_size} ({steps} steps per epoch for {samples} training samples)")
+        chosen["batch_size"] = batch_size(samples, processes)
+        steps = math.ceil(samples / (chosen["batch_size"] * processes))
+        said.append(f"batch size {chosen['batch_size']} ({steps} steps per epoch for {samples} training samples)")
     if config.n_modes is None:
         domain = domains.of(config.model)
-        config.n_modes = domain.default_modes(grid)
-        chosen.append(f"n_modes {' '.join(map(str, config.n_modes))}{domain.modes_note(grid)}")
-    return "defaults sized to the data: " + ", ".join(chosen) if chosen else None
+        chosen["n_modes"] = domain.default_modes(grid)
+        said.append(f"n_modes {' '.join(map(str, chosen['n_modes']))}{domain.modes_note(grid)}")
+    return chosen, "defaults sized to the data: " + ", ".join(said) if said else None

@@ -14,6 +14,7 @@ from ..precision import inference_policy
 from . import checkpoint, distributed, domains
 from .assembly import batches_of, losses_for, resolve_device, test_names
 from .config import RunConfig
+from .resolve import for_saved_model
 from .reporting import log_line
 
 
@@ -53,10 +54,8 @@ def checkpoint_model(path: str, device: torch.device, precision: str | None, bat
             log(warning)
         model.set_precision(policy)
     options = state.get("config")  # absent from checkpoints of one's own loop: the defaults then
-    config = RunConfig.from_dict(options if isinstance(options, dict) else {}, source=str(path))
-    config.batch_size = batch_size or config.batch_size
-    config.model = model_kind(model.operator)
-    return model, config
+    saved = RunConfig.from_dict(options if isinstance(options, dict) else {}, source=str(path))
+    return model, for_saved_model(saved, model_kind(model.operator), batch_size)
 
 
 def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator):
@@ -75,8 +74,8 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
     "precision": ...}``, in the precision it was saved in (or ``precision``). The files are read
     with the run's options (keys, time steps), or ``x_key``/``y_key``."""
     device_ = resolve_device(device)
-    model, config = checkpoint_model(path, device_, precision, batch_size)
-    config.x_key, config.y_key = x_key or config.x_key, y_key or config.y_key
+    model, saved = checkpoint_model(path, device_, precision, batch_size)
+    config = for_saved_model(saved, saved.model, x_key=x_key, y_key=y_key)
     batches, grids = {}, {}
     for name, file in test_names(data).items():
         test = checked_dataset(file, config, model)

@@ -3,7 +3,6 @@ processes, and the report it leaves (``summary.json``, curves, samples)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import time
 from pathlib import Path
@@ -14,37 +13,40 @@ import torch
 from ..checks import reason
 from ..data import DataError
 from ..nn.normalized import NormalizedOperator
-from ..precision import PrecisionSchedule
+from ..precision import Precision
 from ..writing import write_text
-from . import checkpoint, distributed, domains, profiling, rundir
-from .assembly import (batches_of, check_fits, losses_for, model_for, open_data, optimizer_for,
-                       resolve_device)
+from . import checkpoint, distributed, domains, profiling, resolve, rundir
+from .assembly import batches_of, check_fits, losses_for, model_for, optimizer_for, resolve_device
 from .batches import LazyBatches
 from .config import RunConfig
-from .reporting import MetricsLog, json_safe, log_line, plot_curves
+from .resolve import ResolvedRun
+from .plots import plot_curves
+from .reporting import MetricsLog, json_safe, log_line
 from .threads import use_threads
 from .trainer import Trainer, TrainingInterrupted
 
 
-def trainer_for(config: RunConfig, model: NormalizedOperator, train_set, tests: dict, device: torch.device,
-                run_dir: Path | None, log: Callable[[str], None], progress: bool = True) -> Trainer:
-    """A :class:`Trainer` assembled from ``config``: optimizer, scheduler, batches, schedule and losses."""
+def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | None, log: Callable[[str], None],
+                progress: bool = True) -> Trainer:
+    """A :class:`Trainer` assembled from a resolved run: optimizer, scheduler, batches, schedule and losses."""
+    config, device = run.config, run.device
     optimizer, scheduler = optimizer_for(config, model)
     train_loss, eval_losses = losses_for(config, model)
-    return Trainer(model, optimizer, batches_of(train_set, config, device, model, "train"), config.epochs, train_loss,
-                   schedule=PrecisionSchedule.parse(config.precision, config.dtype), scheduler=scheduler,
-                   test_batches={name: batches_of(ds, config, device, model, name) for name, ds in tests.items()},
+    return Trainer(model, optimizer, batches_of(run.train, config, device, model, "train"), config.epochs,
+                   train_loss, schedule=run.schedule, scheduler=scheduler,
+                   test_batches={name: batches_of(ds, config, device, model, name) for name, ds in run.tests.items()},
                    eval_losses=eval_losses,
                    grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
                    run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
                    log=log, progress=progress, compile=config.compile)
 
 
-def _choose_precision(config: RunConfig, train_set, model: NormalizedOperator,
-                      device: torch.device) -> tuple[str, str, str]:
-    """``precision="auto"``: the cheapest mode and dtype the domain's audits call safe, and why."""
-    policy, why = domains.of(config.model).choose_precision(config, train_set, model, device)
-    return policy.mode, policy.dtype, why
+def _choose_precision(config: RunConfig, train_set, device: torch.device) -> tuple[Precision, str]:
+    """``precision="auto"``: the cheapest policy the domain's audits call safe for the data and the model
+    ``config`` builds (seeded: the model the run then trains), and why."""
+    torch.manual_seed(config.seed)
+    model = model_for(config, train_set).to(device)
+    return domains.of(config.model).choose_precision(config, train_set, model, device)
 
 
 def _on_main(context: distributed.Context, fn: Callable):
@@ -85,28 +87,26 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             raise FileNotFoundError(f"--resume {run_dir}: no such run directory")
         rundir.refuse_links(run_dir)  # before reading anything through one
         state = checkpoint.load(run_dir / "checkpoint.pt")
-        options = checkpoint.run_options(state, run_dir / "checkpoint.pt")
-        config = dataclasses.replace(RunConfig.from_dict(options, source=str(run_dir / "checkpoint.pt")),
-                                     device=config.device, dist_backend=config.dist_backend, threads=config.threads)
+        saved = RunConfig.from_dict(checkpoint.run_options(state, run_dir / "checkpoint.pt"),
+                                    source=str(run_dir / "checkpoint.pt"))
         done = state["epoch"]
         if epochs is not None and epochs <= done:
             raise ValueError(f"--epochs {epochs}: {run_dir} has already trained {done} epochs; give more to extend it")
-        if epochs is None and done >= config.epochs:
-            raise ValueError(f"{run_dir} has finished its {config.epochs} epochs; pass --epochs N (> {done}) to "
+        if epochs is None and done >= saved.epochs:
+            raise ValueError(f"{run_dir} has finished its {saved.epochs} epochs; pass --epochs N (> {done}) to "
                              "train it further, or test it with mpno evaluate")
-        config.epochs = epochs or config.epochs
+        options = resolve.resumed(saved, config, epochs)
     else:
-        config.validate()
-    device = resolve_device(config.device)
-    config.device = str(device)  # what runs: config.json records the device, not "auto"
+        options = config.validate()
+    device = resolve_device(options.device)
     owns_group = distributed.current().world == 1  # set up here (torchrun), not by a caller
-    context = distributed.setup(config.dist_backend, device.type)
+    context = distributed.setup(options.dist_backend, device.type)
     if context.world > 1 and device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
         torch.cuda.set_device(device)
     if not context.main:
         log = lambda message: None  # noqa: E731
-    config.threads = use_threads(config.threads, log, device.type)
+    threads = use_threads(options.threads, log, device.type)
     lock = None
 
     def open_run_directory() -> str:  # process 0 owns the directory and its lock
@@ -114,30 +114,24 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         if resume:
             lock = rundir.reopen(run_dir)
             return str(run_dir)
-        path, lock = rundir.create(config.out, overwrite)
+        path, lock = rundir.create(options.out, overwrite)
         return str(path)
 
     try:
         run_dir = Path(_on_main(context, open_run_directory))
-        config.out = str(run_dir)
-        def check_and_generate() -> None:  # process 0 first: it generates missing default data
-            open_data(config, log)
-
-        _on_main(context, check_and_generate)
-        train_set, tests = open_data(config, log)
+        run = resolve.open_run(options, log, first=lambda fn: _on_main(context, fn), device=device, threads=threads,
+                               run_dir=run_dir, processes=context.world,
+                               choose_precision=lambda partial, train: _on_main(
+                                   context, lambda: _choose_precision(partial, train, device)))
+        config, train_set, tests = run.config, run.train, run.tests
         check_fits(config, train_set, device)
         torch.manual_seed(config.seed)
         model = model_for(config, train_set).to(device)
         if state is not None:
             _check_same_model(state, model, run_dir, config)
-        auto_reason = None
-        if config.precision == "auto":
-            config.precision, config.dtype, auto_reason = _on_main(
-                context, lambda: _choose_precision(config, train_set, model, device))
-            log(f"precision=auto chose {auto_reason}")
         if state is None and context.main:
             config.save(run_dir / "config.json")
-        trainer = trainer_for(config, model, train_set, tests, device, run_dir, log, progress)
+        trainer = trainer_for(run, model, run_dir, log, progress)
         for batches in trainer.test_batches.values():
             if isinstance(batches, LazyBatches):  # read lazily: find bad samples now, not after an epoch
                 batches.check()
@@ -161,7 +155,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             "epochs": config.epochs, "seconds": seconds,
             "precision_history": trainer.history, "best": trainer.best,
             **profiling.peak_memory(device),
-            "run_dir": str(run_dir), "device": str(device), "precision_auto": auto_reason,
+            "run_dir": str(run_dir), "device": str(device), "precision_auto": run.auto_reason,
             "world_size": context.world, "global_batch_size": config.batch_size * context.world,
         }
         if context.main:
@@ -228,5 +222,6 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
     rows = MetricsLog(run_dir, tensorboard=False).rows()
     if rows:
         plot_curves(rows, run_dir / "curves.png", loss_name=config.loss, grids=summary["grids"])
-    for name, batches in trainer.test_batches.items():
-        domains.of(config.model).plot(model, batches, run_dir / f"samples_{Path(name).stem}.png", name, tests[name])
+    domain = domains.of(config.model)
+    for name, batches in trainer.test_batches.items() if domain.has("plots") else ():
+        domain.plot(model, batches, run_dir / f"samples_{Path(name).stem}.png", name, tests[name])

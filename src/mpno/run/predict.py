@@ -16,6 +16,7 @@ from . import domains, profiling
 from .assembly import batches_of, losses_for, resolve_device
 from .checkpoint import CheckpointError
 from .evaluation import checked_dataset, checkpoint_model
+from .resolve import for_saved_model
 
 
 def predict(checkpoint: str, data: str, out: str, precision: str | None = None, batch_size: int | None = None,
@@ -46,7 +47,7 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
             raise ValueError(f"the arguments are swapped: {data} is the checkpoint and {checkpoint} is not; give the "
                              f"checkpoint first: mpno predict {data} {checkpoint} --out {out}") from None
         raise
-    config = dataclasses.replace(config, x_key=x_key or config.x_key, y_key=y_key or config.y_key)
+    config = for_saved_model(config, config.model, x_key=x_key, y_key=y_key)
     domain = domains.of(config.model)
     targets = domain.has_targets(data, config)
     if not targets:  # read the inputs as their own pair

@@ -1,0 +1,184 @@
+"""Fields on a grid (the torus or the unit cube), (N, C, *grid) arrays: the domain of FNO, TFNO and U-NO."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from ...bounds import audit
+from ...checks import modes_per_dim
+from ...data import DataError, OperatorDataset
+from ...data.files import GRID, SPHERE, available_keys, identify
+from ...nn import losses
+from ...nn.normalized import NormalizedOperator, UnitGaussianNormalizer
+from ...nn.registry import model_kind
+from .. import distributed
+from ..batches import batches_for
+from ..options import option
+from ..plots import plot_samples
+from .base import EVAL_LOSSES, Domain
+
+#: How arrays of fields are read: keys, dimensions, PDEBench time series; and how H1 differentiates them.
+OPTIONS = {
+    "x_key": option(None, "str", "input key in the data files", optional=True, group="data"),
+    "y_key": option(None, "str", "output key in the data files", optional=True, group="data"),
+    "spatial_dims": option(2, "int", "spatial dimensions of (N, C, *grid) arrays that do not say", low=1, high=3,
+                           group="data"),
+    "time_in": option(0, "int", "time series (PDEBench): the input snapshot", group="data"),
+    "time_out": option(-1, "int", "time series (PDEBench): the output snapshot", group="data"),
+    "periodic": option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation"),
+}
+
+
+class GridDomain(Domain):
+    """Fields (N, C, *grid) on the torus or the unit cube: FNO, TFNO, U-NO."""
+
+    name = "grid"
+    data = "fields on a grid"
+    capabilities = frozenset({"audit", "auto_precision", "plots"})
+    lacks = {"rollout": "the data are pairs of fields; forecasting reads trajectories"}
+    declared_options = OPTIONS
+    operator_arguments = ("domain_padding",)
+    file_kind = GRID
+
+    def dataset(self, path: str, config):
+        return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims,
+                               time_in=config.time_in, time_out=config.time_out)
+
+    def grid(self, dataset) -> list[int]:
+        """The grid of a data set's fields."""
+        return list(dataset.shapes[0][1:])
+
+    def modes(self, config, dataset) -> tuple[int, ...]:
+        """``config``'s modes, one per dimension of ``dataset``."""
+        return modes_per_dim(config.n_modes, len(dataset.shapes[0]) - 1, "--n-modes")
+
+    def check_data(self, train, tests: dict, config) -> None:
+        """Refuse test sets that do not match the training set, and grids too coarse for the modes."""
+        x_train, y_train = train.shapes
+        modes = self.modes(config, train)
+        self._check_grid(train.path, x_train[1:], modes, "lower --n-modes", config)  # first: a test set may be on it
+        for test in tests.values():
+            x_shape, y_shape = test.shapes
+            if len(x_shape) != len(x_train) or x_shape[0] != x_train[0] or y_shape[0] != y_train[0]:
+                raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
+                                f"data's {x_train} → {y_train} (channels and spatial dims must agree)")
+            self._check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes", config)
+
+    def _check_grid(self, path, grid, modes, fix: str, config) -> None:
+        for i, (n, m) in enumerate(zip(grid, modes)):
+            if n < m:
+                hint = ""
+                if n <= 3:  # a channel axis read as a grid axis
+                    hint = (f"; if the arrays are (N, C, *grid) with {len(grid) - 1} spatial dims, pass "
+                            f"--spatial-dims {len(grid) - 1}")
+                raise DataError(f"{path}: grid {tuple(grid)} has {n} points along dim {i}, fewer than the model's "
+                                f"modes ({m}); {fix}{hint}")
+
+    def check_for_model(self, path: str, dataset, model: NormalizedOperator) -> None:
+        """Refuse a file whose samples do not fit a trained model."""
+        x_shape, _ = dataset.shapes
+        operator = model.operator
+        if x_shape[0] != operator.in_channels or len(x_shape) - 1 != len(operator.n_modes):
+            raise DataError(f"{dataset.path}: samples of shape {x_shape} do not fit the model "
+                            f"({operator.in_channels} input channels, {len(operator.n_modes)} spatial dims); "
+                            "check --x-key and the file")
+
+    def channels_and_modes(self, config, train) -> tuple[int, int, tuple[int, ...]]:
+        """Input channels, output channels and modes of the operator for ``train``."""
+        x_shape, y_shape = train.shapes
+        return x_shape[0], y_shape[0], self.modes(config, train)
+
+    def fitted(self, operator, train) -> NormalizedOperator:
+        """``operator`` with normalisers fitted on ``train``."""
+        return NormalizedOperator(operator, UnitGaussianNormalizer.fit(x for x, _ in train),
+                                  UnitGaussianNormalizer.fit(y for _, y in train))
+
+    def points_per_sample(self, config, train) -> int:
+        """Grid points an activation has per sample (the memory estimate before training)."""
+        return math.prod(train.shapes[0][1:])
+
+    def fields(self, dataset, count: int, field: str = "x") -> torch.Tensor:
+        """The first ``count`` samples' inputs (``field="x"``) or outputs, stacked."""
+        return torch.stack([dataset[i][0 if field == "x" else 1] for i in range(min(count, len(dataset)))])
+
+    # -- batches, losses, predictions, plots ---------------------------------------------
+    def batches(self, dataset, config, device: torch.device, model: NormalizedOperator, name: str):
+        """Mini-batches of ``dataset`` for ``model``, this process's share of each."""
+        return batches_for(dataset, config.batch_size, device, config.in_memory_limit_gb, name, distributed.current())
+
+    def losses(self, config, model: NormalizedOperator) -> tuple[Callable, dict[str, Callable]]:
+        """``--loss`` and ``--eval-losses``: relative L2, H1 or MSE (H1 differentiates ``periodic`` fields)."""
+        return (losses.build(config.loss, config.periodic),
+                {name: losses.build(name, config.periodic) for name in config.eval_losses or EVAL_LOSSES})
+
+    def has_targets(self, path: str, config) -> bool:
+        """Whether ``path`` holds outputs beside its inputs (``y``/``y_key``, or a PDEBench ``tensor``)."""
+        keys = available_keys(path)
+        if config.y_key:
+            return config.y_key in keys
+        return "y" in keys or ("tensor" in keys and config.x_key is None)
+
+    def inputs_only(self, config):
+        """``config`` reading a file's inputs as their own pair (a file without outputs)."""
+        return dataclasses.replace(config, y_key=config.x_key or "x")
+
+    def prediction_arrays(self, x, y, prediction: torch.Tensor, dataset) -> dict[str, torch.Tensor]:
+        """What ``mpno predict`` writes of a batch, one row per sample (``y`` is ``None`` without outputs)."""
+        return {"prediction": prediction} if y is None else {"prediction": prediction, "y": y, "error": prediction - y}
+
+    def samples(self, prediction: torch.Tensor, y) -> list[tuple]:
+        """``(prediction, target)`` of each sample of a batch, as a loss takes them."""
+        return [(prediction[i:i + 1], y[i:i + 1]) for i in range(len(y))]
+
+    def describe_predictions(self, file, dataset) -> None:
+        """Add to a predictions file what it needs beyond the per-sample arrays."""
+
+    def plot(self, model: NormalizedOperator, batches, path: Path, name: str, dataset) -> None:
+        """A few test samples drawn as images: input, truth, prediction, error."""
+        x, y, _ = next(batches.iterate())
+        plot_samples(model, x[:3], y[:3], path, title=name)
+
+    # -- audits -------------------------------------------------------------------------
+    def choose_precision(self, config, train, model, device: torch.device):
+        """``precision="auto"``: the cheapest safe policy for (up to 64) training inputs and ``model``, and why."""
+        return audit.choose_precision(self.fields(train, 64), self.modes(config, train), device, model=model)
+
+    def check_audited(self, path: str, model: NormalizedOperator | None) -> None:
+        """Refuse, before reading it, a file ``mpno bounds`` cannot audit (for ``model``, when given)."""
+        if identify(path) == SPHERE:
+            raise DataError(f"{path} holds fields on the sphere; mpno bounds audits Fourier coefficients on the cube "
+                            f"for this {model_kind(model.operator)}, which would misjudge them: audit the file alone, "
+                            "or with an SFNO trained on it")
+
+    def audit_modes(self, fields: torch.Tensor, modes: Sequence[int] | None) -> tuple[int, ...]:
+        """The modes audited: those given (one value for every dimension), else ``min(16, n / 4)``."""
+        if modes:
+            return modes_per_dim(modes, fields.ndim - 2)
+        return tuple(min(16, n // 4) for n in fields.shape[2:])
+
+    def audit_data(self, path: str, fields: torch.Tensor, modes, device: torch.device) -> dict:
+        """The data audit of :mod:`mpno.bounds.audit`: Fourier coefficients' discretisation and precision errors."""
+        if min(fields.shape[2:]) < 4:
+            raise DataError(f"{path}: grid {tuple(fields.shape[2:])} is too coarse to audit; give at least 4 points "
+                            "per dimension")
+        return audit.audit_data(fields, modes, device)
+
+    def audit_model(self, model: NormalizedOperator, inputs: torch.Tensor, policy) -> dict:
+        """Each layer's error in ``policy`` against float64, beside the model's discretisation error."""
+        return audit.audit_model(model, inputs, policy)
+
+    # -- mpno bench ---------------------------------------------------------------------
+    def bench_model(self, config):
+        """The operator ``mpno bench`` times for a :class:`mpno.run.bench.BenchConfig`."""
+        return self.bench_operator(config, config.channels, config.channels)
+
+    def bench_batch(self, config, model, device: torch.device) -> tuple:
+        """One training batch of random fields and its loss: ``(input, target, loss function)``."""
+        x = torch.randn(config.batch_size, config.channels, *config.resolution, device=device)
+        y = torch.randn(config.batch_size, config.channels, *config.resolution, device=device)
+        return x, y, losses.LpLoss(2)

@@ -1,0 +1,156 @@
+"""Point clouds: per-point features in, per-point values out, clouds of any size: the domain of GINO and
+FNO-GNO."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ...checks import modes_per_dim
+from ...data import DataError
+from ...data.files import POINT_CLOUDS, available_keys
+from ...data.pointclouds import POTENTIAL_FLOW_KEYS, PointCloudBatches, PointCloudDataset, PointValues
+from ...nn.normalized import NormalizedOperator, UnitGaussianNormalizer
+from ...nn.point_losses import PointL2Loss
+from .. import distributed
+from ..options import option
+from ..plots import plot_point_samples
+from .base import Domain
+
+OPTIONS = {
+    "inputs": option([], "str_list", "point clouds: the input arrays (default: normals flow)", group="data"),
+    "outputs": option([], "str_list", "point clouds: the output arrays (default: cp)", group="data"),
+    "latent_grid": option(16, "int", "point clouds: points per dimension of the latent grid", low=2, group="model"),
+    "radius": option(None, "float", "point clouds: neighbourhood radius of the graph kernel integrals, in the "
+                     "latent box's units (default: 1.5 latent cells)", low=0.0, open_low=True, optional=True,
+                     group="model"),
+    "kernel": option(None, "str", "point clouds: the form of the graph kernel integral the operator lets you "
+                     "choose; default: the operator's (gino: its input one, nonlinear; fno-gno: its output one, "
+                     "linear)", choices=("linear", "nonlinear"), optional=True, group="model"),
+    "chunk_size": option(65536, "int", "point clouds: edges per message-passing chunk (bounds its memory)", low=1,
+                         group="model"),
+}
+
+#: ``mpno bench`` on point clouds: potential flow past ellipsoids, this many surface points per cloud ...
+BENCH_POINTS = 2048
+#: ... and the neighbourhood radius of the operator's graph kernel integrals.
+BENCH_RADIUS = 0.2
+
+
+class PointsDomain(Domain):
+    """Point clouds: per-point features in, per-point values out, clouds of any size: GINO."""
+
+    name = "points"
+    data = "point clouds"
+    capabilities = frozenset({"plots"})
+    lacks = {"auto_precision": "audits Fourier coefficients of grid data on the cube, and a point cloud has none",
+             "audit": "it audits the Fourier or spherical harmonic coefficients of fields on a grid or the sphere, "
+                      "and a point cloud has none",
+             "rollout": "point clouds are read as pairs of inputs and outputs, not as trajectories"}
+    declared_options = OPTIONS
+    operator_arguments = ("latent_grid", "radius", "kernel", "chunk_size", "domain_padding")
+    own_loss = "the relative L2 error over each cloud's points"
+    default_mode = 8
+    file_kind = POINT_CLOUDS
+
+    def dataset(self, path: str, config) -> PointCloudDataset:
+        return PointCloudDataset(path, inputs=config.inputs or None, outputs=config.outputs or None)
+
+    def grid(self, dataset) -> list[int]:
+        """Point clouds have no grid: empty."""
+        return []
+
+    def check_data(self, train, tests: dict, config) -> None:
+        """Refuse test sets whose channels per point differ from the training set's."""
+        for name, test in tests.items():
+            if test.channels != train.channels:
+                raise DataError(f"{name}: {test.channels} (input, output) channels per point, but the training "
+                                f"data have {train.channels}")
+
+    def check_for_model(self, path: str, dataset, model: NormalizedOperator) -> None:
+        if dataset.channels != (model.operator.in_channels, model.operator.out_channels):
+            raise DataError(f"{path}: {dataset.channels} (input, output) channels per point do not fit the model")
+
+    def channels_and_modes(self, config, train) -> tuple[int, int, tuple[int, ...]]:
+        return (*train.channels, modes_per_dim(config.n_modes, train[0][0].points.shape[-1], "--n-modes"))
+
+    def fitted(self, operator, train) -> NormalizedOperator:
+        """``operator`` with normalisers of the features and values, and its position map, fitted on ``train``
+        (the map before any neighbourhood is searched)."""
+        samples = [train[i] for i in range(len(train))]
+        operator.fit_positions(x.points for x, _ in samples)
+        return NormalizedOperator(operator, UnitGaussianNormalizer.fit(x.features.T for x, _ in samples),
+                                  UnitGaussianNormalizer.fit(y.values.T for _, y in samples))
+
+    def points_per_sample(self, config, train) -> int:
+        """The points of the latent grid."""
+        return config.latent_grid ** train[0][0].points.shape[-1]
+
+    def batches(self, dataset, config, device: torch.device, model: NormalizedOperator, name: str):
+        """Batches whose clouds' neighbourhoods are searched once, here; this process's share of each."""
+        context = distributed.current()
+        return PointCloudBatches(dataset, config.batch_size, device, neighborhoods=model.operator.neighborhoods,
+                                 shares=lambda count, seed: distributed.rank_batches(count, config.batch_size, seed,
+                                                                                     context))
+
+    def losses(self, config, model: NormalizedOperator) -> tuple[Callable, dict[str, Callable]]:
+        """The relative L2 error over each cloud's points (with its quadrature weights)."""
+        return PointL2Loss(), {"l2": PointL2Loss()}
+
+    def has_targets(self, path: str, config) -> bool:
+        return set(config.outputs or POTENTIAL_FLOW_KEYS[1]) <= set(available_keys(path))
+
+    def inputs_only(self, config):
+        return dataclasses.replace(config, outputs=list(config.inputs or POTENTIAL_FLOW_KEYS[0]))
+
+    def prediction_arrays(self, x, y, prediction: torch.Tensor, dataset) -> dict[str, torch.Tensor]:
+        """The points and per-point arrays of each cloud, padded to the file's largest cloud."""
+        arrays = {"points": x.points, "prediction": prediction}
+        if y is not None:
+            arrays.update(y=y.values, error=prediction - y.values)
+        return {name: _padded(x.sizes, value, dataset.points.shape[1]) for name, value in arrays.items()}
+
+    def samples(self, prediction: torch.Tensor, y) -> list[tuple]:
+        bounds = np.cumsum([0, *y.sizes])
+        return [(prediction[a:b], PointValues(y.values[a:b], (b - a,), None if y.weights is None else y.weights[a:b]))
+                for a, b in zip(bounds, bounds[1:])]
+
+    def describe_predictions(self, file, dataset) -> None:
+        """The clouds' sizes (the arrays are padded)."""
+        file.create_dataset("sizes", data=np.array([dataset.sizes[i] for i in dataset.indices]))
+
+    def plot(self, model: NormalizedOperator, batches, path: Path, name: str, dataset) -> None:
+        """The first test cloud as 3D scatter plots of truth, prediction and error."""
+        x, y, _ = next(batches.iterate())
+        plot_point_samples(model, x, y, path, title=name)
+
+    def bench_model(self, config):
+        """A model for clouds of potential flow past ellipsoids (6 input features: normal and stream direction;
+        1 output: the pressure coefficient); ``config.resolution`` is its latent grid."""
+        return self.bench_operator(config, 6, 1, latent_grid=tuple(config.resolution), radius=BENCH_RADIUS)
+
+    def bench_batch(self, config, model, device: torch.device) -> tuple:
+        """``config.batch_size`` clouds of :data:`BENCH_POINTS` points, their neighbourhoods searched."""
+        from ...data import potential_flow  # imported here: only the point-cloud benchmarks need it (and scipy)
+
+        clouds = potential_flow.dataset(config.batch_size, points=BENCH_POINTS)
+        model.fit_positions(clouds[i][0].points for i in range(len(clouds)))
+        batches = PointCloudBatches(clouds, config.batch_size, device, neighborhoods=model.neighborhoods)
+        return (*batches.batch(range(config.batch_size)), PointL2Loss())
+
+    def in_float64(self, x):
+        """A batch of clouds with its positions, features and weights in float64."""
+        return dataclasses.replace(x, points=x.points.double(), features=x.features.double(),
+                                   weights=None if x.weights is None else x.weights.double())
+
+
+def _padded(sizes: tuple[int, ...], values: torch.Tensor, width: int) -> torch.Tensor:
+    """Per-point ``values`` (P, C) of clouds of ``sizes`` as (clouds, width, C), zero beyond each cloud."""
+    out = values.new_zeros(len(sizes), width, *values.shape[1:])
+    for i, part in enumerate(values.split(list(sizes))):
+        out[i, :len(part)] = part
+    return out
