@@ -73,8 +73,20 @@ def generate_batch(resolution: int, seed: int, indices, viscosity: float, time: 
     return u0.unsqueeze(1), solve(u0, viscosity, time, step).unsqueeze(1)
 
 
+def trajectories(resolution: int, seed: int, indices, steps: int, interval: float, viscosity: float, time: float,
+                 dt: float | None, alpha: float, tau: float, sigma: float) -> torch.Tensor:
+    """Trajectories of samples ``indices``: ``u`` at ``steps`` times ``0, interval, ...``, (B, steps, 1, n)."""
+    u0 = torch.stack([grf.periodic(resolution, 1, alpha, tau, sigma, grf.sample_generator(seed, i))
+                      for i in indices])
+    step = dt or min(1e-3, 0.5 / (resolution * max(1.0, u0.abs().max().item())))
+    states = [u0]
+    for _ in range(steps - 1):
+        states.append(solve(states[-1], viscosity, interval, step))
+    return torch.stack(states, 1).unsqueeze(2)
+
+
 #: What ``mpno generate burgers`` knows of this module.
 GENERATOR = Generator(
-    "burgers", DEFAULTS, spatial_dims=1, batch_size=64, solve=generate_batch,
+    "burgers", DEFAULTS, spatial_dims=1, batch_size=64, solve=generate_batch, trajectories=trajectories,
     flags={"viscosity": (float, "the viscosity ν"), "time": (float, "the final time T"),
            "dt": (float, "the time step (default: from the resolution)")})

@@ -68,6 +68,11 @@ class OperatorDataset(torch.utils.data.Dataset):
         x, y = self[0]
         return tuple(x.shape), tuple(y.shape)
 
+    @property
+    def units(self) -> int:
+        """What :meth:`subset` selects among: samples."""
+        return len(self)
+
     def subset(self, indices: Sequence[int]) -> "OperatorDataset":
         """The samples at positions ``indices`` of this dataset."""
         return OperatorDataset(self.pairs, [self.indices[i] for i in indices], self.subsample)

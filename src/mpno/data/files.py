@@ -381,22 +381,31 @@ def _open_pairs(path: Path, x_key, y_key, spatial_dims, time_in, time_out) -> Fi
     return TensorPairs(path, x, y, x_key, y_key, spatial_dims)
 
 
-class PairWriter:
-    """Writes (input, output) samples to an mpno HDF5 file that appears only when complete.
+class SampleWriter:
+    """Writes samples of named arrays to an mpno HDF5 file that appears only when complete.
 
     Use as a context manager: samples go to a temporary file in the same
     directory, renamed to ``path`` on success and deleted on error (a full disk,
     Ctrl-C), so a generation that stops half-way leaves nothing behind; the file
     is never written through a link (:func:`mpno.writing.new_hdf5`).
+
+    Args:
+        path: the file.
+        count: samples in all.
+        shapes: ``{name: shape of one sample}`` of each array (``x`` and ``y`` for pairs, ``u`` for
+            trajectories (T, C, *grid)).
+        attributes: the file's attributes (dicts are stored as JSON).
+        coordinates: the grid's coordinates along each spatial dimension (``grid_0``, ...).
+        extra: other arrays written whole (a trajectory's times ``t``).
     """
 
-    def __init__(self, path: Path, count: int, x_shape, y_shape, attributes: dict, coordinates):
+    def __init__(self, path: Path, count: int, shapes: dict, attributes: dict, coordinates, extra: dict | None = None):
         self.path, self.count = Path(path), count
-        self.x_shape, self.y_shape = tuple(x_shape), tuple(y_shape)
-        self.attributes, self.coordinates = attributes, coordinates
+        self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
+        self.attributes, self.coordinates, self.extra = attributes, coordinates, extra or {}
         self.written = 0
 
-    def __enter__(self) -> "PairWriter":
+    def __enter__(self) -> "SampleWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._stack = contextlib.ExitStack()
         with self._stack:
@@ -408,17 +417,20 @@ class PairWriter:
                 self.file.attrs[key] = json.dumps(value) if isinstance(value, dict) else value
             for axis, values in enumerate(self.coordinates):
                 self.file.create_dataset(f"grid_{axis}", data=np.asarray(values))
-            self.x = self.file.create_dataset("x", (self.count, *self.x_shape), dtype="float32",
-                                              chunks=(1, *self.x_shape))
-            self.y = self.file.create_dataset("y", (self.count, *self.y_shape), dtype="float32",
-                                              chunks=(1, *self.y_shape))
+            for name, values in self.extra.items():
+                self.file.create_dataset(name, data=np.asarray(values))
+            self.arrays = {name: self.file.create_dataset(name, (self.count, *shape), dtype="float32",
+                                                          chunks=(1, *shape))
+                           for name, shape in self.shapes.items()}
             self._stack = self._stack.pop_all()  # opened: kept open until __exit__
         return self
 
-    def append(self, x: np.ndarray, y: np.ndarray) -> None:
-        self.x[self.written:self.written + len(x)] = x
-        self.y[self.written:self.written + len(y)] = y
-        self.written += len(x)
+    def append(self, **samples: np.ndarray) -> None:
+        """Write the next samples, one array of each name."""
+        count = len(next(iter(samples.values())))
+        for name, values in samples.items():
+            self.arrays[name][self.written:self.written + count] = values
+        self.written += count
         self.output.check()  # a full disk stops the generation now, not after the last sample
 
     def __exit__(self, exc_type, exc, tb) -> bool:

@@ -12,7 +12,7 @@ import numpy as np
 from . import burgers, darcy, navier_stokes, potential_flow, shallow_water
 from .. import memory
 from ..writing import check_output, require_space
-from .files import PairWriter
+from .files import SampleWriter
 from .generator import Generator
 from .progress import Progress
 
@@ -53,7 +53,8 @@ def _check_size(generator: Generator, targets: dict[int, Path], n: int, resoluti
 
 def generate(equation: str, out: str | Path, n: int, resolution: int | None = None, seed: int = 0,
              coarsen: Sequence[int] = (), batch_size: int | None = None, progress: bool | None = None,
-             overwrite: bool = False, **params) -> list[Path]:
+             overwrite: bool = False, steps: int | None = None, interval: float | None = None,
+             **params) -> list[Path]:
     """Solve ``n`` samples of ``equation`` at ``resolution`` and write them (plus coarser copies).
 
     Args:
@@ -68,6 +69,9 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         progress: ``None`` (default): a progress bar on a terminal, and off one a line per chunk of
             samples on stderr; ``True``: a bar; ``False``: nothing (:class:`mpno.data.progress.Progress`).
         overwrite: replace existing files (otherwise refuse).
+        steps: write trajectories instead of pairs: ``u`` (n, steps, C, *grid), the fields at ``steps`` times
+            ``interval`` apart (default: the equation's ``time``, what a pair spans), their times ``t``, and
+            the attributes ``layout = "trajectories"`` and ``interval`` (``docs/forecasting.md``).
         **params: the equation's parameters (its generator's ``defaults``).
 
     Returns the paths written. Each file is written under a temporary name and
@@ -97,17 +101,37 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
     for r in coarsen:
         if not 0 < r < resolution or resolution % r:
             raise ValueError(f"coarsen={r} must divide resolution={resolution} and be smaller")
+    if interval is not None and steps is None:
+        raise ValueError("interval (--interval) is the time between the snapshots of a trajectory: give steps "
+                         "(--steps) too")
+    if steps is not None:
+        if generator.trajectories is None:
+            raise ValueError(f"steps: {equation} is not written as trajectories (those that are: "
+                             f"{', '.join(name for name, g in GENERATORS.items() if g.trajectories)})")
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
+            raise ValueError(f"steps={steps!r}: a trajectory needs at least 2 snapshots")
+        interval = params["time"] if interval is None else interval
+        if not interval > 0:
+            raise ValueError(f"interval={interval!r} must be a positive time between snapshots")
     targets = {resolution: out, **{r: coarse_path(out, r) for r in coarsen}}
     for path in targets.values():
         check_output(path, overwrite)
     batch_size = batch_size or generator.batch_size
-    _check_size(generator, targets, n, resolution, batch_size, params)
+    _check_size(generator, targets, n * (steps or 1), resolution, batch_size, params)
     ndim = generator.spatial_dims
 
-    def batches():
+    def batches():  # {array name: values} of each batch of samples
         for start in range(0, n, batch_size):
-            x, y = generator.solve(resolution, seed, range(start, min(n, start + batch_size)), **params)
-            yield x.float().numpy(), y.float().numpy()
+            indices = range(start, min(n, start + batch_size))
+            if steps is not None:
+                yield {"u": generator.trajectories(resolution, seed, indices, steps, interval, **params).float().numpy()}
+            else:
+                x, y = generator.solve(resolution, seed, indices, **params)
+                yield {"x": x.float().numpy(), "y": y.float().numpy()}
+
+    lead = 3 if steps is not None else 2  # sample, (time,) channel
+    layout = {} if steps is None else {"layout": "trajectories", "interval": interval, "steps": steps}
+    extra = {} if steps is None else {"t": params.get("start", 0.0) + interval * np.arange(steps)}
 
     with contextlib.ExitStack() as stack:
         bar = stack.enter_context(Progress(n, f"{equation} {resolution}", progress))
@@ -115,15 +139,16 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
         first = next(stream)  # the writers take their shapes from it
         writers = {}
         for r, path in targets.items():
-            stride = (slice(None), slice(None), *[slice(None, None, resolution // r)] * ndim)
+            stride = (*[slice(None)] * lead, *[slice(None, None, resolution // r)] * ndim)
             coords, described = ([np.arange(r) / r] * ndim, {}) if generator.grid_description is None \
                 else generator.grid_description(r, **params)
             attributes = {"equation": equation, "params": params, "seed": seed, "resolution": r,
-                          "generated_resolution": resolution, **described}
-            writer = PairWriter(path, n, first[0][stride].shape[1:], first[1][stride].shape[1:], attributes, coords)
+                          "generated_resolution": resolution, **described, **layout}
+            shapes = {name: values[stride].shape[1:] for name, values in first.items()}
+            writer = SampleWriter(path, n, shapes, attributes, coords, extra)
             writers[r] = (stack.enter_context(writer), stride)
-        for x, y in itertools.chain([first], stream):  # one batch in memory at a time
+        for arrays in itertools.chain([first], stream):  # one batch in memory at a time
             for writer, stride in writers.values():
-                writer.append(x[stride], y[stride])
-            bar.update(len(x))
+                writer.append(**{name: values[stride] for name, values in arrays.items()})
+            bar.update(len(next(iter(arrays.values()))))
     return list(targets.values())

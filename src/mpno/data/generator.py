@@ -19,6 +19,9 @@ class Generator:
         batch_size: samples solved together by default.
         solve: ``solve(resolution, seed, indices, **params) -> (x, y)`` for pairs of fields
             (batch, channels, *grid) on a grid of ``resolution`` points per dimension.
+        trajectories: ``trajectories(resolution, seed, indices, steps, interval, **params)``, the fields at
+            ``steps`` times ``interval`` apart, (batch, steps, channels, *grid), where the equation can be
+            written as trajectories (``mpno generate --steps``).
         write: ``write(out, n, seed=, overwrite=, progress=, **params) -> Path`` for data written
             in their own layout (point clouds: no resolution, no coarsening). A generator
             has ``solve`` or ``write``.
@@ -35,6 +38,7 @@ class Generator:
     spatial_dims: int = 2
     batch_size: int = 16
     solve: Callable | None = None
+    trajectories: Callable | None = None
     write: Callable | None = None
     grid_description: Callable | None = None
     values: Callable[[int, dict], int] | None = None

@@ -83,9 +83,18 @@ def generate_batch(resolution: int, seed: int, indices, viscosity: float, time: 
     return w0.unsqueeze(1), w
 
 
+def trajectories(resolution: int, seed: int, indices, steps: int, interval: float, **params) -> torch.Tensor:
+    """Trajectories of samples ``indices``: the vorticity at ``steps`` times ``0, interval, ...``,
+    (B, steps, 1, n, n); sample ``i`` starts where :func:`generate_batch`'s does."""
+    per_interval = math.ceil(interval / (params["dt"] or 0.128 / resolution) - 1e-9)  # time steps per snapshot
+    params = {**params, "time": interval * (steps - 1), "snapshots": steps - 1, "dt": interval / per_interval}
+    w0, w = generate_batch(resolution, seed, indices, **params)
+    return torch.cat([w0, w], 1).unsqueeze(2)
+
+
 #: What ``mpno generate navier-stokes`` knows of this module.
 GENERATOR = Generator(
-    "navier-stokes", DEFAULTS, spatial_dims=2, batch_size=32, solve=generate_batch,
+    "navier-stokes", DEFAULTS, spatial_dims=2, batch_size=32, solve=generate_batch, trajectories=trajectories,
     flags={"viscosity": (float, "the viscosity ν"), "time": (float, "the final time T"),
            "snapshots": (int, "outputs at this many times in (0, T]"),
            "dt": (float, "the time step (default: from the resolution)")},

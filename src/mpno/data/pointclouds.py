@@ -261,6 +261,11 @@ class PointCloudDataset(torch.utils.data.Dataset):
                 raise DataError(f"{self.path}: sample {index} holds NaN or inf {name}; remove or repair it")
         return PointClouds(points, x, (size,), weights), PointValues(y, (size,), weights)
 
+    @property
+    def units(self) -> int:
+        """What :meth:`subset` selects among: samples."""
+        return len(self)
+
     def subset(self, indices: Sequence[int]) -> "PointCloudDataset":
         """The samples at positions ``indices`` of this dataset (sharing its arrays)."""
         clone = copy.copy(self)

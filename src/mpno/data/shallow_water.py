@@ -246,36 +246,63 @@ def grid_description(resolution: int, grid: str = "equiangular", nlon: int | Non
     return [theta.numpy(), longitude], attributes
 
 
+def _started(seed: int, indices, start: float, dt: float | None, truncation: int, depth: float, velocity: float,
+             alpha: float, tau: float, hyperdiffusion: float | None) -> tuple[ShallowWater, torch.Tensor, float]:
+    """The solver, the spectral states at ``start`` (s) of the flows of samples ``indices`` balanced at t = 0,
+    and the time step (``dt``, else ``19200 / truncation`` s)."""
+    if not velocity > 0 or not start >= 0:
+        raise ValueError(f"velocity={velocity!r} must be positive and start={start!r} not negative")
+    solver = ShallowWater(truncation, depth, hyperdiffusion)
+    zeta = torch.stack([random_vorticity(solver, velocity, alpha, tau, grf.sample_generator(seed, i))
+                        for i in indices])
+    dt = dt or 19200.0 / truncation
+    state = solver.balanced(zeta)
+    return solver, solver.integrate(state, start, dt) if start > 0 else state, dt
+
+
+def _check_grid(resolution: int, nlon: int, grid: str) -> None:
+    sht.check_grid(grid)
+    if resolution < 2 or nlon < 2:
+        raise ValueError(f"resolution={resolution} and nlon={nlon} must be at least 2")
+
+
 def generate_batch(resolution: int, seed: int, indices, start: float, time: float, dt: float | None,
-                   truncation: int, grid: str, nlon: int | None, depth: float, velocity: float, alpha: float,
-                   tau: float, hyperdiffusion: float | None):
+                   truncation: int, grid: str, nlon: int | None, **flow):
     """Samples ``indices``: x = the state at ``start`` (s) of a flow balanced at t = 0, y = the state
-    ``time`` seconds later, both (B, 3, resolution, nlon) with channels :data:`CHANNELS` on ``grid``.
+    ``time`` seconds later, both (B, 3, resolution, nlon) with channels :data:`CHANNELS` on ``grid``
+    (``flow``: ``depth``, ``velocity``, ``alpha``, ``tau``, ``hyperdiffusion``).
 
     ``nlon`` defaults to ``2 * resolution``; ``dt`` to ``19200 / truncation`` s (600 s at
     truncation 32, a Courant number ≈ 0.5 for the gravity waves of depth 3000 m).
     """
     nlon = nlon or 2 * resolution
-    sht.check_grid(grid)
-    if resolution < 2 or nlon < 2:
-        raise ValueError(f"resolution={resolution} and nlon={nlon} must be at least 2")
-    if not time > 0 or not velocity > 0 or not start >= 0:
-        raise ValueError(f"time={time!r} and velocity={velocity!r} must be positive and start={start!r} "
-                         "not negative")
-    solver = ShallowWater(truncation, depth, hyperdiffusion)
-    zeta = torch.stack([random_vorticity(solver, velocity, alpha, tau, grf.sample_generator(seed, i))
-                        for i in indices])
-    dt = dt or 19200.0 / truncation
-    first = solver.balanced(zeta)
-    if start > 0:
-        first = solver.integrate(first, start, dt)
+    _check_grid(resolution, nlon, grid)
+    if not time > 0:
+        raise ValueError(f"time={time!r} must be positive")
+    solver, first, dt = _started(seed, indices, start, dt, truncation, **flow)
     last = solver.integrate(first, time, dt)
     return solver.fields(first, resolution, nlon, grid), solver.fields(last, resolution, nlon, grid)
 
 
+def trajectories(resolution: int, seed: int, indices, steps: int, interval: float, start: float, time: float,
+                 dt: float | None, truncation: int, grid: str, nlon: int | None, **flow) -> torch.Tensor:
+    """Trajectories of samples ``indices``: the state at ``steps`` times ``start, start + interval, ...`` of
+    the flows :func:`generate_batch` starts, (B, steps, 3, resolution, nlon) on ``grid`` (``time`` unused:
+    the interval is the step)."""
+    nlon = nlon or 2 * resolution
+    _check_grid(resolution, nlon, grid)
+    solver, state, dt = _started(seed, indices, start, dt, truncation, **flow)
+    frames = [solver.fields(state, resolution, nlon, grid)]
+    for _ in range(steps - 1):
+        state = solver.integrate(state, interval, dt)
+        frames.append(solver.fields(state, resolution, nlon, grid))
+    return torch.stack(frames, 1)
+
+
 #: What ``mpno generate shallow-water`` knows of this module: fields on the sphere, ``resolution`` latitudes.
 GENERATOR = Generator(
-    "shallow-water", DEFAULTS, spatial_dims=2, batch_size=8, solve=generate_batch, grid_description=grid_description,
+    "shallow-water", DEFAULTS, spatial_dims=2, batch_size=8, solve=generate_batch, trajectories=trajectories,
+    grid_description=grid_description,
     flags={"nlon": (int, "longitudes (default: 2 × latitudes)"),
            "time": (float, "seconds from the input to the output"),
            "dt": (float, "the time step (default: from the truncation)")},

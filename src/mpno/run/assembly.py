@@ -81,18 +81,19 @@ def data_paths(config: RunConfig, log: Callable[[str], None]) -> tuple[str, list
 
 def open_datasets(config: RunConfig, train_path: str, test_paths: Sequence[str]) -> tuple[object, dict]:
     """The training set and the named test sets (``test_fraction`` of the training file held out when no test
-    file is given; the first ``n_train`` training samples when given)."""
+    file is given; the first ``n_train`` training samples when given). Trajectories are held out and counted
+    whole."""
     domain = domains.of(config.model)
     train = domain.dataset(train_path, config)
     if test_paths:
         tests = {name: domain.dataset(path, config) for name, path in test_names(test_paths).items()}
     else:
-        train_idx, test_idx = split_indices(len(train), config.test_fraction, config.seed)
+        train_idx, test_idx = split_indices(train.units, config.test_fraction, config.seed)
         tests = {f"{train.name} (held out)": train.subset(test_idx)}
         train = train.subset(train_idx)
     if config.n_train is not None:
-        train = train.subset(range(min(config.n_train, len(train))))
-    return train, tests
+        train = train.subset(range(min(config.n_train, train.units)))
+    return domain.training_set(train, config), tests
 
 
 def operator_for(config: RunConfig, in_channels: int, out_channels: int, n_modes) -> torch.nn.Module:

@@ -114,6 +114,10 @@ def _add_generate(commands) -> None:
     p.add_argument("--coarsen", type=int, nargs="*", default=[], metavar="R",
                    help="also write copies subsampled to these resolutions (OUT_<R>.h5)")
     _shared(p, "generate", "batch_size", "samples solved together")
+    p.add_argument("--steps", type=int, help="write trajectories of this many snapshots (for forecasting) instead "
+                                             "of input-output pairs: navier-stokes, burgers, shallow-water")
+    p.add_argument("--interval", type=float, help="with --steps: the time between snapshots (default: the "
+                                                  "equation's --time)")
     parameters = p.add_argument_group("the equations' parameters (each generator declares its own)")
     for name, (kind, text) in flags().items():
         parameters.add_argument("--" + name.replace("_", "-"), dest=name, type=kind, help=text)
@@ -137,7 +141,8 @@ def _run_generate(args) -> None:
     params.update(dict(args.set))
     _use_threads(args)
     paths = generate(args.equation, args.out, n=args.n, resolution=args.resolution, seed=args.seed,
-                     coarsen=args.coarsen, batch_size=args.batch_size, overwrite=args.overwrite, **params)
+                     coarsen=args.coarsen, batch_size=args.batch_size, overwrite=args.overwrite, steps=args.steps,
+                     interval=args.interval, **params)
     for path in paths:
         print(path)
 

@@ -38,7 +38,7 @@ class RunOptions:
                                   "test_fraction of the training file", group="data")
     test_fraction: float = option(0.2, "float", "held out of data_train when no data_test is given",
                                   low=0.0, high=1.0, open_low=True, group="data")
-    n_train: int | None = option(None, "int", "use only the first N training samples", low=1, optional=True,
+    n_train: int | None = option(None, "int", "use only the first N training samples (trajectories)", low=1, optional=True,
                                  group="data")
     # model
     model: str = option("fno", "str", "the operator", choices=tuple(models()), group="model")

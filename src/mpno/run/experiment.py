@@ -15,7 +15,7 @@ from ..data import DataError
 from ..nn.normalized import NormalizedOperator
 from ..precision import Precision
 from ..writing import write_text
-from . import checkpoint, distributed, domains, profiling, resolve, rundir
+from . import checkpoint, distributed, domains, forecast, profiling, resolve, rundir
 from .assembly import batches_of, check_fits, losses_for, model_for, optimizer_for, resolve_device
 from .batches import LazyBatches
 from .config import RunConfig
@@ -38,7 +38,8 @@ def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | Non
                    eval_losses=eval_losses,
                    grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
                    run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
-                   log=log, progress=progress, compile=config.compile)
+                   log=log, progress=progress, compile=config.compile,
+                   objective=forecast.unrolled(train_loss) if config.unroll > 1 else None)
 
 
 def _choose_precision(config: RunConfig, train_set, device: torch.device) -> tuple[Precision, str]:

@@ -79,6 +79,8 @@ class Domain(abc.ABC):
 
     def check_options(self, config) -> None:
         """Refuse options that do not apply to this domain (from :meth:`mpno.run.config.RunConfig.validate`)."""
+        if (config.trajectories or config.history > 1 or config.unroll > 1) and not self.has("rollout"):
+            self.require("rollout")
         if config.precision == "auto" and not self.has("auto_precision"):
             raise ValueError(f"precision='auto' {self.lacks['auto_precision']}; give --model {config.model} a "
                              "precision mode")
@@ -125,6 +127,11 @@ class Domain(abc.ABC):
     @abc.abstractmethod
     def dataset(self, path: str, config):
         """The data set in ``path``, read with ``config``'s options: indexable pairs ``(input, output)``."""
+
+    def training_set(self, dataset, config):
+        """The data set the run trains on, from one opened as test sets are (forecasting: windows of
+        ``--unroll`` targets)."""
+        return dataset
 
     @abc.abstractmethod
     def grid(self, dataset) -> list[int]:

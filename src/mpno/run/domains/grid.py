@@ -12,6 +12,7 @@ import torch
 from ...bounds import audit
 from ...checks import modes_per_dim
 from ...data import DataError, OperatorDataset
+from ...data.trajectories import TrajectoryWindows, holds_trajectories
 from ...data.files import GRID, SPHERE, available_keys, identify
 from ...nn import losses
 from ...nn.normalized import NormalizedOperator, UnitGaussianNormalizer
@@ -26,11 +27,19 @@ from .base import EVAL_LOSSES, Domain
 OPTIONS = {
     "x_key": option(None, "str", "input key in the data files", optional=True, group="data"),
     "y_key": option(None, "str", "output key in the data files", optional=True, group="data"),
-    "spatial_dims": option(2, "int", "spatial dimensions of (N, C, *grid) arrays that do not say", low=1, high=3,
-                           group="data"),
+    "spatial_dims": option(None, "int", "spatial dimensions of arrays that do not say: (N, C, *grid) pairs "
+                           "(default 2) and (N, T, C, *grid) trajectories (required where the file does not say)",
+                           low=1, high=3, optional=True, group="data"),
     "time_in": option(0, "int", "time series (PDEBench): the input snapshot", group="data"),
     "time_out": option(-1, "int", "time series (PDEBench): the output snapshot", group="data"),
     "periodic": option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation"),
+    "trajectories": option(False, "bool", "forecasting: read the data files' arrays (--x-key, default u) as "
+                           "trajectories (N, T, C, *grid); files mpno generates with --steps say so themselves",
+                           group="forecasting"),
+    "history": option(1, "int", "forecasting: snapshots the operator sees, stacked as channels", low=1,
+                      group="forecasting"),
+    "unroll": option(1, "int", "forecasting: steps the training loss is unrolled over, with the gradient through "
+                     "the model's own predictions (1: one-step training)", low=1, group="forecasting"),
 }
 
 
@@ -39,15 +48,25 @@ class GridDomain(Domain):
 
     name = "grid"
     data = "fields on a grid"
-    capabilities = frozenset({"audit", "auto_precision", "plots"})
-    lacks = {"rollout": "the data are pairs of fields; forecasting reads trajectories"}
+    capabilities = frozenset({"audit", "auto_precision", "plots", "rollout"})
     declared_options = OPTIONS
     operator_arguments = ("domain_padding",)
     file_kind = GRID
 
     def dataset(self, path: str, config):
-        return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims,
+        """Pairs of fields, or one-step windows of trajectories (``--trajectories``, or files that say they hold
+        trajectories: ``docs/forecasting.md``)."""
+        if config.trajectories or holds_trajectories(path):
+            return TrajectoryWindows(path, config.history, key=config.x_key, spatial_dims=config.spatial_dims)
+        if config.history > 1 or config.unroll > 1:
+            raise DataError(f"{path} holds input-output pairs; --history and --unroll apply to trajectories "
+                            "(mpno generate ... --steps T, or --trajectories for arrays (N, T, C, *grid))")
+        return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims or 2,
                                time_in=config.time_in, time_out=config.time_out)
+
+    def training_set(self, dataset, config):
+        """Windows of ``unroll`` targets (``--unroll``) of trajectories; pairs as they are."""
+        return dataset.with_unroll(config.unroll) if config.unroll > 1 else dataset
 
     def grid(self, dataset) -> list[int]:
         """The grid of a data set's fields."""
@@ -94,9 +113,14 @@ class GridDomain(Domain):
         return x_shape[0], y_shape[0], self.modes(config, train)
 
     def fitted(self, operator, train) -> NormalizedOperator:
-        """``operator`` with normalisers fitted on ``train``."""
+        """``operator`` with normalisers fitted on ``train`` (on trajectories: over samples and times, every
+        target snapshot of a window counted)."""
+        def outputs():
+            for x, y in train:
+                yield from (y if y.ndim > x.ndim else [y])
+
         return NormalizedOperator(operator, UnitGaussianNormalizer.fit(x for x, _ in train),
-                                  UnitGaussianNormalizer.fit(y for _, y in train))
+                                  UnitGaussianNormalizer.fit(outputs()))
 
     def points_per_sample(self, config, train) -> int:
         """Grid points an activation has per sample (the memory estimate before training)."""

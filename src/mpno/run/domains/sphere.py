@@ -30,15 +30,14 @@ class SphereDomain(GridDomain):
 
     name = "sphere"
     data = "fields on the sphere"
-    capabilities = frozenset({"audit", "plots"})
+    capabilities = frozenset({"audit", "plots", "rollout"})
     declared_options = {**GridDomain.declared_options, **OPTIONS}
     operator_arguments = ("grid",)
     file_kind = SPHERE
     own_loss = ("the relative L2 error over the sphere (quadrature-weighted) of the fields standardised per "
                 "channel")
     lacks = {"auto_precision": "audits Fourier coefficients of grid data on the cube (mpno bounds audits the "
-                               "sphere's harmonic coefficients)",
-             "rollout": GridDomain.lacks["rollout"]}
+                               "sphere's harmonic coefficients)"}
 
     def default_modes(self, grid: Sequence[int]) -> list[int]:
         """Every degree the training grid carries: ``(nlat, min(nlat, nlon // 2 + 1))``."""
