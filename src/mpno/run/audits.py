@@ -12,8 +12,10 @@ from typing import Callable, Sequence
 from ..data import OperatorDataset
 from ..nn.registry import model_kind
 from ..precision import Precision, inference_policy
-from . import checkpoint, domains
+from . import checkpoint, domains, forecast
 from .assembly import resolve_device
+from .evaluation import checked_dataset, checkpoint_model
+from .resolve import for_saved_model
 from .reporting import log_line
 
 
@@ -52,3 +54,29 @@ def _audit_policy(trained: Precision, requested: str | None, log: Callable[[str]
             log(warning)
         return policy
     return trained if trained.mode != "full" else trained.replace(mode="mixed", stabilizer=trained.stabilizer)
+
+
+#: The low precisions ``mpno bounds --rollout`` compares with full by default.
+ROLLOUT_POLICIES = ("mixed/float16", "mixed/bfloat16", "half/float16", "half/bfloat16")
+
+
+def rollout_report(data: str, model_path: str, steps: int, precisions: Sequence[str] | None = None,
+                   device: str = "auto", batch_size: int | None = None, x_key: str | None = None) -> dict:
+    """``mpno bounds --rollout``: the same weights rolled out ``steps`` steps from the first window of every
+    trajectory of ``data`` in full and in each of ``precisions`` (default :data:`ROLLOUT_POLICIES`, each with
+    the trained stabilizer unless it names one), per lead time: the precision gap beside the model error, the
+    lead time where the gap reaches a tenth of the model error, and the closed-form bound of the gap
+    (:func:`mpno.run.forecast.precision_over_rollout`)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--rollout {steps}: give a positive number of steps")
+    device_ = resolve_device(device)
+    model, saved = checkpoint_model(model_path, device_, None, batch_size)
+    config = for_saved_model(saved, saved.model, x_key=x_key)
+    domain = domains.of(config.model)
+    domain.require("rollout")
+    windows = domain.trajectories_of(checked_dataset(data, config, model), data)
+    starts, truths = forecast.starts_and_truths(windows, config.history, steps, device_)
+    policies = [_audit_policy(model.precision, text) for text in precisions or ROLLOUT_POLICIES]
+    report = forecast.precision_over_rollout(model, starts, truths, policies, config.batch_size)
+    return {"data": str(data), "checkpoint": str(model_path), "steps": steps, "trajectories": len(starts),
+            "interval": windows.trajectories.interval, **report}

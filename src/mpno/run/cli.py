@@ -251,15 +251,38 @@ def _add_evaluate(commands) -> None:
     _shared(p, "evaluate", "device")
     _shared(p, "evaluate", "batch_size", "default: the run's")
     _shared(p, "evaluate", "threads")
+    forecasting = p.add_argument_group("forecasting (trajectories)")
+    forecasting.add_argument("--rollout", type=int, metavar="N",
+                             help="roll the model out N steps from the first window of every trajectory and report "
+                                  "the error at each lead time")
+    forecasting.add_argument("--spectra-at", type=int, nargs="+", metavar="LEAD",
+                             help="with --rollout: lead times whose power spectra are reported (default: the first, "
+                                  "middle and last)")
+    forecasting.add_argument("--plot", metavar="FILE.png",
+                             help="with --rollout: plot the error against lead time and the spectra")
     _shared(p, "evaluate", "json")
     p.set_defaults(run=_run_evaluate)
 
 
 def _run_evaluate(args) -> None:
-    from .evaluation import evaluate_checkpoint
-    from .reporting import results_table
+    from .evaluation import evaluate_checkpoint, rollout_checkpoint
+    from .reporting import results_table, rollout_table
 
     _use_threads(args, args.device)
+    if args.rollout is None and (args.spectra_at or args.plot):
+        raise ValueError("--spectra-at and --plot describe a rollout: add --rollout N")
+    if args.rollout is not None:
+        report = rollout_checkpoint(args.checkpoint, args.data_test, args.rollout, args.device, args.batch_size,
+                                    precision=_policy_text(args), x_key=args.x_key, spectra_at=args.spectra_at)
+        print(rollout_table(report))
+        if args.plot:
+            from .plots import plot_rollout
+
+            plot_rollout(report, args.plot)
+            print(f"plot: {args.plot}")
+        if args.json:
+            _print_json(report)
+        return
     report = evaluate_checkpoint(args.checkpoint, args.data_test, args.device, args.batch_size,
                                  precision=_policy_text(args), x_key=args.x_key, y_key=args.y_key)
     print(results_table(report["test"], report["grids"]))
@@ -328,15 +351,40 @@ def _add_bounds(commands) -> None:
     p.add_argument("--y-key")
     p.add_argument("--spatial-dims", type=int)
     _shared(p, "bounds", "device")
-    p.add_argument("--plot", metavar="FILE.png", help="write a log-log plot of both errors against resolution")
+    p.add_argument("--plot", metavar="FILE.png", help="write a log-log plot of both errors against resolution "
+                                                       "(with --rollout: both errors against lead time)")
+    forecasting = p.add_argument_group("forecasting (trajectories, with --checkpoint)")
+    forecasting.add_argument("--rollout", type=int, metavar="N",
+                             help="roll the checkpoint's model out N steps in full precision and in each low "
+                                  "precision from the same initial states: the precision gap per lead time beside "
+                                  "the model error, and its bound")
+    forecasting.add_argument("--precisions", nargs="+", metavar="POLICY",
+                             help="with --rollout: the low precisions compared with full (default: mixed and "
+                                  "half, in float16 and bfloat16)")
+    _shared(p, "bounds", "batch_size", "with --rollout; default: the run's")
     _shared(p, "bounds", "json")
     p.set_defaults(run=_run_bounds)
 
 
 def _run_bounds(args) -> None:
-    from .audits import bounds_report
-    from .plots import plot_bounds
-    from .reporting import bounds_table
+    from .audits import bounds_report, rollout_report
+    from .plots import plot_bounds, plot_precision_gap
+    from .reporting import bounds_table, precision_gap_table
+
+    if args.rollout is not None:
+        if args.checkpoint is None:
+            raise ValueError("--rollout rolls a trained model out: give its --checkpoint RUN/best.pt")
+        report = rollout_report(args.data, args.checkpoint, args.rollout, args.precisions, args.device,
+                                args.batch_size, x_key=args.x_key)
+        print(precision_gap_table(report))
+        if args.plot:
+            plot_precision_gap(report, args.plot, title=f"{args.checkpoint} on {args.data}")
+            print(f"plot: {args.plot}")
+        if args.json:
+            _print_json(report)
+        return
+    if args.precisions or args.batch_size:
+        raise ValueError("--precisions and --batch-size apply to a rollout: add --rollout N")
 
     report = bounds_report(args.data, args.checkpoint, args.n_modes, args.samples, args.field, _policy_text(args),
                            args.device, x_key=args.x_key, y_key=args.y_key, spatial_dims=args.spatial_dims)

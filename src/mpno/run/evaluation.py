@@ -11,7 +11,7 @@ from torch import nn
 from ..nn.normalized import NormalizedOperator
 from ..nn.registry import model_kind
 from ..precision import inference_policy
-from . import checkpoint, distributed, domains
+from . import checkpoint, distributed, domains, forecast
 from .assembly import batches_of, losses_for, resolve_device, test_names
 from .config import RunConfig
 from .resolve import for_saved_model
@@ -83,3 +83,33 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
         grids[name] = domains.of(config.model).grid(test)
     _, eval_losses = losses_for(config, model)
     return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision)}
+
+
+def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "auto", batch_size: int | None = None,
+                       precision: str | None = None, x_key: str | None = None,
+                       spectra_at: list[int] | None = None) -> dict:
+    """Errors of a saved one-step model rolled out ``steps`` steps from the first window of every trajectory of
+    ``data``, per lead time (``mpno evaluate --rollout``), and the power spectra of prediction and truth at the
+    lead times ``spectra_at`` (default: the first, the middle and the last)."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--rollout {steps}: give a positive number of steps")
+    device_ = resolve_device(device)
+    model, saved = checkpoint_model(path, device_, precision, batch_size)
+    config = for_saved_model(saved, saved.model, x_key=x_key)
+    domain = domains.of(config.model)
+    domain.require("rollout")
+    leads = sorted(set(spectra_at or (1, (steps + 1) // 2, steps)))
+    if any(not 1 <= lead <= steps for lead in leads):
+        raise ValueError(f"--spectra-at {' '.join(map(str, leads))}: lead times lie in 1 … {steps}")
+    _, eval_losses = losses_for(config, model)
+    results = {}
+    for name, file in test_names(data).items():
+        windows = domain.trajectories_of(checked_dataset(file, config, model), file)
+        starts, truths = forecast.starts_and_truths(windows, config.history, steps, device_)
+        predicted = forecast.predicted(model, starts, steps, config.batch_size)
+        results[name] = {**forecast.errors(predicted, truths, eval_losses["l2"]), "trajectories": len(starts),
+                         "interval": windows.trajectories.interval,
+                         "spectra": {lead: {"prediction": domain.power_spectrum(predicted[:, lead - 1], model),
+                                            "truth": domain.power_spectrum(truths[:, lead - 1], model)}
+                                     for lead in leads}}
+    return {"rollout": results, "steps": steps, "precision": str(model.precision), "history": config.history}

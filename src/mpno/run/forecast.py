@@ -67,35 +67,38 @@ def relative_errors(predicted: torch.Tensor, truth: torch.Tensor) -> list[float]
     return (_norms(predicted - truth) / _norms(truth).clamp_min(1e-300)).mean(0).tolist()
 
 
-def rollout_errors(model: torch.nn.Module, starts: torch.Tensor, truths: torch.Tensor, batch_size: int,
-                   loss: Callable) -> dict:
-    """The error of ``model``'s rollouts from ``starts`` against ``truths`` per lead time: ``l2`` (the domain's
-    relative L2, as training measures it) and ``relative_l2`` (Euclidean), means over trajectories."""
-    predicted = torch.cat([rollout(model, starts[i:i + batch_size], truths.shape[1])
-                           for i in range(0, len(starts), batch_size)])
+def predicted(model: torch.nn.Module, starts: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
+    """:func:`rollout` of every start, ``batch_size`` at a time: (N, steps, C, *grid)."""
+    return torch.cat([rollout(model, starts[i:i + batch_size], steps) for i in range(0, len(starts), batch_size)])
+
+
+def errors(predicted: torch.Tensor, truths: torch.Tensor, loss: Callable) -> dict:
+    """The error of rollouts against the truth per lead time: ``l2`` (the domain's relative L2, as training
+    measures it) and ``relative_l2`` (Euclidean), means over trajectories."""
     steps = truths.shape[1]
     return {"lead_time": list(range(1, steps + 1)),
             "l2": [float(loss(predicted[:, k], truths[:, k])) for k in range(steps)],
             "relative_l2": relative_errors(predicted, truths)}
 
 
-def lipschitz_estimate(model: torch.nn.Module, windows: torch.Tensor, size: float = 1e-3, trials: int = 4,
-                       seed: int = 0) -> float:
-    """The largest ratio ``‖G(v + δ) − G(v)‖ / ‖δ_new‖`` over ``windows`` and ``trials`` random perturbations
-    ``δ`` of the newest snapshot of relative size ``size``, with ``G`` the one-step map in the model's current
-    precision (call it on a float64 copy in full precision): an empirical growth factor of one step."""
+def lipschitz_estimate(model: torch.nn.Module, windows: torch.Tensor, channels: int, size: float = 1e-3,
+                       trials: int = 8, seed: int = 0) -> float:
+    """The largest ratio ``‖G(w + δ) − G(w)‖ / max_j ‖δ_j‖`` over ``windows`` (B, history · C, *grid) and
+    ``trials`` random perturbations ``δ`` whose every snapshot ``δ_j`` has ``size`` times the norm of the
+    snapshot it moves, with ``G`` the one-step map in the model's current precision (call it on a float64 copy
+    in full precision): an empirical growth factor of one step, what a gap in any of the snapshots a window
+    holds becomes after one more step."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
+    snapshots = windows.unflatten(1, (-1, channels))  # (B, history, C, *grid)
     ratios = []
     with torch.no_grad():
         base = model(windows)
-        channels = base.shape[1]
         for _ in range(trials):
-            noise = torch.randn(windows.shape, generator=generator, dtype=windows.dtype).to(windows.device)
-            noise[:, :-channels] = 0  # only the newest snapshot: what a rollout feeds back
-            scale = size * _norms(windows[:, -channels:].unsqueeze(1)) / _norms(noise[:, -channels:].unsqueeze(1))
-            delta = noise * scale.reshape(-1, *[1] * (windows.ndim - 1))
-            moved = model(windows + delta)
-            ratios.append((_norms((moved - base).unsqueeze(1)) / _norms(delta[:, -channels:].unsqueeze(1))).max())
+            noise = torch.randn(snapshots.shape, generator=generator, dtype=windows.dtype).to(windows.device)
+            noise *= (size * _norms(snapshots) / _norms(noise).clamp_min(1e-300)).reshape(*noise.shape[:2],
+                                                                                        *[1] * (noise.ndim - 2))
+            moved = model(windows + noise.flatten(1, 2))
+            ratios.append((_norms((moved - base).unsqueeze(1))[:, 0] / _norms(noise).max(1).values).max())
     return float(torch.stack(ratios).max())
 
 
@@ -114,41 +117,47 @@ def precision_over_rollout(model: torch.nn.Module, starts: torch.Tensor, truths:
     of rollouts of the same weights from the same ``starts``, beside the model error
     ``‖u_full − u_true‖ / ‖u_true‖``; the first lead time at which the gap reaches a tenth of the model error
     (``None``: never within the rollout); and the bound ``e_n ≤ ε (L^n − 1) / (L − 1)`` on the largest
-    absolute gap over the trajectories, with ``ε`` the largest one-step gap on the full rollout's states and
-    ``L`` the empirical growth factor of one full-precision step (:func:`lipschitz_estimate` in float64)."""
+    absolute gap over the trajectories (Euclidean norms of a snapshot), with ``ε`` the largest one-step gap
+    ``‖G_low(w) − G(w)‖`` over the windows ``w`` the low-precision rollout meets and ``L`` the empirical
+    growth factor of one full-precision step there (:func:`lipschitz_estimate` in float64, with perturbations
+    as large as the one-step gap). From ``e_{n+1} ≤ ε + L · max_j e_{n-j}`` (the gaps of the snapshots a window
+    holds) and a bound that grows with ``n``, ``e_n ≤ ε (L^n − 1) / (L − 1)``; ``L`` is estimated, so the bound
+    is checked against the measurement (``bound_holds``)."""
     steps, trained = truths.shape[1], model.precision
+    full_policy = Precision("full", stabilizer=trained.stabilizer)
 
     def rolled(policy: Precision) -> torch.Tensor:
         model.set_precision(policy)
-        return torch.cat([rollout(model, starts[i:i + batch_size], steps) for i in range(0, len(starts), batch_size)])
+        return predicted(model, starts, steps, batch_size)
 
-    full_policy = Precision("full", stabilizer=trained.stabilizer)
+    def one_step(policy: Precision, windows: torch.Tensor) -> torch.Tensor:
+        model.set_precision(policy)
+        with torch.no_grad():
+            return torch.cat([model(windows[i:i + batch_size]) for i in range(0, len(windows), batch_size)]).float()
+
     full = rolled(full_policy)
-    windows = [starts]
-    for k in range(steps - 1):
-        windows.append(next_window(windows[-1], full[:, k]))
-    visited = torch.cat(windows)  # every window the full rollout passes through
-    exact = _float64_copy(model, full_policy)
-    growth = lipschitz_estimate(exact, visited.double())
     model_error = relative_errors(full, truths)
-    report = {"lead_time": list(range(1, steps + 1)), "model_error": model_error, "growth_factor": growth,
-              "policies": {}}
+    exact = _float64_copy(model, full_policy)
+    report = {"lead_time": list(range(1, steps + 1)), "model_error": model_error, "policies": {}}
     for policy in policies:
         low = rolled(policy)
-        with torch.no_grad():
-            one_step = torch.cat([model(visited[i:i + batch_size]) for i in range(0, len(visited), batch_size)])
-        model.set_precision(full_policy)
-        with torch.no_grad():
-            reference = torch.cat([model(visited[i:i + batch_size]) for i in range(0, len(visited), batch_size)])
-        epsilon = float(_norms((one_step.float() - reference.float()).unsqueeze(1)).max())
+        windows = [starts]
+        for k in range(steps - 1):
+            windows.append(next_window(windows[-1], low[:, k]))
+        met = torch.cat(windows)  # every window the low-precision rollout meets
+        reference = one_step(full_policy, met)
+        differences = _norms((one_step(policy, met) - reference).unsqueeze(1))
+        epsilon = float(differences.max())
+        size = max(float((differences / _norms(reference.unsqueeze(1)).clamp_min(1e-300)).max()), 1e-4)
+        growth = lipschitz_estimate(exact, met.double(), truths.shape[2], size=size)
         gap = relative_errors(low, full)
-        absolute = _norms(low - full).max(0).values.tolist()
-        tenth = next((k + 1 for k in range(steps) if gap[k] >= model_error[k] / 10), None)
+        largest = _norms(low - full).max(0).values.tolist()
         bound = gap_bound(epsilon, growth, steps)
         report["policies"][str(policy)] = {
-            "precision_gap": gap, "largest_gap": absolute, "one_step_gap": epsilon, "bound": bound,
-            "bound_holds": all(a <= b for a, b in zip(absolute, bound)),
-            "gap_reaches_tenth_of_model_error_at": tenth}
+            "precision_gap": gap, "largest_gap": largest, "one_step_gap": epsilon, "growth_factor": growth,
+            "bound": bound, "bound_holds": all(a <= b for a, b in zip(largest, bound)),
+            "gap_reaches_tenth_of_model_error_at": next(
+                (k + 1 for k in range(steps) if gap[k] >= model_error[k] / 10), None)}
     model.set_precision(trained)
     return report
 

@@ -85,8 +85,6 @@ def plot_curves(rows: list[dict], path: Path, loss_name: str | None = None,
 
 
 @torch.no_grad()
-
-
 def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path, title: str = "") -> None:
     """Input, truth, prediction and error for a few samples (first channel), 1D, 2D or 3D (middle slice).
 
@@ -129,8 +127,6 @@ def plot_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path:
 
 
 @torch.no_grad()
-
-
 def plot_sphere_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, path: Path, grid: str,
                         title: str = "", channels: Sequence[str] | None = None) -> None:
     """Maps of one sample on the sphere (the first of ``x``, ``y``: (batch, C, nlat, nlon) on ``grid``), one row
@@ -187,8 +183,6 @@ def plot_sphere_samples(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor
 
 
 @torch.no_grad()
-
-
 def plot_point_samples(model: torch.nn.Module, x, y, path: Path, title: str = "") -> None:
     """3D scatter plots of the first cloud of a batch (``x``: :class:`mpno.data.pointclouds.PointClouds`,
     ``y``: its ``PointValues``), one row per output channel: truth, prediction and error.
@@ -286,4 +280,56 @@ def plot_bounds(report: dict, path: Path, title: str = "") -> None:
                         fontsize=10)
         audit.grid(alpha=0.3, which="both")
         audit.legend(fontsize=8)
+    _save(fig, path, dpi=110)
+
+
+def plot_rollout(report: dict, path: Path, title: str = "") -> None:
+    """``mpno evaluate --rollout``: the error against lead time of every test set (left), and the power
+    spectra of prediction and truth at the chosen lead times of the first (right), log scales."""
+    plt = _pyplot()
+    fig, (errors, spectra) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name, result in report["rollout"].items():
+        errors.plot(result["lead_time"], result["l2"], "-o", markersize=3, label=name)
+    errors.set_yscale("log")
+    _log_ticks(errors.yaxis, [v for r in report["rollout"].values() for v in r["l2"]])
+    errors.set_xlabel("lead time (steps)")
+    errors.set_ylabel("relative L2 error (log scale)")
+    errors.legend(fontsize=8)
+    errors.grid(alpha=0.3, which="both")
+    name, first = next(iter(report["rollout"].items()))
+    for i, (lead, pair) in enumerate(first["spectra"].items()):
+        colour = f"C{i}"
+        for which, style in (("truth", "-"), ("prediction", "--")):
+            wavenumbers, power = pair[which]
+            spectra.plot(wavenumbers[1:], power[1:], style, color=colour, label=f"{which}, lead {lead}")
+    spectra.set_xscale("log")
+    spectra.set_yscale("log")
+    spectra.set_xlabel("wavenumber (the sphere: degree)")
+    spectra.set_ylabel("power")
+    spectra.set_title(name, fontsize=9)
+    spectra.legend(fontsize=7)
+    spectra.grid(alpha=0.3, which="both")
+    fig.suptitle(title or f"rollout in {report['precision']}", fontsize=11)
+    _save(fig, path, dpi=100)
+
+
+def plot_precision_gap(report: dict, path: Path, title: str = "") -> None:
+    """``mpno bounds --rollout``: per lead time, the model error (full precision against the truth) and each
+    low precision's gap to the full-precision rollout, log scale."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    lead = report["lead_time"]
+    ax.plot(lead, report["model_error"], "k-o", markersize=3, label="model error (full vs truth)")
+    shown = list(report["model_error"])
+    for i, (policy, row) in enumerate(report["policies"].items()):
+        ax.plot(lead, row["precision_gap"], "--", marker="s", markersize=3, color=f"C{i}",
+                label=f"precision gap: {policy} vs full")
+        shown += row["precision_gap"]
+    ax.plot(lead, [e / 10 for e in report["model_error"]], ":", color="grey", label="a tenth of the model error")
+    ax.set_yscale("log")
+    ax.set_xlabel("lead time (steps)")
+    ax.set_ylabel("relative error (log scale)")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+    ax.grid(alpha=0.3, which="both")
+    ax.set_title(title, fontsize=10)
     _save(fig, path, dpi=110)

@@ -172,3 +172,35 @@ def bounds_table(report: dict) -> str:
         lines.append(f"  output: precision error {model['precision_error']:.3e}, the model's discretisation "
                      f"error (n vs n/2) {model['discretization_error']:.3e}, ratio {model['ratio']:.3g}: {verdict}")
     return "\n".join(lines)
+
+
+def rollout_table(report: dict) -> str:
+    """The ``mpno evaluate --rollout`` table: the error of every test set at each lead time."""
+    names = list(report["rollout"])
+    lines = [f"rollout of {report['steps']} steps in {report['precision']} (relative L2, mean over trajectories)",
+             f"{'lead':>5} " + " ".join(f"{name[:24]:>24}" for name in names)]
+    for k in range(report["steps"]):
+        lines.append(f"{k + 1:>5} " + " ".join(f"{report['rollout'][name]['l2'][k]:>24.4f}" for name in names))
+    return "\n".join(lines)
+
+
+def precision_gap_table(report: dict) -> str:
+    """The ``mpno bounds --rollout`` table: per lead time the model error and each low precision's gap to full
+    precision, then each precision's verdict: where its gap reaches a tenth of the model error, and whether the
+    bound ``e_n ≤ ε (Lⁿ − 1) / (L − 1)`` held."""
+    policies = list(report["policies"])
+    lines = [f"{report['trajectories']} trajectories of {report['data']}, rolled out {report['steps']} steps "
+             "(relative to the full-precision rollout; model error: full against the truth)",
+             f"{'lead':>5} {'model error':>12} " + " ".join(f"{p[:20]:>20}" for p in policies)]
+    for k in range(report["steps"]):
+        lines.append(f"{k + 1:>5} {report['model_error'][k]:>12.4e} "
+                     + " ".join(f"{report['policies'][p]['precision_gap'][k]:>20.3e}" for p in policies))
+    for policy, row in report["policies"].items():
+        tenth = row["gap_reaches_tenth_of_model_error_at"]
+        reached = f"reaches a tenth of the model error at lead {tenth}" if tenth else \
+            f"stays below a tenth of the model error for all {report['steps']} steps"
+        lines.append(f"{policy}: the gap {reached}; one-step gap ε = {row['one_step_gap']:.3e}, growth factor "
+                     f"L = {row['growth_factor']:.3g}, bound at lead {report['steps']} {row['bound'][-1]:.3e} against "
+                     f"the largest gap {row['largest_gap'][-1]:.3e}: "
+                     f"{'holds' if row['bound_holds'] else 'EXCEEDED'}")
+    return "\n".join(lines)

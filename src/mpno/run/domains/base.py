@@ -209,6 +209,16 @@ class Domain(abc.ABC):
         """``audit``: refuse, before reading it, a file ``mpno bounds`` cannot audit."""
         self.require("audit")
 
+    def trajectories_of(self, dataset, path: str):
+        """``rollout``: ``dataset``'s trajectories (:class:`mpno.data.trajectories.TrajectoryWindows`), or a
+        ``DataError`` naming ``path`` where it holds none."""
+        self.require("rollout")
+
+    def power_spectrum(self, fields: torch.Tensor, model: NormalizedOperator) -> tuple[list[int], list[float]]:
+        """``rollout``: the power of ``fields`` (B, C, *grid) per wavenumber (a grid: radial; the sphere:
+        spherical harmonic degree), summed over channels, mean over the batch."""
+        self.require("rollout")
+
     def fields(self, dataset, count: int, field: str = "x") -> torch.Tensor:
         """``audit``: the first ``count`` samples' inputs (``field="x"``) or outputs, stacked."""
         self.require("audit")

@@ -64,6 +64,24 @@ class GridDomain(Domain):
         return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims or 2,
                                time_in=config.time_in, time_out=config.time_out)
 
+    def trajectories_of(self, dataset, path: str):
+        if not isinstance(dataset, TrajectoryWindows):
+            raise DataError(f"{path} holds input-output pairs, and a rollout needs trajectories (N, T, C, *grid): "
+                            "mpno generate ... --steps T, or --trajectories for a file of such arrays")
+        return dataset
+
+    def power_spectrum(self, fields: torch.Tensor, model: NormalizedOperator) -> tuple[list[int], list[float]]:
+        """The power per radial wavenumber ``round(|k|)`` of periodic fields, summed over channels."""
+        dims = tuple(range(2, fields.ndim))
+        power = torch.fft.fftn(fields.double(), dim=dims, norm="forward").abs().pow(2).sum(1).mean(0)
+        grids = torch.meshgrid(*[torch.fft.fftfreq(n, 1.0 / n, dtype=torch.float64) for n in fields.shape[2:]],
+                               indexing="ij")
+        radius = torch.stack(grids).pow(2).sum(0).sqrt().round().long().to(power.device)
+        largest = min(fields.shape[2:]) // 2  # the wavenumbers every direction resolves
+        kept = radius <= largest
+        spectrum = torch.zeros(largest + 1, dtype=torch.float64, device=power.device)
+        return list(range(largest + 1)), spectrum.index_add_(0, radius[kept], power[kept]).tolist()
+
     def training_set(self, dataset, config):
         """Windows of ``unroll`` targets (``--unroll``) of trajectories; pairs as they are."""
         return dataset.with_unroll(config.unroll) if config.unroll > 1 else dataset

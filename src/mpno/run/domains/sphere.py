@@ -91,6 +91,17 @@ class SphereDomain(GridDomain):
         except ValueError as err:
             raise DataError(f"{path}: {err}; {fix}") from None
 
+    def power_spectrum(self, fields: torch.Tensor, model: NormalizedOperator) -> tuple[list[int], list[float]]:
+        """The power per spherical harmonic degree ``l`` (orthonormal harmonics: ``Σ_m |c_lm|²``, both signs of
+        ``m``), summed over channels, up to the degrees the grid transforms exactly."""
+        grid = model.operator.grid
+        nlat, nlon = fields.shape[-2:]
+        lmax = sht.exact_lmax(nlat, grid)
+        coefficients = sht.forward(fields.double(), lmax, min(lmax, nlon // 2 + 1), grid)
+        power = coefficients.pow(2).sum(-1)  # (B, C, l, m)
+        power[..., 1:] *= 2  # m and -m of a real field
+        return list(range(lmax)), power.sum((1, 3)).mean(0).tolist()
+
     def check_file(self, path: str, model: NormalizedOperator) -> None:
         self.declared_grid([path], model.operator.grid, "the model's grid")
 
