@@ -53,6 +53,16 @@ def test_the_checker_sees_a_branch(tmp_path):
     assert [line.split(":")[1] for line in branches_on_kind(path)] == ["1", "3", "5", "7"]
 
 
+def test_an_operator_of_an_unregistered_domain_is_refused_by_name(monkeypatch):
+    class Lost:
+        domain = "torus"
+
+    monkeypatch.setattr(domains, "operator_class", lambda model: Lost)
+    with pytest.raises(ValueError, match="maps data of the domain 'torus', which no domain module registers; known "
+                                         "domains: grid, sphere, points"):
+        domains.of("lost")
+
+
 def test_every_operator_has_an_adapter_and_every_adapter_a_name():
     assert set(domains.DOMAINS) == {"grid", "sphere", "points"}
     for kind, cls in registry.models().items():

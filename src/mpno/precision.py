@@ -326,11 +326,7 @@ class PrecisionSchedule:
 
     def starts(self, epochs: int) -> list[int]:
         """The first epoch of each phase."""
-        starts, cumulative = [], 0.0
-        for fraction, _ in self.phases:
-            starts.append(round(cumulative * epochs))
-            cumulative += fraction
-        return starts
+        return phase_starts([fraction for fraction, _ in self.phases], epochs)
 
     def at(self, epoch: int, epochs: int) -> Precision:
         """The policy for ``epoch`` (0-based) of ``epochs``."""
@@ -342,6 +338,16 @@ class PrecisionSchedule:
 
     def __str__(self) -> str:
         return ",".join(f"{policy}:{fraction:g}" for fraction, policy in self.phases)
+
+
+def phase_starts(fractions, epochs: int) -> list[int]:
+    """The first epoch of each phase of a schedule whose phases take these ``fractions`` of ``epochs``: phase
+    ``i`` starts at ``round(epochs · Σ_{j<i} fraction_j)``."""
+    starts, cumulative = [], 0.0
+    for fraction in fractions:
+        starts.append(round(cumulative * epochs))
+        cumulative += fraction
+    return starts
 
 
 #: Escalation after repeated non-finite steps: each mode's next safer mode.

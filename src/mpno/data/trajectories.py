@@ -104,9 +104,11 @@ class Trajectories:
             raise unreadable(self.path, err) from None
         frames = torch.as_tensor(np.asarray(raw) if not isinstance(raw, torch.Tensor) else raw).to(torch.float32)
         frames = frames.reshape(stop - start, self.channels, *self.grid)
-        if not torch.isfinite(frames).all():
-            raise DataError(f"{self.path}: trajectory {n} holds NaN or inf values at snapshots {start}–{stop - 1}; "
-                            "remove or repair that trajectory")
+        finite = torch.isfinite(frames).flatten(1).all(1)
+        if not finite.all():
+            bad = ", ".join(str(start + int(i)) for i in (~finite).nonzero().flatten())
+            raise DataError(f"{self.path}: trajectory {n} holds NaN or inf values at snapshot {bad}; remove or repair "
+                            "that trajectory")
         return frames
 
     def __getstate__(self):
@@ -193,5 +195,5 @@ def holds_trajectories(path: str | os.PathLike) -> bool:
             return False
         with h5py.File(path, "r") as f:
             return f.attrs.get("layout") == LAYOUT
-    except (DataError, OSError):
+    except (DataError, *UNREADABLE):  # reading the file says what is wrong with it
         return False

@@ -39,7 +39,15 @@ def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | Non
                    grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
                    run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
                    log=log, progress=progress, compile=config.compile,
-                   objective=forecast.unrolled(train_loss) if config.unroll > 1 else None)
+                   objective_at=_unrolled_objectives(config, train_loss))
+
+
+def _unrolled_objectives(config: RunConfig, loss: Callable) -> Callable | None:
+    """The training objective of each epoch of a forecasting run unrolled over more than one step (``--unroll``
+    and its stages), or ``None`` (one step: the loss of the prediction)."""
+    if forecast.most_unrolled(config.unroll) == 1:
+        return None
+    return lambda epoch, epochs: forecast.unrolled(loss, forecast.unrolled_at(config.unroll, epoch, epochs))
 
 
 def _choose_precision(config: RunConfig, train_set, device: torch.device) -> tuple[Precision, str]:

@@ -9,7 +9,7 @@ from typing import Callable
 
 import torch
 
-from ..precision import Precision
+from ..precision import Precision, phase_starts
 from .step import Objective
 
 
@@ -18,13 +18,47 @@ def next_window(window: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
     return torch.cat([window[:, prediction.shape[1]:], prediction], 1)
 
 
-def unrolled(loss: Callable) -> Objective:
-    """The objective of a one-step operator unrolled over the targets ``y`` (B, unroll, C, *grid): the sum over
-    steps of ``loss(prediction, target)``, each prediction fed back as the newest input snapshot, with the
-    gradient through it."""
+def unroll_stages(text: str | int) -> tuple[tuple[float, int], ...]:
+    """``((fraction of epochs, steps unrolled), ...)`` from ``--unroll``: ``"2"`` (every epoch), or stages
+    ``"1:0.5,2:0.25,4:0.25"`` (pretrain on single steps, then unroll 2, then 4); ``ValueError`` naming the bad
+    part."""
+    stages = []
+    for part in str(text).split(","):
+        steps, _, fraction = part.strip().partition(":")
+        try:
+            stage = (float(fraction) if fraction else 1.0, int(steps))
+        except ValueError:
+            raise ValueError(f"unroll={text!r}: write K or stages K:fraction,... such as '1:0.5,2:0.5'") from None
+        if stage[1] < 1 or not 0 < stage[0] <= 1:
+            raise ValueError(f"unroll={text!r}: {part.strip()!r} needs at least 1 step and a fraction in (0, 1]")
+        stages.append(stage)
+    if abs(sum(fraction for fraction, _ in stages) - 1.0) > 1e-6:
+        raise ValueError(f"unroll={text!r}: the fractions of the stages must sum to 1")
+    return tuple(stages)
+
+
+def most_unrolled(text: str | int) -> int:
+    """The most steps any stage of ``--unroll`` unrolls: the targets a training window holds."""
+    return max(steps for _, steps in unroll_stages(text))
+
+
+def unrolled_at(text: str | int, epoch: int, epochs: int) -> int:
+    """The steps unrolled at ``epoch`` (0-based) of ``epochs``."""
+    stages = unroll_stages(text)
+    current = stages[0][1]
+    for start, (_, steps) in zip(phase_starts([f for f, _ in stages], epochs), stages):
+        if epoch >= start:
+            current = steps
+    return current
+
+
+def unrolled(loss: Callable, steps: int) -> Objective:
+    """The objective of a one-step operator unrolled over the first ``steps`` targets of ``y``
+    (B, targets, C, *grid): the sum over steps of ``loss(prediction, target)``, each prediction fed back as the
+    newest input snapshot, with the gradient through it."""
     def objective(model, x, y):
         total = 0.0
-        for k in range(y.shape[1]):
+        for k in range(steps):
             prediction = model(x)
             total = total + loss(prediction, y[:, k])
             x = next_window(x, prediction)

@@ -64,6 +64,8 @@ class Trainer:
         progress: a line per epoch through ``log``, and progress bars on a terminal.
         compile: run the training steps on the model compiled by :func:`mpno.compiled`.
         objective: ``objective(model, x, y)``, the training loss of a batch (default: ``loss(model(x), y)``).
+        objective_at: ``objective_at(epoch, epochs)``, the objective of each epoch instead (forecasting: the
+            steps unrolled follow the epoch).
 
     Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``; call
     :meth:`close` before leaving the process group.
@@ -74,7 +76,8 @@ class Trainer:
                  test_batches: dict | None = None, eval_losses: dict | None = None, grad_clip: float | None = None,
                  nonfinite_patience: int = 5, seed: int = 0, run_dir: Path | None = None,
                  extra_state: dict | None = None, tensorboard: bool = False, log: Callable[[str], None] = print,
-                 progress: bool = True, compile: bool = False, objective: Objective | None = None):
+                 progress: bool = True, compile: bool = False, objective: Objective | None = None,
+                 objective_at: Callable[[int, int], Objective] | None = None):
         self.model, self.optimizer, self.train_batches, self.epochs, self.loss = \
             model, optimizer, train_batches, epochs, loss
         self.schedule = PrecisionSchedule.parse(schedule)
@@ -90,7 +93,7 @@ class Trainer:
             self.parallel = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.parallel.register_comm_hook(None, distributed.sum_gradients)
-        self.compile = compile
+        self.compile, self.objective_at = compile, objective_at
         if compile:  # training steps run the compiled model; evaluation and checkpoints use the model itself
             self.parallel = compiled(self.parallel)
         self.train_step = TrainStep(self.parallel, model, optimizer,
@@ -178,6 +181,8 @@ class Trainer:
             self._record(epoch, 0, policy, "schedule", change)
         self.model.set_precision(policy)
         self.model.train()
+        if self.objective_at is not None:
+            self.train_step.objective = self.objective_at(epoch, self.epochs)
         total, count, skipped = 0.0, 0, 0
         bar = tqdm(self.train_batches.iterate(seed=self.seed * 100_003 + epoch), total=len(self.train_batches),
                    desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,

@@ -17,6 +17,7 @@ import torch
 
 from ...nn.normalized import NormalizedOperator
 from ...nn.registry import build_operator
+from ..forecast import most_unrolled
 
 #: Optional capabilities a domain may declare: what each lets a user do, as messages name it.
 CAPABILITIES = {
@@ -79,7 +80,8 @@ class Domain(abc.ABC):
 
     def check_options(self, config) -> None:
         """Refuse options that do not apply to this domain (from :meth:`mpno.run.config.RunConfig.validate`)."""
-        if (config.trajectories or config.history > 1 or config.unroll > 1) and not self.has("rollout"):
+        forecasting = config.trajectories or config.history > 1 or most_unrolled(config.unroll) > 1
+        if forecasting and not self.has("rollout"):
             self.require("rollout")
         if config.precision == "auto" and not self.has("auto_precision"):
             raise ValueError(f"precision='auto' {self.lacks['auto_precision']}; give --model {config.model} a "

@@ -19,6 +19,7 @@ from ...nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ...nn.registry import model_kind
 from .. import distributed
 from ..batches import batches_for
+from ..forecast import most_unrolled
 from ..options import option
 from ..plots import plot_samples
 from .base import EVAL_LOSSES, Domain
@@ -38,8 +39,9 @@ OPTIONS = {
                            group="forecasting"),
     "history": option(1, "int", "forecasting: snapshots the operator sees, stacked as channels", low=1,
                       group="forecasting"),
-    "unroll": option(1, "int", "forecasting: steps the training loss is unrolled over, with the gradient through "
-                     "the model's own predictions (1: one-step training)", low=1, group="forecasting"),
+    "unroll": option("1", "str", "forecasting: steps the training loss is unrolled over, with the gradient "
+                     "through the model's own predictions: K (1: one-step training), or stages K:fraction,... of the "
+                     "epochs, e.g. 1:0.5,2:0.25,4:0.25", group="forecasting"),
 }
 
 
@@ -58,7 +60,7 @@ class GridDomain(Domain):
         trajectories: ``docs/forecasting.md``)."""
         if config.trajectories or holds_trajectories(path):
             return TrajectoryWindows(path, config.history, key=config.x_key, spatial_dims=config.spatial_dims)
-        if config.history > 1 or config.unroll > 1:
+        if config.history > 1 or most_unrolled(config.unroll) > 1:
             raise DataError(f"{path} holds input-output pairs; --history and --unroll apply to trajectories "
                             "(mpno generate ... --steps T, or --trajectories for arrays (N, T, C, *grid))")
         return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims or 2,
@@ -83,8 +85,9 @@ class GridDomain(Domain):
         return list(range(largest + 1)), spectrum.index_add_(0, radius[kept], power[kept]).tolist()
 
     def training_set(self, dataset, config):
-        """Windows of ``unroll`` targets (``--unroll``) of trajectories; pairs as they are."""
-        return dataset.with_unroll(config.unroll) if config.unroll > 1 else dataset
+        """Windows of as many targets as ``--unroll`` unrolls at most, of trajectories; pairs as they are."""
+        steps = most_unrolled(config.unroll)
+        return dataset.with_unroll(steps) if steps > 1 else dataset
 
     def grid(self, dataset) -> list[int]:
         """The grid of a data set's fields."""
