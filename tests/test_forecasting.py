@@ -84,6 +84,20 @@ def test_the_unrolled_loss_has_the_gradient_of_a_hand_computation():
     assert one.grad.item() == pytest.approx((2 * ((value * x - y[:, 0]) * x).mean()).item(), rel=1e-12)
 
 
+@pytest.mark.parametrize("policy", [Precision("full"), Precision("mixed", "bfloat16")])
+def test_recomputing_the_unrolled_steps_gives_the_same_gradients(policy):
+    torch.manual_seed(0)
+    model = FNO(C, C, (3, 3), hidden_channels=6, n_layers=2, precision=policy)
+    x, y = torch.randn(2, C, 8, 8), torch.randn(2, 3, C, 8, 8)
+    mse = lambda p, t: ((p - t) ** 2).mean()  # noqa: E731
+    grads = []
+    for recompute in (False, True):
+        model.zero_grad()
+        forecast.unrolled(mse, 3, recompute=recompute)(model, x, y).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*grads))
+
+
 def test_a_float64_rollout_is_repeated_single_calls():
     torch.manual_seed(0)
     model = FNO(2 * C, C, (3, 3), hidden_channels=6, n_layers=2).double().eval()
@@ -178,6 +192,17 @@ def test_evaluate_and_bounds_roll_out_a_trained_model(burgers_trajectories, tmp_
     assert gap["policies"]["half/bfloat16/no-stabilizer"]["precision_gap"][0] > mixed["precision_gap"][0]
     assert cli.main(["evaluate", best, "--data", str(burgers_trajectories), "--rollout", "9"]) == 2
     assert "roll out at most 5 steps" in capsys.readouterr().err
+    assert cli.main(["predict", best, str(burgers_trajectories), "--out", str(tmp_path / "p.h5"), "--rollout", "4",
+                     "--json"]) == 0
+    written = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert written["relative_l2"] == pytest.approx(result["relative_l2"], rel=1e-5)  # evaluate's rollout
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert f["prediction"].shape == f["y"].shape == (24, 4, 1, 32) and f["relative_l2"].shape == (24, 4)
+        assert np.allclose(f["error"][:], f["prediction"][:] - f["y"][:])
+    assert cli.main(["predict", best, str(burgers_trajectories), "--out", str(tmp_path / "far.h5"), "--rollout",
+                     "8"]) == 0  # beyond the truth: predictions only
+    with h5py.File(tmp_path / "far.h5") as f:
+        assert f["prediction"].shape == (24, 8, 1, 32) and "y" not in f
 
 
 def test_rollout_on_pairs_is_refused_in_one_line(tmp_path, capsys):

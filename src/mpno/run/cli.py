@@ -309,6 +309,9 @@ def _add_predict(commands) -> None:
     _shared(p, "predict", "device")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _shared(p, "predict", "threads")
+    p.add_argument("--rollout", type=int, metavar="N",
+                   help="trajectories: roll the model out N steps from the first window of every trajectory and "
+                        "write the predicted trajectories (with the errors where the file holds the truth)")
     _shared(p, "predict", "json")
     p.set_defaults(run=_run_predict)
 
@@ -318,6 +321,18 @@ def _run_predict(args) -> None:
 
     _use_threads(args, args.device)
     precision = _policy_text(args)
+    if args.rollout is not None:
+        from .predict import predict_rollout
+
+        report = predict_rollout(args.checkpoint, args.data, args.out, args.rollout, precision, args.batch_size,
+                                 args.device, args.x_key, overwrite=args.overwrite)
+        print(f"{report['out']}: {report['trajectories']} trajectories of {report['steps']} predicted steps in "
+              f"{report['precision']}")
+        if report["relative_l2"] is not None:
+            print("relative L2 error per lead time: " + " ".join(f"{e:.4f}" for e in report["relative_l2"]))
+        if args.json:
+            _print_json(report)
+        return
     report = predict(args.checkpoint, args.data, args.out, precision, args.batch_size, args.device,
                      args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
     where = f" at {'×'.join(map(str, report['grid']))}" if report["grid"] else " of point clouds"

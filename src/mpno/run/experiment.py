@@ -47,7 +47,8 @@ def _unrolled_objectives(config: RunConfig, loss: Callable) -> Callable | None:
     and its stages), or ``None`` (one step: the loss of the prediction)."""
     if forecast.most_unrolled(config.unroll) == 1:
         return None
-    return lambda epoch, epochs: forecast.unrolled(loss, forecast.unrolled_at(config.unroll, epoch, epochs))
+    return lambda epoch, epochs: forecast.unrolled(loss, forecast.unrolled_at(config.unroll, epoch, epochs),
+                                                   recompute=config.recompute_steps)
 
 
 def _choose_precision(config: RunConfig, train_set, device: torch.device) -> tuple[Precision, str]:

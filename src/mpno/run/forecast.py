@@ -8,6 +8,7 @@ import copy
 from typing import Callable
 
 import torch
+import torch.utils.checkpoint
 
 from ..precision import Precision, phase_starts
 from .step import Objective
@@ -52,14 +53,16 @@ def unrolled_at(text: str | int, epoch: int, epochs: int) -> int:
     return current
 
 
-def unrolled(loss: Callable, steps: int) -> Objective:
+def unrolled(loss: Callable, steps: int, recompute: bool = False) -> Objective:
     """The objective of a one-step operator unrolled over the first ``steps`` targets of ``y``
     (B, targets, C, *grid): the sum over steps of ``loss(prediction, target)``, each prediction fed back as the
-    newest input snapshot, with the gradient through it."""
+    newest input snapshot, with the gradient through it. ``recompute``: each step's activations are
+    recomputed in the backward pass instead of kept (``torch.utils.checkpoint``): the memory of one step
+    instead of ``steps``, for about one more forward pass."""
     def objective(model, x, y):
         total = 0.0
         for k in range(steps):
-            prediction = model(x)
+            prediction = torch.utils.checkpoint.checkpoint(model, x, use_reentrant=False) if recompute else model(x)
             total = total + loss(prediction, y[:, k])
             x = next_window(x, prediction)
         return total

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from ..data.files import CHECKPOINT, identify
 from ..writing import check_output, new_hdf5
-from . import domains, profiling
+from . import domains, forecast, profiling
 from .assembly import batches_of, losses_for, resolve_device
 from .checkpoint import CheckpointError
 from .evaluation import checked_dataset, checkpoint_model
@@ -82,3 +82,48 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
     return {"out": str(out), "samples": len(dataset), "grid": domain.grid(dataset),
             "precision": str(model.precision), "seconds": seconds, "samples_per_second": len(dataset) / seconds,
             **profiling.peak_memory(device_), "relative_l2": float(np.mean(errors)) if targets else None}
+
+
+def predict_rollout(checkpoint: str, data: str, out: str, steps: int, precision: str | None = None,
+                    batch_size: int | None = None, device: str = "auto", x_key: str | None = None,
+                    overwrite: bool = False) -> dict:
+    """Roll the model of ``checkpoint`` out ``steps`` steps from the first window of every trajectory of
+    ``data`` and write ``out`` (HDF5): ``prediction`` (N, steps, C, *grid) and the lead times ``lead_time``;
+    where the trajectories hold the snapshots predicted, also ``y``, ``error`` and ``relative_l2`` (N, steps)
+    (``mpno predict --rollout``). Written whole or not at all, as :func:`predict` writes."""
+    out = Path(out)
+    if out.suffix not in (".h5", ".hdf5"):
+        raise ValueError(f"--out {out}: predictions are written as HDF5; give a .h5 path")
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--rollout {steps}: give a positive number of steps")
+    check_output(out, overwrite, inputs=(checkpoint, data))
+    device_ = resolve_device(device)
+    model, saved = checkpoint_model(checkpoint, device_, precision, batch_size)
+    config = for_saved_model(saved, saved.model, x_key=x_key)
+    domain = domains.of(config.model)
+    domain.require("rollout")
+    windows = domain.trajectories_of(checked_dataset(data, config, model), data)
+    available = windows.trajectories.steps - config.history
+    start = time.perf_counter()
+    starts, truths = forecast.starts_and_truths(windows, config.history, min(steps, available), device_)
+    if steps > available:  # predict beyond the truth: no errors
+        truths = None
+    predicted = forecast.predicted(model, starts, steps, config.batch_size)
+    seconds = time.perf_counter() - start
+    with new_hdf5(out) as output:
+        f = output.file
+        f.create_dataset("prediction", data=predicted.float().cpu().numpy())
+        f.create_dataset("lead_time", data=np.arange(1, steps + 1))
+        if truths is not None:
+            error = predicted - truths
+            f.create_dataset("y", data=truths.float().cpu().numpy())
+            f.create_dataset("error", data=error.float().cpu().numpy())
+            relative = error.double().flatten(2).norm(dim=-1) / truths.double().flatten(2).norm(dim=-1)
+            f.create_dataset("relative_l2", data=relative.float().cpu().numpy())
+        f.attrs.update({"checkpoint": str(checkpoint), "data": str(data), "precision": str(model.precision),
+                        "history": config.history})
+        if windows.trajectories.interval is not None:
+            f.attrs["interval"] = windows.trajectories.interval
+    return {"out": str(out), "trajectories": len(starts), "steps": steps, "precision": str(model.precision),
+            "seconds": seconds, "grid": domain.grid(windows),
+            "relative_l2": None if truths is None else forecast.relative_errors(predicted, truths)}

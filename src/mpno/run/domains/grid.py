@@ -42,6 +42,9 @@ OPTIONS = {
     "unroll": option("1", "str", "forecasting: steps the training loss is unrolled over, with the gradient "
                      "through the model's own predictions: K (1: one-step training), or stages K:fraction,... of the "
                      "epochs, e.g. 1:0.5,2:0.25,4:0.25", group="forecasting"),
+    "recompute_steps": option(False, "bool", "forecasting: recompute each unrolled step's activations in the "
+                              "backward pass instead of keeping them (the memory of one step instead of --unroll's, "
+                              "for about one more forward pass)", group="forecasting"),
 }
 
 
