@@ -175,6 +175,7 @@ def test_resume_in_the_middle_of_an_unroll_stage_is_exact(burgers_trajectories, 
 
 def test_evaluate_and_bounds_roll_out_a_trained_model(burgers_trajectories, tmp_path, capsys):
     train(_config(burgers_trajectories, tmp_path / "run", unroll="2", epochs=2), log=quiet)
+    assert (tmp_path / "run" / "rollout_b.png").stat().st_size > 0  # frames of a held-out trajectory rolled out
     best = str(tmp_path / "run" / "best.pt")
     assert cli.main(["evaluate", best, "--data", str(burgers_trajectories), "--rollout", "4", "--plot",
                      str(tmp_path / "r.png"), "--json"]) == 0

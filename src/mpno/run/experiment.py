@@ -20,7 +20,7 @@ from .assembly import batches_of, check_fits, losses_for, model_for, optimizer_f
 from .batches import LazyBatches
 from .config import RunConfig
 from .resolve import ResolvedRun
-from .plots import plot_curves
+from .plots import plot_curves, plot_frames
 from .reporting import MetricsLog, json_safe, log_line
 from .threads import use_threads
 from .trainer import Trainer, TrainingInterrupted
@@ -235,3 +235,10 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
     domain = domains.of(config.model)
     for name, batches in trainer.test_batches.items() if domain.has("plots") else ():
         domain.plot(model, batches, run_dir / f"samples_{Path(name).stem}.png", name, tests[name])
+        trajectories = domain.trajectories_in(tests[name])
+        if trajectories is not None:  # a few frames of the first test trajectory rolled out, beside the truth
+            steps = trajectories.trajectories.steps - config.history
+            start, truth = forecast.starts_and_truths(trajectories.subset([0]), config.history, steps,
+                                                      next(model.parameters()).device)
+            plot_frames(forecast.rollout(model, start, steps)[0], truth[0], run_dir / f"rollout_{Path(name).stem}.png",
+                        title=f"{name}: trajectory 0 rolled out in {model.precision}")

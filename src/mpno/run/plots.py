@@ -333,3 +333,33 @@ def plot_precision_gap(report: dict, path: Path, title: str = "") -> None:
     ax.grid(alpha=0.3, which="both")
     ax.set_title(title, fontsize=10)
     _save(fig, path, dpi=110)
+
+
+@torch.no_grad()
+def plot_frames(prediction: torch.Tensor, truth: torch.Tensor, path: Path, title: str = "", frames: int = 4) -> None:
+    """A rollout beside the truth: ``frames`` lead times spread over the rollout (columns), truth, prediction
+    and error (rows), the first channel; ``prediction`` and ``truth`` are (steps, C, *grid), 1D or 2D (3D: the
+    middle slice)."""
+    plt = _pyplot()
+    steps = len(truth)
+    leads = sorted({round(1 + i * (steps - 1) / max(1, frames - 1)) for i in range(min(frames, steps))})
+    fig, axes = plt.subplots(3, len(leads), figsize=(3 * len(leads), 7.5), squeeze=False)
+    for column, lead in enumerate(leads):
+        fields = [truth[lead - 1, 0], prediction[lead - 1, 0].float(), (prediction[lead - 1, 0] - truth[lead - 1, 0])]
+        for row, (label, field) in enumerate(zip(("truth", "prediction", "error"), fields)):
+            field = field.cpu()
+            while field.ndim > 2:
+                field = field[field.shape[0] // 2]
+            axis = axes[row, column]
+            if field.ndim == 1:
+                axis.plot(field.numpy())
+            else:
+                limit = float(truth[lead - 1, 0].abs().max()) if row < 2 else None
+                shown = axis.imshow(field.numpy(), cmap="RdBu_r" if row == 2 else "viridis",
+                                    vmin=None if limit is None else -limit if truth.min() < 0 else 0, vmax=limit)
+                fig.colorbar(shown, ax=axis, fraction=0.046)
+                axis.set_xticks([])
+                axis.set_yticks([])
+            axis.set_title(f"{label}, lead {lead}", fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    _save(fig, path, dpi=90)

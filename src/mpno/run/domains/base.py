@@ -15,6 +15,7 @@ from typing import Callable, ClassVar, Sequence
 
 import torch
 
+from ...data import DataError
 from ...nn.normalized import NormalizedOperator
 from ...nn.registry import build_operator
 from ..forecast import most_unrolled
@@ -211,10 +212,19 @@ class Domain(abc.ABC):
         """``audit``: refuse, before reading it, a file ``mpno bounds`` cannot audit."""
         self.require("audit")
 
+    def trajectories_in(self, dataset):
+        """``dataset``'s trajectories (:class:`mpno.data.trajectories.TrajectoryWindows`), or ``None`` where it
+        holds none (every domain without ``rollout``)."""
+        return None
+
     def trajectories_of(self, dataset, path: str):
-        """``rollout``: ``dataset``'s trajectories (:class:`mpno.data.trajectories.TrajectoryWindows`), or a
-        ``DataError`` naming ``path`` where it holds none."""
+        """``rollout``: ``dataset``'s trajectories, or a ``DataError`` naming ``path`` where it holds none."""
         self.require("rollout")
+        trajectories = self.trajectories_in(dataset)
+        if trajectories is None:
+            raise DataError(f"{path} holds input-output pairs, and a rollout needs trajectories (N, T, C, *grid): "
+                            "mpno generate ... --steps T, or --trajectories for a file of such arrays")
+        return trajectories
 
     def power_spectrum(self, fields: torch.Tensor, model: NormalizedOperator) -> tuple[list[int], list[float]]:
         """``rollout``: the power of ``fields`` (B, C, *grid) per wavenumber (a grid: radial; the sphere:

@@ -69,11 +69,8 @@ class GridDomain(Domain):
         return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims or 2,
                                time_in=config.time_in, time_out=config.time_out)
 
-    def trajectories_of(self, dataset, path: str):
-        if not isinstance(dataset, TrajectoryWindows):
-            raise DataError(f"{path} holds input-output pairs, and a rollout needs trajectories (N, T, C, *grid): "
-                            "mpno generate ... --steps T, or --trajectories for a file of such arrays")
-        return dataset
+    def trajectories_in(self, dataset):
+        return dataset if isinstance(dataset, TrajectoryWindows) else None
 
     def power_spectrum(self, fields: torch.Tensor, model: NormalizedOperator) -> tuple[list[int], list[float]]:
         """The power per radial wavenumber ``round(|k|)`` of periodic fields, summed over channels."""
