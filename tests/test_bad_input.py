@@ -43,7 +43,7 @@ def bad(tmp_path_factory):
     train(tiny_config(root, root / "run", data_test=[], epochs=1), log=quiet)
     state = checkpoint.load(root / "run" / "checkpoint.pt")
     state["operator"]["arguments"]["hidden_channels"] = 9
-    torch.save(state, root / "edited.pt")
+    checkpoint.save(state, root / "edited.pt")  # as mpno writes it, digest and all: the checks behind the digest
     data = (root / "run" / "checkpoint.pt").read_bytes()
     (root / "truncated_checkpoint.pt").write_bytes(data[: len(data) // 2])
     precious = root / "precious"
@@ -82,7 +82,7 @@ def _files_of_the_wrong_kind(root, x, y, state):
                       epochs=1), log=quiet)
     nan = {**state, "model": {k: v.clone() for k, v in state["model"].items()}}
     next(v for v in nan["model"].values() if v.is_floating_point()).view(-1)[0] = float("inf")
-    torch.save(nan, root / "nan_weights.pt")
+    checkpoint.save(nan, root / "nan_weights.pt")
     torch.save({"x": Payload(), "y": y}, root / "evil.pt")
     os.link(root / "darcy.h5", root / "darcy_hardlink.h5")
     (root / "syntax.yaml").write_text("lr: [1, 2\nepochs: 3\n")
@@ -94,7 +94,7 @@ def _runs_that_cannot_be_resumed(root, x, y, state):
                                                          else v for k, v in state["model"].items()}}),
                          ("no_config_run", {k: v for k, v in state.items() if k != "config"})):
         shutil.copytree(root / "run", root / name)
-        torch.save(edited, root / name / "checkpoint.pt")
+        checkpoint.save(edited, root / name / "checkpoint.pt")
     torch.save({"x": x, "y": y}, root / "changing.pt")
     train(tiny_config(root, root / "changed_run", data_train=str(root / "changing.pt"), data_test=[], epochs=1),
           log=quiet)
@@ -191,7 +191,8 @@ COMMANDS = [
     ("train --resume {d}/run", "has finished its 1 epochs"),
     ("train --resume {d}/nan_run --epochs 2", "nan_run/checkpoint.pt: the weights hold NaN or inf"),
     ("train --resume {d}/no_config_run --epochs 2", "no_config_run/checkpoint.pt: lacks its run options"),
-    ("train --resume {d}/changed_run --epochs 2", "changed_run: the data no longer match the run"),
+    ("train --resume {d}/changed_run --epochs 2", "changed_run: the data changed since the run was interrupted"),
+    ("train --resume {d}/changed_run --epochs 2 --allow-changed-data", "changed_run: the data no longer match the run"),
     ("train --config {d}/syntax.yaml", "syntax.yaml: cannot parse (line 2, column 7: expected ','"),
     ("train --config {d}/\x1b[2Jmissing.yaml", "missing.yaml: no such config file"),
     # evaluate

@@ -220,7 +220,7 @@ def test_rollout_on_pairs_is_refused_in_one_line(tmp_path, capsys):
     assert err.startswith("mpno evaluate: error: ") and "pairs.pt holds input-output pairs, and a rollout needs " \
         "trajectories" in err
     assert cli.main(["train", "--data-train", str(tmp_path / "pairs.pt"), "--unroll", "2"]) == 2
-    assert "--history and --unroll apply to trajectories" in capsys.readouterr().err
+    assert "--history, --unroll and --residual apply to trajectories" in capsys.readouterr().err
 
 
 def test_low_precision_keeps_a_rollout_close_to_full_on_the_same_weights():
@@ -234,3 +234,23 @@ def test_low_precision_keeps_a_rollout_close_to_full_on_the_same_weights():
     row = report["policies"]["mixed/float16"]
     assert all(gap < 50 * 2.0**-11 for gap in row["precision_gap"])
     assert row["bound_holds"] and report["model_error"][0] > 0.5  # an untrained model is far from random truth
+
+
+def test_a_residual_model_predicts_the_increment_from_the_newest_snapshot(hand_made):
+    from mpno.nn.normalized import NormalizedOperator
+    from mpno.run import domains
+
+    windows = TrajectoryWindows(hand_made, history=2, unroll=2, spatial_dims=2)
+    torch.manual_seed(0)
+    model = domains.DOMAINS["grid"].fitted(FNO(2 * C, C, (2, 2), hidden_channels=4, n_layers=1), windows,
+                                           residual=True)
+    assert torch.allclose(model.outputs.mean, torch.full((C,), 10.0))  # every increment of u is 10
+    x = windows[0][0].unsqueeze(0)
+    plain = model.outputs.decode(model.operator(model.inputs.encode(x)))
+    assert torch.equal(model(x), x[:, C:] + plain)
+    rebuilt = NormalizedOperator.from_spec(model.spec())
+    rebuilt.load_state_dict(model.state_dict())
+    assert rebuilt.residual and torch.equal(rebuilt(x), model(x))
+    assert "residual" not in NormalizedOperator(FNO(C, C, (2, 2), hidden_channels=4, n_layers=1)).spec()
+    with pytest.raises(ValueError, match="adds the input's last 2 channels to the output"):
+        NormalizedOperator(FNO(1, C, (2, 2), hidden_channels=4, n_layers=1), residual=True)

@@ -80,6 +80,6 @@ def test_load_model_refuses_weights_that_do_not_fit_the_recorded_architecture(fi
     train(tiny_config(files, tmp_path / "run", epochs=1), log=quiet)
     state = checkpoint.load(tmp_path / "run" / "checkpoint.pt")
     state["operator"]["arguments"]["hidden_channels"] = 7
-    torch.save(state, tmp_path / "edited.pt")
+    checkpoint.save(state, tmp_path / "edited.pt")  # with a matching digest: the architecture check behind it
     with pytest.raises(checkpoint.CheckpointError, match="edited.pt: the weights do not fit the architecture"):
         mpno.load_model(tmp_path / "edited.pt")

@@ -44,6 +44,10 @@ class NoSpaceError(OSError):
     """A write failed because the device (or the user's quota) is full."""
 
 
+class NotWritableError(OSError):
+    """A file cannot be written where it was asked for: a read-only file system, or no permission."""
+
+
 def refuse_link(path: str | os.PathLike, option: str = "") -> None:
     """``LinkError`` if ``path`` is a symbolic link (``option``: the flag that named it, for the message)."""
     path = Path(path)
@@ -131,11 +135,19 @@ def device_of(directory: Path) -> str:
 
 
 def require_space(path: str | os.PathLike, needed: float) -> None:
-    """``NoSpaceError`` now, before any work, if the file ``path`` (about ``needed`` bytes) cannot fit on its device."""
+    """Now, before any work: ``NotWritableError`` if the file ``path`` cannot be written in its directory (or the
+    nearest one that exists), ``NoSpaceError`` if it (about ``needed`` bytes) cannot fit on its device."""
     path = Path(path)
     directory = Path(os.path.abspath(path.parent))
     while not directory.exists() and directory != directory.parent:
         directory = directory.parent
+    if not os.access(directory, os.W_OK):  # before the free space: a read-only device reports none free
+        read_only = bool(os.statvfs(directory).f_flag & os.ST_RDONLY)
+        why = "is on a read-only file system" if read_only else "is not writable (permission denied)"
+        refused = NotWritableError(f"{path}: cannot be written: {directory} {why}; write elsewhere (the default "
+                                   "example's data: set MPNO_CACHE to a writable directory)")
+        refused.errno = errno.EROFS if read_only else errno.EACCES
+        raise refused
     free = shutil.disk_usage(directory).free
     if needed > free:
         full = NoSpaceError(f"{path}: no space left on {device_of(directory)} for it: it needs about {size(needed)} "

@@ -72,12 +72,19 @@ class NormalizedOperator(nn.Module):
     Call it on raw inputs (batch, in_channels, *grid) at any resolution; it returns
     raw outputs. The normalisers are fitted on the training split and saved with
     the weights; :meth:`spec` and :meth:`from_spec` rebuild the architecture.
+    With ``residual`` the operator predicts the increment from the input's last
+    ``out_channels`` channels (a forecasting window's newest snapshot):
+    ``x[:, -out_channels:] + decode(operator(encode(x)))``, its output normaliser
+    fitted on increments.
     """
 
     def __init__(self, operator: nn.Module, inputs: UnitGaussianNormalizer | None = None,
-                 outputs: UnitGaussianNormalizer | None = None):
+                 outputs: UnitGaussianNormalizer | None = None, residual: bool = False):
         super().__init__()
-        self.operator = operator
+        if residual and operator.in_channels < operator.out_channels:
+            raise ValueError(f"residual=True adds the input's last {operator.out_channels} channels to the output, "
+                             f"and the operator takes {operator.in_channels}")
+        self.operator, self.residual = operator, residual
         self.inputs = inputs if inputs is not None else UnitGaussianNormalizer(operator.in_channels)
         self.outputs = outputs if outputs is not None else UnitGaussianNormalizer(operator.out_channels)
 
@@ -90,7 +97,8 @@ class NormalizedOperator(nn.Module):
 
     def spec(self) -> dict:
         """The operator's kind and constructor arguments (plain values, safe to save)."""
-        return {"kind": model_kind(self.operator), "arguments": dict(self.operator.arguments)}
+        spec = {"kind": model_kind(self.operator), "arguments": dict(self.operator.arguments)}
+        return {**spec, "residual": True} if self.residual else spec
 
     @classmethod
     def from_spec(cls, spec: dict) -> "NormalizedOperator":
@@ -98,7 +106,8 @@ class NormalizedOperator(nn.Module):
         arguments = dict(spec["arguments"])
         operator = build_operator(spec["kind"], arguments.pop("in_channels"), arguments.pop("out_channels"),
                                   arguments.pop("n_modes"), **arguments)
-        return cls(operator)
+        return cls(operator, residual=bool(spec.get("residual", False)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.outputs.decode(self.operator(self.inputs.encode(x)))
+        out = self.outputs.decode(self.operator(self.inputs.encode(x)))
+        return x[:, x.shape[1] - out.shape[1]:] + out if self.residual else out

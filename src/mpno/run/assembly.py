@@ -106,7 +106,8 @@ def model_for(config: RunConfig, train_set) -> NormalizedOperator:
     """The operator ``config`` describes for ``train_set``, with what is fitted on it (normalisers, a point
     operator's position map)."""
     domain = domains.of(config.model)
-    return domain.fitted(operator_for(config, *domain.channels_and_modes(config, train_set)), train_set)
+    return domain.fitted(operator_for(config, *domain.channels_and_modes(config, train_set)), train_set,
+                         residual=config.residual)
 
 
 def check_fits(config: RunConfig, train_set, device: torch.device) -> None:

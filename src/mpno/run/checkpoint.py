@@ -1,11 +1,14 @@
-"""Checkpoints: written atomically, read without unpickling arbitrary objects."""
+"""Checkpoints: written atomically with a digest of their contents, read without unpickling arbitrary objects,
+and refused when their contents changed after they were written."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -15,21 +18,63 @@ from ..nn.operator import OutdatedArchitecture
 from ..nn.normalized import NormalizedOperator
 from ..precision import Precision
 from ..writing import open_replacing
+from .reporting import log_line
+
+#: The key under which a checkpoint records the digest of everything else it holds.
+DIGEST = "digest"
 
 
 class CheckpointError(ValueError):
-    """A checkpoint is missing, corrupt, or not one of mpno's."""
+    """A checkpoint is missing, corrupt, altered, or not one of mpno's."""
+
+
+def digest(state: dict) -> str:
+    """SHA-256 of everything in ``state`` but its digest: every tensor (by its place in the nested dicts and
+    lists, its dtype, shape and bytes) and every other value (by its place and ``repr``), in a fixed order."""
+    hasher = hashlib.sha256()
+
+    def add(place: str, value) -> None:
+        if isinstance(value, dict):
+            for key in sorted(value, key=str):
+                if not (place == "" and key == DIGEST):
+                    add(f"{place}/{key}", value[key])
+        elif isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                add(f"{place}[{i}]", item)
+        elif torch.is_tensor(value):
+            hasher.update(f"{place}:{value.dtype}:{tuple(value.shape)}:".encode())
+            hasher.update(value.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        else:
+            hasher.update(f"{place}={value!r};".encode())
+
+    add("", state)
+    return hasher.hexdigest()
 
 
 def save(state: dict, path: str | os.PathLike) -> None:
-    """Write ``state`` to ``path`` atomically and never through a link (:func:`mpno.writing.open_replacing`)."""
+    """Write ``state`` with its :func:`digest` to ``path`` atomically and never through a link
+    (:func:`mpno.writing.open_replacing`)."""
     with open_replacing(path) as file:
-        torch.save(state, file)
+        torch.save({**state, DIGEST: {"sha256": digest(state)}}, file)
+
+
+def verify(state: dict, path: Path, note: Callable[[str], None] = log_line) -> None:
+    """Refuse a checkpoint whose contents changed after it was written (its digest does not match); a checkpoint
+    of an mpno that wrote no digest loads, with a ``note``."""
+    recorded = state.get(DIGEST)
+    if recorded is None:
+        note(f"{path}: written by an mpno that recorded no digest; its contents are not verified")
+        return
+    if not isinstance(recorded, dict) or recorded.get("sha256") != digest(state):
+        raise CheckpointError(f"{path}: its contents changed after it was written (the SHA-256 digest it records "
+                              "does not match): restore a copy, use the run's other checkpoint (best.pt or "
+                              "checkpoint.pt), or train again")
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
     """Read a checkpoint with ``torch.load(weights_only=True)``; ``CheckpointError`` with the fix if it fails,
-    if the file is not a checkpoint (a data file given in its place, say), or if its weights are not finite."""
+    if the file is not a checkpoint (a data file given in its place, say), if its contents changed after it was
+    written (:func:`verify`), or if its weights are not finite."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there; train first (mpno train --out ...) or check the path")
@@ -46,6 +91,7 @@ def load(path: str | os.PathLike, map_location="cpu") -> dict:
     if not isinstance(state, dict) or "model" not in state or "operator" not in state:
         raise _misfit(path) or CheckpointError(f"{path}: not an mpno checkpoint (no model state and architecture); "
                                                "give the checkpoint.pt or best.pt of an mpno run")
+    verify(state, path)
     if not isinstance(state["model"], dict) or not all_finite(state["model"]):
         raise CheckpointError(f"{path}: the weights hold NaN or inf values; the model is unusable: use best.pt or "
                               "an earlier copy, or train again")

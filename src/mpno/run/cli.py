@@ -84,7 +84,8 @@ def _policy_text(args) -> str | None:
     if not dtype:
         return precision
     if not precision:
-        raise ValueError(f"--dtype sets the half dtype of --precision; give both, e.g. --precision mixed --dtype {dtype}")
+        raise ValueError("--dtype sets the half dtype of --precision; give both, e.g. --precision mixed "
+                         f"--dtype {dtype}")
     mode, *rest = precision.split("/")
     named = rest[0] if rest and rest[0] in DTYPES else None
     if named and named != dtype:
@@ -197,6 +198,9 @@ def _add_train(commands) -> None:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its last checkpoint; with --epochs N, "
                                                      "extend it to N epochs")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out directory")
+    p.add_argument("--allow-changed-data", action="store_true",
+                   help="with --resume: resume although the data files changed since the run fingerprinted them "
+                        "(config.json records it)")
     _shared(p, "train", "json")
     verbosity = p.add_mutually_exclusive_group()
     verbosity.add_argument("-q", "--quiet", action="store_true", help="no progress: only the final table")
@@ -230,7 +234,10 @@ def _run_train(args) -> None:
             print(shown.to_yaml(), end="", file=sys.stdout if args.print_config else sys.stderr)
             if args.print_config:
                 return
-    summary = train(config, resume=args.resume, overwrite=args.overwrite, epochs=extend, progress=not args.quiet)
+    if args.allow_changed_data and not args.resume:
+        raise ValueError("--allow-changed-data applies to --resume RUN_DIR")
+    summary = train(config, resume=args.resume, overwrite=args.overwrite, epochs=extend, progress=not args.quiet,
+                    allow_changed_data=args.allow_changed_data)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, process 0 reports
         print(summary_table(summary))
         if args.json:

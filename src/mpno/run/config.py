@@ -26,6 +26,11 @@ from . import domains
 from .options import coerce, option
 
 
+#: What ``config.json`` records beside the options: the data files' fingerprints
+#: (:func:`mpno.data.fingerprint.fingerprint`) and the resumptions on changed data.
+RECORDS = ("data_files", "resumed_with_changed_data")
+
+
 @dataclass(frozen=True)
 class RunOptions:
     """The options every training run has (:class:`RunConfig` adds the domains'). Field names are the CLI flags
@@ -38,8 +43,8 @@ class RunOptions:
                                   "test_fraction of the training file", group="data")
     test_fraction: float = option(0.2, "float", "held out of data_train when no data_test is given",
                                   low=0.0, high=1.0, open_low=True, group="data")
-    n_train: int | None = option(None, "int", "use only the first N training samples (trajectories)", low=1, optional=True,
-                                 group="data")
+    n_train: int | None = option(None, "int", "use only the first N training samples (trajectories)", low=1,
+                                 optional=True, group="data")
     # model
     model: str = option("fno", "str", "the operator", choices=tuple(models()), group="model")
     n_modes: list[int] | None = option(None, "int_list", "kept modes: one value, or one per spatial dimension; "
@@ -116,8 +121,9 @@ class RunOptions:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
-    def save(self, path: Path) -> None:
-        write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+    def save(self, path: Path, **records) -> None:
+        """Write the options, and beside them the facts ``records`` of :data:`RECORDS` (``config.json``)."""
+        write_text(path, json.dumps({**self.to_dict(), **records}, indent=2) + "\n")
 
     @classmethod
     def from_dict(cls, values: dict, source: str = "config") -> "RunConfig":
@@ -127,6 +133,8 @@ class RunOptions:
         names = {alias: f.name for f in fields.values() for alias in f.metadata["aliases"]}
         clean = {}
         for key, value in values.items():
+            if key in RECORDS:  # what a run recorded beside its options (config.json)
+                continue
             name = names.get(key.replace("-", "_"), key.replace("-", "_"))
             if name not in fields:
                 raise ValueError(f"{source}: unknown option {key!r}; known options: {', '.join(sorted(fields))}")

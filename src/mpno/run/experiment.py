@@ -12,6 +12,7 @@ import torch
 
 from ..checks import reason
 from ..data import DataError
+from ..data.fingerprint import changes
 from ..nn.normalized import NormalizedOperator
 from ..precision import Precision
 from ..writing import write_text
@@ -37,7 +38,8 @@ def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | Non
                    test_batches={name: batches_of(ds, config, device, model, name) for name, ds in run.tests.items()},
                    eval_losses=eval_losses,
                    grad_clip=config.grad_clip, nonfinite_patience=config.nonfinite_patience, seed=config.seed,
-                   run_dir=run_dir, extra_state={"config": config.to_dict()}, tensorboard=config.tensorboard,
+                   run_dir=run_dir, extra_state={"config": config.to_dict(), "data_files": list(run.data_files)},
+                   tensorboard=config.tensorboard,
                    log=log, progress=progress, compile=config.compile,
                    objective_at=_unrolled_objectives(config, train_loss))
 
@@ -77,20 +79,23 @@ def _on_main(context: distributed.Context, fn: Callable):
 
 
 def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
-          log: Callable[[str], None] = log_line, epochs: int | None = None, progress: bool = True) -> dict:
+          log: Callable[[str], None] = log_line, epochs: int | None = None, progress: bool = True,
+          allow_changed_data: bool = False) -> dict:
     """Run (or resume) a training run; returns the summary (also written to ``summary.json``).
 
     ``resume``: a run directory to continue from its last checkpoint (``config``
     then gives only the device); ``epochs`` extends it to that many epochs, as if
     the run had been configured with the new total from the start, from the
     current epoch on (the precision schedule's phases and the learning-rate
-    schedule are recomputed for the new total). ``progress``: a line per epoch
-    through ``log`` and progress bars on a terminal.
+    schedule are recomputed for the new total). A resumed run refuses data files
+    that changed since they were fingerprinted (``config.json``'s ``data_files``)
+    unless ``allow_changed_data``, which resumes anyway and records it.
+    ``progress``: a line per epoch through ``log`` and progress bars on a terminal.
 
     Under ``torchrun`` every process calls this: process 0 creates the run
     directory, generates missing default data, logs and writes files.
     """
-    state, run_dir, finished = None, None, False
+    state, run_dir, finished, changed = None, None, False, []
     if resume:
         run_dir = Path(resume)
         if not run_dir.is_dir():
@@ -106,6 +111,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             raise ValueError(f"{run_dir} has finished its {saved.epochs} epochs; pass --epochs N (> {done}) to "
                              "train it further, or test it with mpno evaluate")
         options = resolve.resumed(saved, config, epochs)
+        changed = _changed_data(state, run_dir, allow_changed_data)
     else:
         options = config.validate()
     device = resolve_device(options.device)
@@ -139,8 +145,13 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
         model = model_for(config, train_set).to(device)
         if state is not None:
             _check_same_model(state, model, run_dir, config)
-        if state is None and context.main:
-            config.save(run_dir / "config.json")
+        records = {"data_files": list(run.data_files)}
+        if changed:
+            log(f"resuming {run_dir} on changed data (--allow-changed-data): " + "; ".join(changed))
+            before = _recorded(run_dir, "resumed_with_changed_data") or []
+            records["resumed_with_changed_data"] = [*before, {"epoch": state["epoch"], "changes": changed}]
+        if context.main and (state is None or changed):
+            config.save(run_dir / "config.json", **records)
         trainer = trainer_for(run, model, run_dir, log, progress)
         for batches in trainer.test_batches.values():
             if isinstance(batches, LazyBatches):  # read lazily: find bad samples now, not after an epoch
@@ -154,7 +165,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             if epochs is not None:
                 trainer.extend(epochs)
                 if context.main:
-                    config.save(run_dir / "config.json")
+                    config.save(run_dir / "config.json", **records)
             log(f"resuming {run_dir} at epoch {trainer.epoch + 1} of {config.epochs}")
         start = time.perf_counter()
         results = trainer.fit()
@@ -167,6 +178,7 @@ def train(config: RunConfig, resume: str | None = None, overwrite: bool = False,
             **profiling.peak_memory(device),
             "run_dir": str(run_dir), "device": str(device), "precision_auto": run.auto_reason,
             "world_size": context.world, "global_batch_size": config.batch_size * context.world,
+            "data_files": list(run.data_files), "resumed_with_changed_data": changed,
         }
         if context.main:
             _write_report(summary, model, trainer, run_dir, config, tests)
@@ -195,6 +207,26 @@ def _interrupted(run_dir: Path, finished: bool) -> str:
         return f"{run_dir} keeps its last completed epoch; continue with: mpno train --resume {run_dir}"
     return (f"no epoch had finished, so {run_dir} holds nothing to resume; run the same command again to start over "
             "(it reuses the directory)")
+
+
+def _changed_data(state: dict, run_dir: Path, allowed: bool) -> list[str]:
+    """What changed in the data files a checkpoint recorded (none recorded: an earlier mpno; nothing to check);
+    a ``DataError`` naming the files and the changes unless ``allowed``."""
+    changed = [f"{record['path']}: {', '.join(said)}" for record in state.get("data_files") or ()
+               if (said := changes(record))]
+    if changed and not allowed:
+        raise DataError(f"--resume {run_dir}: the data changed since the run was interrupted ({'; '.join(changed)}); "
+                        "restore the files it was trained on, start a new run, or pass --allow-changed-data to "
+                        "resume anyway (config.json records it)")
+    return changed
+
+
+def _recorded(run_dir: Path, key: str):
+    """A fact ``config.json`` of ``run_dir`` records beside the options, or ``None``."""
+    try:
+        return json.loads((run_dir / "config.json").read_text()).get(key)
+    except (OSError, ValueError):
+        return None
 
 
 def _check_same_model(state: dict, model: NormalizedOperator, run_dir: Path, config: RunConfig) -> None:

@@ -17,6 +17,7 @@ from typing import Callable, Sequence
 
 import torch
 
+from ..data.fingerprint import fingerprint
 from ..precision import Precision, PrecisionSchedule
 from . import defaults, domains
 from .assembly import data_paths, open_datasets
@@ -34,6 +35,7 @@ class ResolvedRun:
         train, tests: the training set and the named test sets, checked against each other.
         notes: lines saying what mpno chose (defaults sized to the data, ``precision=auto``'s reason).
         auto_reason: why ``precision=auto`` chose what it did (``None`` without ``auto``).
+        data_files: the :func:`mpno.data.fingerprint.fingerprint` of the training file and of each test file.
     """
 
     config: RunConfig
@@ -43,6 +45,7 @@ class ResolvedRun:
     tests: dict
     notes: tuple[str, ...] = ()
     auto_reason: str | None = None
+    data_files: tuple[dict, ...] = ()
 
 
 def open_run(options: RunConfig, log: Callable[[str], None], *, first: Callable = lambda fn: fn(),
@@ -85,7 +88,8 @@ def resolve(options: RunConfig, train, tests: dict, *, paths: tuple[str, Sequenc
         schedule = PrecisionSchedule.parse(policy)
     else:
         schedule = PrecisionSchedule.parse(config.precision, config.dtype)
-    return ResolvedRun(config, schedule, device, train, tests, notes, why)
+    files = tuple(fingerprint(path) for path in dict.fromkeys([train_path, *test_paths]))
+    return ResolvedRun(config, schedule, device, train, tests, notes, why, files)
 
 
 def resumed(saved: RunConfig, given: RunConfig, epochs: int | None) -> RunConfig:

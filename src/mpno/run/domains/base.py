@@ -81,7 +81,7 @@ class Domain(abc.ABC):
 
     def check_options(self, config) -> None:
         """Refuse options that do not apply to this domain (from :meth:`mpno.run.config.RunConfig.validate`)."""
-        forecasting = config.trajectories or config.history > 1 or most_unrolled(config.unroll) > 1
+        forecasting = config.trajectories or config.history > 1 or most_unrolled(config.unroll) > 1 or config.residual
         if forecasting and not self.has("rollout"):
             self.require("rollout")
         if config.precision == "auto" and not self.has("auto_precision"):
@@ -162,7 +162,7 @@ class Domain(abc.ABC):
         """Input channels, output channels and modes of the operator for ``train``."""
 
     @abc.abstractmethod
-    def fitted(self, operator, train) -> NormalizedOperator:
+    def fitted(self, operator, train, residual: bool = False) -> NormalizedOperator:
         """``operator`` with what is fitted on ``train`` (normalisers, a position map)."""
 
     @abc.abstractmethod

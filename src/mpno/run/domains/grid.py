@@ -42,6 +42,8 @@ OPTIONS = {
     "unroll": option("1", "str", "forecasting: steps the training loss is unrolled over, with the gradient "
                      "through the model's own predictions: K (1: one-step training), or stages K:fraction,... of the "
                      "epochs, e.g. 1:0.5,2:0.25,4:0.25", group="forecasting"),
+    "residual": option(False, "bool", "forecasting: predict the increment from the newest input snapshot "
+                       "(its output normaliser fitted on increments) instead of the next state", group="forecasting"),
     "recompute_steps": option(False, "bool", "forecasting: recompute each unrolled step's activations in the "
                               "backward pass instead of keeping them (the memory of one step instead of --unroll's, "
                               "for about one more forward pass)", group="forecasting"),
@@ -63,9 +65,9 @@ class GridDomain(Domain):
         trajectories: ``docs/forecasting.md``)."""
         if config.trajectories or holds_trajectories(path):
             return TrajectoryWindows(path, config.history, key=config.x_key, spatial_dims=config.spatial_dims)
-        if config.history > 1 or most_unrolled(config.unroll) > 1:
-            raise DataError(f"{path} holds input-output pairs; --history and --unroll apply to trajectories "
-                            "(mpno generate ... --steps T, or --trajectories for arrays (N, T, C, *grid))")
+        if config.history > 1 or most_unrolled(config.unroll) > 1 or config.residual:
+            raise DataError(f"{path} holds input-output pairs; --history, --unroll and --residual apply to "
+                            "trajectories (mpno generate ... --steps T, or --trajectories for arrays (N, T, C, *grid))")
         return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims or 2,
                                time_in=config.time_in, time_out=config.time_out)
 
@@ -133,15 +135,19 @@ class GridDomain(Domain):
         x_shape, y_shape = train.shapes
         return x_shape[0], y_shape[0], self.modes(config, train)
 
-    def fitted(self, operator, train) -> NormalizedOperator:
+    def fitted(self, operator, train, residual: bool = False) -> NormalizedOperator:
         """``operator`` with normalisers fitted on ``train`` (on trajectories: over samples and times, every
-        target snapshot of a window counted)."""
+        target snapshot of a window counted; with ``residual``, on the increments from the snapshot before)."""
         def outputs():
             for x, y in train:
-                yield from (y if y.ndim > x.ndim else [y])
+                targets = y if y.ndim > x.ndim else y.unsqueeze(0)
+                if residual:
+                    before = torch.cat([x[-targets.shape[1]:].unsqueeze(0), targets[:-1]])
+                    targets = targets - before
+                yield from targets
 
         return NormalizedOperator(operator, UnitGaussianNormalizer.fit(x for x, _ in train),
-                                  UnitGaussianNormalizer.fit(outputs()))
+                                  UnitGaussianNormalizer.fit(outputs()), residual=residual)
 
     def points_per_sample(self, config, train) -> int:
         """Grid points an activation has per sample (the memory estimate before training)."""

@@ -78,7 +78,7 @@ class PointsDomain(Domain):
     def channels_and_modes(self, config, train) -> tuple[int, int, tuple[int, ...]]:
         return (*train.channels, modes_per_dim(config.n_modes, train[0][0].points.shape[-1], "--n-modes"))
 
-    def fitted(self, operator, train) -> NormalizedOperator:
+    def fitted(self, operator, train, residual: bool = False) -> NormalizedOperator:
         """``operator`` with normalisers of the features and values, and its position map, fitted on ``train``
         (the map before any neighbourhood is searched)."""
         samples = [train[i] for i in range(len(train))]
