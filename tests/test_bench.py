@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+import mpno
+
 from mpno.precision import UNIT_ROUNDOFF, Precision
 from mpno.run import bench, cli, counting, guard
 
@@ -15,6 +17,7 @@ from mpno.run import bench, cli, counting, guard
 def test_bench_tiny_reports_every_mode(capsys):
     assert cli.main(["bench", "--preset", "tiny", "--device", "cpu", "--steps", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert (report["mpno"], report["torch"], report["device"]) == (mpno.__version__, torch.__version__, "cpu")
     precisions = [row["precision"] for row in report["modes"]]
     assert precisions == ["full", "amp/float16", "amp/bfloat16", "mixed/float16", "mixed/bfloat16",
                           "half/float16/tanh", "half/bfloat16/tanh"]

@@ -167,3 +167,24 @@ def test_a_read_only_home_is_named_read_only_not_full(tmp_path):
         assert f"cannot be written: {home} is on a read-only file system" in error and "no space" not in error
     finally:
         subprocess.run(["umount", str(home)], check=True)
+
+
+def test_every_result_says_what_produced_it(run, files, tmp_path, capsys):
+    import hashlib
+    import json
+
+    import h5py
+
+    best, data = str(run / "best.pt"), str(files / "test16.pt")
+    sha = hashlib.sha256(open(best, "rb").read()).hexdigest()
+    data_sha = hashlib.sha256(open(data, "rb").read()).hexdigest()
+    for argv in (["evaluate", best, "--data", data, "--json"],
+                 ["predict", best, data, "--out", str(tmp_path / "p.h5"), "--json"],
+                 ["bounds", data, "--checkpoint", best, "--json"]):
+        assert cli.main(argv) == 0
+        produced = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["provenance"]
+        assert produced["mpno"] == mpno.__version__ and produced["torch"] == torch.__version__
+        assert produced["device"] == "cpu" and produced["precision"].startswith("mixed")
+        assert produced["checkpoint"]["sha256"] == sha and produced["data_files"][0]["sha256"] == data_sha
+    with h5py.File(tmp_path / "p.h5") as f:
+        assert json.loads(f.attrs["provenance"])["checkpoint"]["sha256"] == sha

@@ -15,6 +15,7 @@ from ..precision import Precision, inference_policy
 from . import checkpoint, domains, forecast
 from .assembly import resolve_device
 from .evaluation import checked_dataset, checkpoint_model
+from .provenance import provenance
 from .resolve import for_saved_model
 from .reporting import log_line
 
@@ -42,6 +43,8 @@ def bounds_report(data: str, model_path: str | None = None, modes: Sequence[int]
         policy = _audit_policy(model.precision, precision)
         inputs = domain.fields(dataset, samples)
         report["model"] = {"checkpoint": str(model_path), **domain.audit_model(model.to(device_), inputs, policy)}
+    report["provenance"] = provenance(device_, str(report["model"]["precision"]) if model is not None else None,
+                                      model_path, [data])
     return report
 
 
@@ -79,4 +82,5 @@ def rollout_report(data: str, model_path: str, steps: int, precisions: Sequence[
     policies = [_audit_policy(model.precision, text) for text in precisions or ROLLOUT_POLICIES]
     report = forecast.precision_over_rollout(model, starts, truths, policies, config.batch_size)
     return {"data": str(data), "checkpoint": str(model_path), "steps": steps, "trajectories": len(starts),
-            "interval": windows.trajectories.interval, **report}
+            "interval": windows.trajectories.interval, **report,
+            "provenance": provenance(device_, ", ".join(str(p) for p in policies), model_path, [data])}

@@ -14,6 +14,7 @@ from typing import Callable
 
 import torch
 
+from .. import __version__
 from ..checks import modes_per_dim
 from ..precision import DTYPES, MODES, Precision, compiled
 from . import domains, profiling
@@ -267,7 +268,8 @@ def run(config: BenchConfig, device: str = "cpu", steps: int = 10, isolate: bool
             continue
         row["ratios_to_full"] = {key: row[key] / full[key] for key in ("step_seconds", "samples_per_second",
                                                                          *MEMORY_KEYS) if key in row and full.get(key)}
-    return {"preset": preset, "config": asdict(config), "device": device, "device_name": device_name(torch_device),
+    return {"preset": preset, "config": asdict(config), "mpno": __version__, "device": device,
+            "device_name": device_name(torch_device),
             "torch": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "steps": steps, "isolated": isolate, "modes": rows}
 

@@ -14,6 +14,7 @@ from ..precision import inference_policy
 from . import checkpoint, distributed, domains, forecast
 from .assembly import batches_of, losses_for, resolve_device, test_names
 from .config import RunConfig
+from .provenance import provenance
 from .resolve import for_saved_model
 from .reporting import log_line
 
@@ -82,7 +83,8 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
         batches[name] = batches_of(test, config, device_, model, name)
         grids[name] = domains.of(config.model).grid(test)
     _, eval_losses = losses_for(config, model)
-    return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision)}
+    return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision),
+            "provenance": provenance(device_, str(model.precision), path, data)}
 
 
 def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "auto", batch_size: int | None = None,
@@ -112,4 +114,5 @@ def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "au
                          "spectra": {lead: {"prediction": domain.power_spectrum(predicted[:, lead - 1], model),
                                             "truth": domain.power_spectrum(truths[:, lead - 1], model)}
                                      for lead in leads}}
-    return {"rollout": results, "steps": steps, "precision": str(model.precision), "history": config.history}
+    return {"rollout": results, "steps": steps, "precision": str(model.precision), "history": config.history,
+            "provenance": provenance(device_, str(model.precision), path, data)}

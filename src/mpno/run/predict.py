@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from . import domains, forecast, profiling
 from .assembly import batches_of, losses_for, resolve_device
 from .checkpoint import CheckpointError
 from .evaluation import checked_dataset, checkpoint_model
+from .provenance import provenance
 from .resolve import for_saved_model
 
 
@@ -77,9 +79,11 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
         if targets:
             f.create_dataset("relative_l2", data=np.array(errors, dtype="float32"))
         domain.describe_predictions(f, dataset)
-        f.attrs.update({"checkpoint": str(checkpoint), "data": str(data), "precision": str(model.precision)})
+        produced = provenance(device_, str(model.precision), checkpoint, [data])
+        f.attrs.update({"checkpoint": str(checkpoint), "data": str(data), "precision": str(model.precision),
+                        "provenance": json.dumps(produced)})
     seconds = time.perf_counter() - start
-    return {"out": str(out), "samples": len(dataset), "grid": domain.grid(dataset),
+    return {"out": str(out), "samples": len(dataset), "grid": domain.grid(dataset), "provenance": produced,
             "precision": str(model.precision), "seconds": seconds, "samples_per_second": len(dataset) / seconds,
             **profiling.peak_memory(device_), "relative_l2": float(np.mean(errors)) if targets else None}
 
@@ -120,10 +124,11 @@ def predict_rollout(checkpoint: str, data: str, out: str, steps: int, precision:
             f.create_dataset("error", data=error.float().cpu().numpy())
             relative = error.double().flatten(2).norm(dim=-1) / truths.double().flatten(2).norm(dim=-1)
             f.create_dataset("relative_l2", data=relative.float().cpu().numpy())
+        produced = provenance(device_, str(model.precision), checkpoint, [data])
         f.attrs.update({"checkpoint": str(checkpoint), "data": str(data), "precision": str(model.precision),
-                        "history": config.history})
+                        "history": config.history, "provenance": json.dumps(produced)})
         if windows.trajectories.interval is not None:
             f.attrs["interval"] = windows.trajectories.interval
     return {"out": str(out), "trajectories": len(starts), "steps": steps, "precision": str(model.precision),
-            "seconds": seconds, "grid": domain.grid(windows),
+            "seconds": seconds, "grid": domain.grid(windows), "provenance": produced,
             "relative_l2": None if truths is None else forecast.relative_errors(predicted, truths)}
