@@ -188,3 +188,39 @@ def test_every_result_says_what_produced_it(run, files, tmp_path, capsys):
         assert produced["checkpoint"]["sha256"] == sha and produced["data_files"][0]["sha256"] == data_sha
     with h5py.File(tmp_path / "p.h5") as f:
         assert json.loads(f.attrs["provenance"])["checkpoint"]["sha256"] == sha
+
+
+def test_inputs_outside_the_training_data_are_reported_or_refused(tmp_path, capsys):
+    import json
+
+    import h5py
+
+    from mpno.data import generate
+
+    generate("potential-flow", tmp_path / "p.h5", n=12, points=64, progress=False)
+    assert cli.main(["train", "--model", "gino", "--data-train", str(tmp_path / "p.h5"), "--n-modes", "4",
+                     "--latent-grid", "6", "--radius", "0.5", "--hidden-channels", "4", "--n-layers", "1",
+                     "--epochs", "1", "--batch-size", "4", "--device", "cpu", "--out", str(tmp_path / "g"), "-q"]) == 0
+    shutil.copy(tmp_path / "p.h5", tmp_path / "big.h5")
+    with h5py.File(tmp_path / "big.h5", "r+") as f:
+        f["points"][...] = 10 * f["points"][...]  # clouds ten times larger than any training cloud
+    best, big = str(tmp_path / "g" / "best.pt"), str(tmp_path / "big.h5")
+    capsys.readouterr()
+    assert cli.main(["predict", best, big, "--out", str(tmp_path / "b.h5"), "--json"]) == 0
+    captured = capsys.readouterr()
+    said = json.loads(captured.out.strip().splitlines()[-1])["outside_training"]["big.h5"]
+    assert "lie outside the box the model's position map was fitted on" in said and f"{big}: {said}" in captured.err
+    assert cli.main(["evaluate", best, "--data", big, "--strict"]) == 2
+    assert "refused (--strict)" in capsys.readouterr().err
+    assert cli.main(["evaluate", best, "--data", str(tmp_path / "p.h5"), "--strict", "--json"]) == 0  # its own data
+    assert json.loads(capsys.readouterr().out.strip().splitlines()[-1])["outside_training"] == {}
+
+
+def test_grid_inputs_far_outside_the_training_range_are_reported(run, files, tmp_path, capsys):
+    import json
+
+    data = torch.load(files / "test16.pt")
+    torch.save({"x": 1000 * data["x"], "y": data["y"]}, tmp_path / "loud.pt")
+    assert cli.main(["evaluate", str(run / "best.pt"), "--data", str(tmp_path / "loud.pt"), "--json"]) == 0
+    said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["outside_training"]["loud.pt"]
+    assert said.startswith("inputs beyond 10 standard deviations of the training inputs (channel 0 up to ")

@@ -62,6 +62,9 @@ SHARED = {
     "precision": {"help": "a policy, mode[/dtype][/stabilizer]: full, amp, mixed, half, e.g. mixed/bfloat16 or "
                           "half/float16/tanh"},
     "dtype": {"help": "the half dtype of --precision where it names none (--precision mixed --dtype bfloat16)"},
+    "strict": {"action": "store_true", "help": "refuse data that lie outside what the model was trained on (points "
+                                               "outside its fitted box, inputs far outside the training range) "
+                                               "instead of saying so in a line"},
 }
 
 
@@ -258,6 +261,7 @@ def _add_evaluate(commands) -> None:
     _shared(p, "evaluate", "device")
     _shared(p, "evaluate", "batch_size", "default: the run's")
     _shared(p, "evaluate", "threads")
+    _shared(p, "evaluate", "strict")
     forecasting = p.add_argument_group("forecasting (trajectories)")
     forecasting.add_argument("--rollout", type=int, metavar="N",
                              help="roll the model out N steps from the first window of every trajectory and report "
@@ -291,7 +295,7 @@ def _run_evaluate(args) -> None:
             _print_json(report)
         return
     report = evaluate_checkpoint(args.checkpoint, args.data_test, args.device, args.batch_size,
-                                 precision=_policy_text(args), x_key=args.x_key, y_key=args.y_key)
+                                 precision=_policy_text(args), x_key=args.x_key, y_key=args.y_key, strict=args.strict)
     print(results_table(report["test"], report["grids"]))
     print(f"precision: {report['precision']}")
     if args.json:
@@ -316,6 +320,7 @@ def _add_predict(commands) -> None:
     _shared(p, "predict", "device")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _shared(p, "predict", "threads")
+    _shared(p, "predict", "strict")
     p.add_argument("--rollout", type=int, metavar="N",
                    help="trajectories: roll the model out N steps from the first window of every trajectory and "
                         "write the predicted trajectories (with the errors where the file holds the truth)")
@@ -341,7 +346,7 @@ def _run_predict(args) -> None:
             _print_json(report)
         return
     report = predict(args.checkpoint, args.data, args.out, precision, args.batch_size, args.device,
-                     args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite)
+                     args.x_key, args.y_key, progress=not args.quiet, overwrite=args.overwrite, strict=args.strict)
     where = f" at {'×'.join(map(str, report['grid']))}" if report["grid"] else " of point clouds"
     print(f"{report['out']}: {report['samples']} predictions{where} in {report['precision']}")
     if report["relative_l2"] is not None:

@@ -8,6 +8,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..data import DataError
 from ..nn.normalized import NormalizedOperator
 from ..nn.registry import model_kind
 from ..precision import inference_policy
@@ -70,21 +71,38 @@ def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator):
 
 
 def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_size: int | None = None,
-                        precision: str | None = None, x_key: str | None = None, y_key: str | None = None) -> dict:
+                        precision: str | None = None, x_key: str | None = None, y_key: str | None = None,
+                        strict: bool = False, log: Callable[[str], None] = log_line) -> dict:
     """Test errors of a saved model on data files: ``{"test": {file: {loss: value}}, "grids": ...,
-    "precision": ...}``, in the precision it was saved in (or ``precision``). The files are read
-    with the run's options (keys, time steps), or ``x_key``/``y_key``."""
+    "precision": ..., "outside_training": {file: what}, "provenance": ...}``, in the precision it was saved
+    in (or ``precision``). The files are read with the run's options (keys, time steps), or
+    ``x_key``/``y_key``; what of a file lies outside the training data is said through ``log``
+    (:func:`outside_training`), or refused with ``strict``."""
     device_ = resolve_device(device)
     model, saved = checkpoint_model(path, device_, precision, batch_size)
     config = for_saved_model(saved, saved.model, x_key=x_key, y_key=y_key)
-    batches, grids = {}, {}
+    batches, grids, outside = {}, {}, {}
     for name, file in test_names(data).items():
         test = checked_dataset(file, config, model)
+        outside.update(outside_training(file, name, test, config, model, strict, log))
         batches[name] = batches_of(test, config, device_, model, name)
         grids[name] = domains.of(config.model).grid(test)
     _, eval_losses = losses_for(config, model)
     return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision),
-            "provenance": provenance(device_, str(model.precision), path, data)}
+            "outside_training": outside, "provenance": provenance(device_, str(model.precision), path, data)}
+
+
+def outside_training(file: str, name: str, dataset, config: RunConfig, model: NormalizedOperator, strict: bool,
+                     log: Callable[[str], None]) -> dict[str, str]:
+    """``{name: what}`` of what of ``dataset`` (read from ``file``) lies outside what ``model`` was trained on,
+    as its domain judges it, said in one line through ``log``; with ``strict`` a ``DataError`` instead."""
+    note = domains.of(config.model).outside_training(model, dataset)
+    if note is None:
+        return {}
+    if strict:
+        raise DataError(f"{file}: {note}; refused (--strict): give data like the training data, or drop --strict")
+    log(f"{file}: {note}")
+    return {name: note}
 
 
 def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "auto", batch_size: int | None = None,

@@ -16,14 +16,15 @@ from ..writing import check_output, new_hdf5
 from . import domains, forecast, profiling
 from .assembly import batches_of, losses_for, resolve_device
 from .checkpoint import CheckpointError
-from .evaluation import checked_dataset, checkpoint_model
+from .evaluation import checked_dataset, checkpoint_model, outside_training
 from .provenance import provenance
+from .reporting import log_line
 from .resolve import for_saved_model
 
 
 def predict(checkpoint: str, data: str, out: str, precision: str | None = None, batch_size: int | None = None,
             device: str = "auto", x_key: str | None = None, y_key: str | None = None, progress: bool = True,
-            overwrite: bool = False) -> dict:
+            overwrite: bool = False, strict: bool = False) -> dict:
     """Run the model of ``checkpoint`` on every input of ``data`` and write ``out`` (HDF5).
 
     ``out`` holds ``prediction`` (N, C, *grid); when ``data`` has outputs, also
@@ -55,6 +56,7 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
     if not targets:  # read the inputs as their own pair
         config = domain.inputs_only(config)
     dataset = checked_dataset(data, config, model)
+    outside = outside_training(data, Path(data).name, dataset, config, model, strict, log_line)
     _, losses = losses_for(dataclasses.replace(config, eval_losses=["l2"]), model)
     loss = losses["l2"]  # the l2 of mpno evaluate
     if device_.type == "cuda":
@@ -84,6 +86,7 @@ def predict(checkpoint: str, data: str, out: str, precision: str | None = None, 
                         "provenance": json.dumps(produced)})
     seconds = time.perf_counter() - start
     return {"out": str(out), "samples": len(dataset), "grid": domain.grid(dataset), "provenance": produced,
+            "outside_training": outside,
             "precision": str(model.precision), "seconds": seconds, "samples_per_second": len(dataset) / seconds,
             **profiling.peak_memory(device_), "relative_l2": float(np.mean(errors)) if targets else None}
 

@@ -117,6 +117,10 @@ class Domain(abc.ABC):
     def check_file(self, path: str, model: NormalizedOperator) -> None:
         """Refuse, before reading it, a file a trained model cannot be evaluated on."""
 
+    def outside_training(self, model: NormalizedOperator, dataset) -> str | None:
+        """What of ``dataset`` lies outside what ``model`` was trained on, in one line, or ``None``."""
+        return None
+
     def describe_predictions(self, file, dataset) -> None:
         """Add to a predictions file what it needs beyond the per-sample arrays."""
 

@@ -24,6 +24,9 @@ from ..options import option
 from ..plots import plot_samples
 from .base import EVAL_LOSSES, Domain
 
+#: Inputs this many standard deviations from the training inputs' mean are reported as outside the training data.
+FAR = 10.0
+
 #: How arrays of fields are read: keys, dimensions, PDEBench time series; and how H1 differentiates them.
 OPTIONS = {
     "x_key": option(None, "str", "input key in the data files", optional=True, group="data"),
@@ -70,6 +73,20 @@ class GridDomain(Domain):
                             "trajectories (mpno generate ... --steps T, or --trajectories for arrays (N, T, C, *grid))")
         return OperatorDataset(path, x_key=config.x_key, y_key=config.y_key, spatial_dims=config.spatial_dims or 2,
                                time_in=config.time_in, time_out=config.time_out)
+
+    def outside_training(self, model: NormalizedOperator, dataset) -> str | None:
+        """Input channels whose values lie more than :data:`FAR` standard deviations from the training inputs'
+        mean (the model's input normaliser): the model extrapolates there."""
+        mean, std = model.inputs.mean.double().cpu(), model.inputs.std.double().cpu()
+        far = torch.zeros_like(mean)
+        for i in range(len(dataset)):
+            x = dataset[i][0].double().flatten(1)
+            far = torch.maximum(far, ((x - mean[:, None]).abs().amax(1)) / std.clamp_min(1e-300))
+        beyond = [f"channel {c} up to {float(far[c]):.0f}σ" for c in range(len(far)) if far[c] > FAR]
+        if not beyond:
+            return None
+        return (f"inputs beyond {FAR:g} standard deviations of the training inputs ({', '.join(beyond)}); the model "
+                "extrapolates there")
 
     def trajectories_in(self, dataset):
         return dataset if isinstance(dataset, TrajectoryWindows) else None

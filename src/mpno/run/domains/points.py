@@ -119,6 +119,25 @@ class PointsDomain(Domain):
         return [(prediction[a:b], PointValues(y.values[a:b], (b - a,), None if y.weights is None else y.weights[a:b]))
                 for a, b in zip(bounds, bounds[1:])]
 
+    def outside_training(self, model: NormalizedOperator, dataset) -> str | None:
+        """Points that the model's position map (fitted on the training clouds) puts outside its latent box: they
+        are moved to the box's nearest point."""
+        operator = model.operator
+        box = torch.tensor(operator.bounds, dtype=torch.float64)
+        scale, shift = operator.position_scale.double().cpu(), operator.position_shift.double().cpu()
+        outside, total, clouds, farthest = 0, 0, 0, 0.0
+        for i in range(len(dataset)):
+            mapped = dataset[i][0].points.double() * scale + shift
+            beyond = (box[:, 0] - mapped).clamp_min(0) + (mapped - box[:, 1]).clamp_min(0)
+            count = int((beyond.amax(1) > 0).sum())
+            outside, total, clouds = outside + count, total + len(mapped), clouds + bool(count)
+            farthest = max(farthest, float(beyond.norm(dim=1).max()) / float(scale))
+        if not outside:
+            return None
+        return (f"{outside} of {total} points ({clouds} of {len(dataset)} clouds) lie outside the box the model's "
+                f"position map was fitted on, up to {farthest:.3g} beyond it in the data's units; they are moved to "
+                "the box's nearest point")
+
     def describe_predictions(self, file, dataset) -> None:
         """The clouds' sizes (the arrays are padded)."""
         file.create_dataset("sizes", data=np.array([dataset.sizes[i] for i in dataset.indices]))
