@@ -224,3 +224,21 @@ def test_grid_inputs_far_outside_the_training_range_are_reported(run, files, tmp
     assert cli.main(["evaluate", str(run / "best.pt"), "--data", str(tmp_path / "loud.pt"), "--json"]) == 0
     said = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["outside_training"]["loud.pt"]
     assert said.startswith("inputs beyond 10 standard deviations of the training inputs (channel 0 up to ")
+
+
+def test_a_generated_file_whose_array_changed_is_refused(run, tmp_path, capsys):
+    import h5py
+
+    from mpno.data import DataError, generate
+    from mpno.data.files import verify_arrays
+
+    path = generate("darcy", tmp_path / "d.h5", n=8, resolution=16, progress=False)[0]
+    assert verify_arrays(path) == ["x", "y"]
+    with h5py.File(path, "r+") as f:
+        f["y"][3, 0, 5, 5] += 1e-3  # one value, after mpno wrote the file
+    with pytest.raises(DataError, match="d.h5: the values of 'y' changed after mpno wrote the file"):
+        verify_arrays(path)
+    for argv in (["train", "--data-train", str(path), "--out", str(tmp_path / "r")],
+                 ["evaluate", str(run / "best.pt"), "--data", str(path)]):
+        assert cli.main(argv) == 2
+        assert "d.h5: the values of 'y' changed after mpno wrote the file" in capsys.readouterr().err

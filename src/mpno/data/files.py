@@ -19,6 +19,7 @@ file does not (default: 2, the common ``neuraloperator`` case).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickle
@@ -381,6 +382,39 @@ def _open_pairs(path: Path, x_key, y_key, spatial_dims, time_in, time_out) -> Fi
     return TensorPairs(path, x, y, x_key, y_key, spatial_dims)
 
 
+#: The prefix of the attributes that record the SHA-256 of a generated file's arrays.
+DIGEST_ATTRIBUTE = "sha256_"
+
+
+def recorded_digests(path: str | os.PathLike) -> bool:
+    """Whether an HDF5 file records digests of its arrays (``sha256_<name>`` attributes)."""
+    with h5py.File(path, "r") as f:
+        return any(key.startswith(DIGEST_ATTRIBUTE) for key in f.attrs)
+
+
+def verify_arrays(path: str | os.PathLike) -> list[str]:
+    """Check the arrays of an mpno HDF5 file against the digests it records (``sha256_<name>``), reading each
+    whole, in chunks of samples; the names checked (none: the file records no digest). ``DataError`` naming the
+    file and the array whose values changed after it was written."""
+    path = Path(path)
+    checked = []
+    with h5py.File(path, "r") as f:
+        for key, recorded in f.attrs.items():
+            if not key.startswith(DIGEST_ATTRIBUTE) or key[len(DIGEST_ATTRIBUTE):] not in f:
+                continue
+            name = key[len(DIGEST_ATTRIBUTE):]
+            array, hasher = f[name], hashlib.sha256()
+            step = max(1, (64 * 2**20) // max(1, array[0].nbytes if len(array) else 1))
+            for start in range(0, len(array), step):
+                hasher.update(np.ascontiguousarray(array[start:start + step], dtype=np.float32).tobytes())
+            if hasher.hexdigest() != _text(recorded):
+                raise DataError(f"{path}: the values of '{name}' changed after mpno wrote the file (its SHA-256 "
+                                "digest does not match the one the file records); regenerate the file or restore a "
+                                "copy")
+            checked.append(name)
+    return checked
+
+
 class SampleWriter:
     """Writes samples of named arrays to an mpno HDF5 file that appears only when complete.
 
@@ -397,13 +431,16 @@ class SampleWriter:
         attributes: the file's attributes (dicts are stored as JSON).
         coordinates: the grid's coordinates along each spatial dimension (``grid_0``, ...).
         extra: other arrays written whole (a trajectory's times ``t``).
+
+    Each array's SHA-256 (of its float32 values in C order) is recorded as the attribute ``sha256_<name>``
+    (:func:`verify_arrays` checks it).
     """
 
     def __init__(self, path: Path, count: int, shapes: dict, attributes: dict, coordinates, extra: dict | None = None):
         self.path, self.count = Path(path), count
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self.attributes, self.coordinates, self.extra = attributes, coordinates, extra or {}
-        self.written = 0
+        self.written, self.hashers = 0, {}
 
     def __enter__(self) -> "SampleWriter":
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -426,10 +463,12 @@ class SampleWriter:
         return self
 
     def append(self, **samples: np.ndarray) -> None:
-        """Write the next samples, one array of each name."""
+        """Write the next samples, one array of each name (each array's digest follows what is written)."""
         count = len(next(iter(samples.values())))
         for name, values in samples.items():
+            values = np.ascontiguousarray(values, dtype=np.float32)
             self.arrays[name][self.written:self.written + count] = values
+            self.hashers.setdefault(name, hashlib.sha256()).update(values.tobytes())
         self.written += count
         self.output.check()  # a full disk stops the generation now, not after the last sample
 
@@ -438,4 +477,7 @@ class SampleWriter:
             incomplete = RuntimeError(f"{self.path}: {self.written} of {self.count} samples written; nothing was kept")
             self._stack.__exit__(RuntimeError, incomplete, None)
             raise incomplete
+        if exc_type is None:
+            for name, hasher in self.hashers.items():
+                self.file.attrs[DIGEST_ATTRIBUTE + name] = hasher.hexdigest()
         return self._stack.__exit__(exc_type, exc, tb)

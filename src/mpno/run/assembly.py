@@ -14,6 +14,7 @@ import torch
 
 from .. import memory
 from ..data import coarse_path, generate, split_indices
+from ..data.files import UNREADABLE, DataError, file_kind, recorded_digests, verify_arrays
 from ..nn.normalized import NormalizedOperator
 from ..nn.registry import operator_class
 from . import domains
@@ -77,6 +78,23 @@ def data_paths(config: RunConfig, log: Callable[[str], None]) -> tuple[str, list
     if config.data_train is None:
         return default_data(log)
     return config.data_train, list(config.data_test)
+
+
+def verify_data(path: str, limit_gb: float, log: Callable[[str], None]) -> None:
+    """Check an HDF5 data file mpno generated against the digests of its arrays (:func:`mpno.data.files.
+    verify_arrays`), reading it whole, when it is at most ``limit_gb`` (what is loaded into memory anyway);
+    a larger one is read lazily and not checked, which a line says."""
+    try:
+        if file_kind(Path(path)) != "HDF5" or not recorded_digests(path):
+            return
+    except (DataError, *UNREADABLE):  # reading the file says what is wrong with it
+        return
+    size = Path(path).stat().st_size
+    if size > limit_gb * 2**30:
+        log(f"{path}: the digests of its arrays are not checked: it is larger than --in-memory-limit-gb "
+            f"({size / 2**30:.1f} GB) and is read lazily")
+        return
+    verify_arrays(path)
 
 
 def open_datasets(config: RunConfig, train_path: str, test_paths: Sequence[str]) -> tuple[object, dict]:

@@ -13,7 +13,7 @@ from ..nn.normalized import NormalizedOperator
 from ..nn.registry import model_kind
 from ..precision import inference_policy
 from . import checkpoint, distributed, domains, forecast
-from .assembly import batches_of, losses_for, resolve_device, test_names
+from .assembly import batches_of, losses_for, resolve_device, test_names, verify_data
 from .config import RunConfig
 from .provenance import provenance
 from .resolve import for_saved_model
@@ -83,6 +83,7 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
     config = for_saved_model(saved, saved.model, x_key=x_key, y_key=y_key)
     batches, grids, outside = {}, {}, {}
     for name, file in test_names(data).items():
+        verify_data(file, config.in_memory_limit_gb, log)
         test = checked_dataset(file, config, model)
         outside.update(outside_training(file, name, test, config, model, strict, log))
         batches[name] = batches_of(test, config, device_, model, name)

@@ -20,7 +20,7 @@ import torch
 from ..data.fingerprint import fingerprint
 from ..precision import Precision, PrecisionSchedule
 from . import defaults, domains
-from .assembly import data_paths, open_datasets
+from .assembly import data_paths, open_datasets, verify_data
 from .config import RunConfig
 
 
@@ -54,6 +54,8 @@ def open_run(options: RunConfig, log: Callable[[str], None], *, first: Callable 
     under ``torchrun``) and :func:`resolve` the run on them (``resolution``: its keyword arguments); the lines
     saying what mpno chose go to ``log``."""
     paths = first(lambda: data_paths(options, log))
+    for path in dict.fromkeys([paths[0], *paths[1]]):
+        verify_data(path, options.in_memory_limit_gb, log)
     run = resolve(options, *open_datasets(options, *paths), paths=paths, **resolution)
     for line in run.notes:
         log(line)
