@@ -127,3 +127,25 @@ def test_one_process_needs_no_process_group():
     assert distributed.sum_everywhere([1.0, 2.0], torch.device("cpu")) == [1.0, 2.0]
     shares = distributed.rank_batches(10, 4, None, distributed.Context(1, 2, 1))
     assert [(index.tolist(), total) for index, total in shares] == [([4, 5, 6, 7], 8), ([9], 2)]
+
+
+def test_an_unrolled_forecaster_trains_in_two_processes_as_in_one(tmp_path):
+    """Trajectories: windows of two targets, the loss unrolled over them, each process its share."""
+    from mpno.data import generate
+
+    generate("burgers", tmp_path / "t.h5", n=8, resolution=32, steps=5, interval=0.1, progress=False)
+
+    def command(out, batch, processes=1):
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}"] \
+            if processes > 1 else [sys.executable]
+        return launcher + ["-m", "mpno", "train", "--data-train", str(tmp_path / "t.h5"), "--unroll", "2",
+                           "--history", "2", "--n-modes", "6", "--hidden-channels", "4", "--n-layers", "1",
+                           "--epochs", "2", "--precision", "full", "--device", "cpu", "--batch-size", str(batch),
+                           "--out", str(out), "--json"]
+
+    run(command(tmp_path / "one", 4), tmp_path)
+    two = run(command(tmp_path / "two", 2, processes=2), tmp_path)
+    a = checkpoint.load(tmp_path / "one" / "checkpoint.pt")["model"]
+    b = checkpoint.load(tmp_path / "two" / "checkpoint.pt")["model"]
+    assert max((a[k].double() - b[k].double()).abs().max().item() for k in a) < 1e-5
+    assert json.loads(two.stdout.strip().splitlines()[-1])["global_batch_size"] == 4

@@ -254,3 +254,13 @@ def test_a_residual_model_predicts_the_increment_from_the_newest_snapshot(hand_m
     assert "residual" not in NormalizedOperator(FNO(C, C, (2, 2), hidden_channels=4, n_layers=1)).spec()
     with pytest.raises(ValueError, match="adds the input's last 2 channels to the output"):
         NormalizedOperator(FNO(1, C, (2, 2), hidden_channels=4, n_layers=1), residual=True)
+
+
+@pytest.mark.slow
+def test_a_compiled_unrolled_run_trains_as_the_eager_one(burgers_trajectories, tmp_path):
+    runs = {}
+    for compiled in (False, True):
+        out = tmp_path / str(compiled)
+        train(_config(burgers_trajectories, out, unroll="2", epochs=1, precision="full", compile=compiled), log=quiet)
+        runs[compiled] = torch.load(out / "checkpoint.pt", weights_only=True)["model"]
+    assert max((runs[True][k] - runs[False][k]).abs().max().item() for k in runs[False]) < 1e-4
