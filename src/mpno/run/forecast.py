@@ -121,10 +121,11 @@ def errors(predicted: torch.Tensor, truths: torch.Tensor, loss: Callable) -> dic
 def lipschitz_estimate(model: torch.nn.Module, windows: torch.Tensor, channels: int, size: float = 1e-3,
                        trials: int = 8, seed: int = 0, batch_size: int = 16) -> float:
     """The largest ratio ``‖G(w + δ) − G(w)‖ / max_j ‖δ_j‖`` over ``windows`` (B, history · C, *grid) and
-    ``trials`` random perturbations ``δ`` whose every snapshot ``δ_j`` has ``size`` times the norm of the
-    snapshot it moves, with ``G`` the one-step map in the model's current precision (call it on a float64 copy
-    in full precision), ``batch_size`` windows at a time: an empirical growth factor of one step, what a gap in
-    any of the snapshots a window holds becomes after one more step."""
+    ``trials`` random perturbations ``δ`` whose every channel of every snapshot has ``size`` times the norm of
+    the channel it moves (channels in different units are each perturbed at their own scale, as rounding
+    does), with ``G`` the one-step map in the model's current precision (call it on a float64 copy in full
+    precision), ``batch_size`` windows at a time: an empirical growth factor of one step, what a gap in any of
+    the snapshots a window holds becomes after one more step."""
     generator = torch.Generator(device="cpu").manual_seed(seed)
     largest = 0.0
     with torch.no_grad():
@@ -133,8 +134,8 @@ def lipschitz_estimate(model: torch.nn.Module, windows: torch.Tensor, channels: 
             base = model(batch)
             for _ in range(trials):
                 noise = torch.randn(snapshots.shape, generator=generator, dtype=batch.dtype).to(batch.device)
-                noise *= (size * _norms(snapshots) / _norms(noise).clamp_min(1e-300)).reshape(
-                    *noise.shape[:2], *[1] * (noise.ndim - 2))
+                per_channel = size * snapshots.flatten(3).norm(dim=-1) / noise.flatten(3).norm(dim=-1).clamp_min(1e-300)
+                noise *= per_channel.reshape(*noise.shape[:3], *[1] * (noise.ndim - 3))
                 moved = model(batch + noise.flatten(1, 2))
                 ratio = _norms((moved - base).unsqueeze(1))[:, 0] / _norms(noise).max(1).values
                 largest = max(largest, float(ratio.max()))
