@@ -59,6 +59,20 @@ def data(problem: str, root: Path, train_n: int, test_n: int, steps: int, interv
     return paths[0], paths[1]
 
 
+def persistence(test_path: Path, history: int, rollout: int) -> dict:
+    """The baseline that holds the newest input snapshot for every lead time: its relative L2 error per lead
+    time (mean over test trajectories), and the mean norm of the true snapshots per lead time."""
+    from mpno.data.trajectories import TrajectoryWindows
+    from mpno.run import forecast
+
+    windows = TrajectoryWindows(test_path, history)
+    starts, truths = forecast.starts_and_truths(windows, history, rollout, torch.device("cpu"))
+    channels = truths.shape[2]
+    held = starts[:, -channels:].unsqueeze(1).expand_as(truths)
+    return {"relative_l2": forecast.relative_errors(held, truths),
+            "truth_norm": truths.double().flatten(2).norm(dim=-1).mean(0).tolist()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--problem", choices=tuple(PROBLEMS), required=True)
@@ -77,6 +91,8 @@ def main() -> None:
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other options of mpno train")
     parser.add_argument("--out", type=Path, default=Path("runs/forecasting"))
     parser.add_argument("--no-audit", action="store_true", help="skip the precision gap over the rollout")
+    parser.add_argument("--persistence-only", action="store_true",
+                        help="only print the persistence baseline and the norms of the test trajectories")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     _, model, resolution, interval, _ = PROBLEMS[args.problem]
@@ -84,6 +100,12 @@ def main() -> None:
     args.data.mkdir(parents=True, exist_ok=True)
     train_path, test_path = data(args.problem, args.data, args.train, args.test, args.steps, interval, resolution)
     rollout = args.rollout or args.steps - args.history
+    baseline = persistence(test_path, args.history, rollout)
+    print("persistence, relative L2 at lead times 1 … " + str(rollout) + ": "
+          + " ".join(f"{e:.3f}" for e in baseline["relative_l2"]))
+    print("mean norm of the true snapshots: " + " ".join(f"{n:.2f}" for n in baseline["truth_norm"]))
+    if args.persistence_only:
+        return
     extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
     results, runs = {}, {}
 
@@ -131,7 +153,7 @@ def main() -> None:
             "problem": args.problem, "train": args.train, "test": args.test, "steps": args.steps,
             "interval": interval, "resolution": resolution, "epochs": args.epochs, "rollout": rollout,
             "mpno": mpno.__version__, "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
-            "threads": torch.get_num_threads(), "runs": results, "mean_over_seeds": summary, "precision_gap": gap},
+            "threads": torch.get_num_threads(), "persistence": baseline, "runs": results, "mean_over_seeds": summary, "precision_gap": gap},
             indent=1) + "\n")
 
 

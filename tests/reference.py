@@ -195,3 +195,23 @@ def training_process(files: Path, out: Path) -> subprocess.Popen:
             raise AssertionError(f"the run saved no checkpoint: {process.communicate()[1]}")
         time.sleep(0.1)
     return process
+
+
+def interrupted(config: RunConfig, epochs_done: int, monkeypatch) -> None:
+    """Train ``config`` and stop it with Ctrl-C once ``epochs_done`` epochs are saved, as a user would."""
+    import pytest
+
+    from mpno.run.experiment import train
+    from mpno.run.trainer import Trainer
+
+    original = Trainer.train_epoch
+
+    def killed(self, epoch):
+        if epoch == epochs_done:
+            raise KeyboardInterrupt
+        return original(self, epoch)
+
+    monkeypatch.setattr(Trainer, "train_epoch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(config, log=quiet)
+    monkeypatch.setattr(Trainer, "train_epoch", original)

@@ -14,8 +14,7 @@ from mpno.data.trajectories import TrajectoryWindows
 from mpno.run import cli, forecast
 from mpno.run.config import RunConfig
 from mpno.run.experiment import train
-from mpno.run.trainer import Trainer
-from reference import quiet
+from reference import interrupted, quiet
 
 N, T, C, GRID = 3, 7, 2, (4, 4)
 
@@ -156,17 +155,7 @@ def _config(data, out, **options):
 def test_resume_in_the_middle_of_an_unroll_stage_is_exact(burgers_trajectories, tmp_path, monkeypatch):
     stages = "1:0.25,2:0.75"  # epoch 1 single steps, then 2 unrolled
     whole = train(_config(burgers_trajectories, tmp_path / "whole", unroll=stages, history=2), log=quiet)
-    original = Trainer.train_epoch
-
-    def killed_after_two(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(_config(burgers_trajectories, tmp_path / "parts", unroll=stages, history=2), log=quiet)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    interrupted(_config(burgers_trajectories, tmp_path / "parts", unroll=stages, history=2), 2, monkeypatch)
     resumed = train(RunConfig(device="cpu"), resume=str(tmp_path / "parts"), log=quiet)
     assert resumed["test"] == whole["test"]
     saved = json.loads((tmp_path / "parts" / "config.json").read_text())

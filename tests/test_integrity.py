@@ -12,7 +12,7 @@ import torch
 import mpno
 from mpno.run import checkpoint, cli
 from mpno.run.experiment import train
-from reference import quiet, tiny_config
+from reference import interrupted, quiet, tiny_config
 
 
 def tensor_bytes(path) -> list[tuple[int, int]]:
@@ -88,22 +88,9 @@ def test_a_checkpoint_without_a_digest_loads_with_a_note(run, tmp_path, capsys):
 
 def _interrupted_run(files, tmp_path, monkeypatch):
     """A run on copies of the tiny files, killed after its first epoch: (its directory, its training file)."""
-    from mpno.run.trainer import Trainer
-
     data = tmp_path / "data"
     shutil.copytree(files, data)
-    config = tiny_config(data, tmp_path / "run", epochs=2)
-    original = Trainer.train_epoch
-
-    def killed_after_one(self, epoch):
-        if epoch == 1:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed_after_one)
-    with pytest.raises(KeyboardInterrupt):
-        train(config, log=quiet)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    interrupted(tiny_config(data, tmp_path / "run", epochs=2), 1, monkeypatch)
     return tmp_path / "run", data / "train.pt"
 
 

@@ -17,8 +17,8 @@ from mpno.run.evaluation import evaluate_checkpoint
 from mpno.run.experiment import train, trainer_for
 from mpno.run.resolve import open_run
 from mpno.precision import UNIT_ROUNDOFF
-from mpno.run.trainer import SWITCH_WARNING, Trainer
-from reference import quiet, smooth_pairs, tiny_config
+from mpno.run.trainer import SWITCH_WARNING
+from reference import interrupted, quiet, smooth_pairs, tiny_config
 
 
 def test_schedule_switches_at_the_right_epochs(files, tmp_path):
@@ -99,17 +99,7 @@ def test_full_precision_failure_stops_with_advice(files, tmp_path):
 
 def test_resume_reaches_the_same_weights(files, tmp_path, monkeypatch):
     whole = train(tiny_config(files, tmp_path / "whole", precision="schedule"), log=quiet)
-    original = Trainer.train_epoch
-
-    def killed_after_two(self, epoch):
-        if epoch == 2:
-            raise KeyboardInterrupt
-        return original(self, epoch)
-
-    monkeypatch.setattr(Trainer, "train_epoch", killed_after_two)
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(files, tmp_path / "parts", precision="schedule"), log=quiet)
-    monkeypatch.setattr(Trainer, "train_epoch", original)
+    interrupted(tiny_config(files, tmp_path / "parts", precision="schedule"), 2, monkeypatch)
     assert checkpoint.load(tmp_path / "parts" / "checkpoint.pt")["epoch"] == 2
     resumed = train(RunConfig(device="cpu"), resume=str(tmp_path / "parts"), log=quiet)
     a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt")["model"]

@@ -14,9 +14,8 @@ from ..nn.registry import model_kind
 from ..precision import Precision, inference_policy
 from . import checkpoint, domains, forecast
 from .assembly import resolve_device
-from .evaluation import checked_dataset, checkpoint_model
+from .evaluation import checked_dataset, rollout_model
 from .provenance import provenance
-from .resolve import for_saved_model
 from .reporting import log_line
 
 
@@ -70,13 +69,7 @@ def rollout_report(data: str, model_path: str, steps: int, precisions: Sequence[
     the trained stabilizer unless it names one), per lead time: the precision gap beside the model error, the
     lead time where the gap reaches a tenth of the model error, and the closed-form bound of the gap
     (:func:`mpno.run.forecast.precision_over_rollout`)."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"--rollout {steps}: give a positive number of steps")
-    device_ = resolve_device(device)
-    model, saved = checkpoint_model(model_path, device_, None, batch_size)
-    config = for_saved_model(saved, saved.model, x_key=x_key)
-    domain = domains.of(config.model)
-    domain.require("rollout")
+    model, config, domain, device_ = rollout_model(model_path, steps, device, None, batch_size, x_key)
     windows = domain.trajectories_of(checked_dataset(data, config, model), data)
     starts, truths = forecast.starts_and_truths(windows, config.history, steps, device_)
     policies = [_audit_policy(model.precision, text) for text in precisions or ROLLOUT_POLICIES]

@@ -106,12 +106,11 @@ def outside_training(file: str, name: str, dataset, config: RunConfig, model: No
     return {name: note}
 
 
-def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "auto", batch_size: int | None = None,
-                       precision: str | None = None, x_key: str | None = None,
-                       spectra_at: list[int] | None = None) -> dict:
-    """Errors of a saved one-step model rolled out ``steps`` steps from the first window of every trajectory of
-    ``data``, per lead time (``mpno evaluate --rollout``), and the power spectra of prediction and truth at the
-    lead times ``spectra_at`` (default: the first, the middle and the last)."""
+def rollout_model(path: str, steps: int, device: str = "auto", precision: str | None = None,
+                  batch_size: int | None = None, x_key: str | None = None):
+    """A saved one-step model to roll out ``steps`` steps (``--rollout``): ``(model, options, domain,
+    device)``, the options as :func:`checkpoint_model` gives them with ``x_key``; refused where ``steps`` is
+    not a positive int or the model's domain does not roll out."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise ValueError(f"--rollout {steps}: give a positive number of steps")
     device_ = resolve_device(device)
@@ -119,6 +118,16 @@ def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "au
     config = for_saved_model(saved, saved.model, x_key=x_key)
     domain = domains.of(config.model)
     domain.require("rollout")
+    return model, config, domain, device_
+
+
+def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "auto", batch_size: int | None = None,
+                       precision: str | None = None, x_key: str | None = None,
+                       spectra_at: list[int] | None = None) -> dict:
+    """Errors of a saved one-step model rolled out ``steps`` steps from the first window of every trajectory of
+    ``data``, per lead time (``mpno evaluate --rollout``), and the power spectra of prediction and truth at the
+    lead times ``spectra_at`` (default: the first, the middle and the last)."""
+    model, config, domain, device_ = rollout_model(path, steps, device, precision, batch_size, x_key)
     leads = sorted(set(spectra_at or (1, (steps + 1) // 2, steps)))
     if any(not 1 <= lead <= steps for lead in leads):
         raise ValueError(f"--spectra-at {' '.join(map(str, leads))}: lead times lie in 1 … {steps}")

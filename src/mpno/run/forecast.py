@@ -99,9 +99,14 @@ def _norms(fields: torch.Tensor) -> torch.Tensor:
     return fields.double().flatten(2).norm(dim=-1)
 
 
+def relative_errors_each(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """``‖predicted − truth‖ / ‖truth‖`` of every trajectory at every lead time: (N, steps)."""
+    return _norms(predicted - truth) / _norms(truth).clamp_min(1e-300)
+
+
 def relative_errors(predicted: torch.Tensor, truth: torch.Tensor) -> list[float]:
     """The mean over trajectories of ``‖predicted − truth‖ / ‖truth‖`` at each lead time."""
-    return (_norms(predicted - truth) / _norms(truth).clamp_min(1e-300)).mean(0).tolist()
+    return relative_errors_each(predicted, truth).mean(0).tolist()
 
 
 def predicted(model: torch.nn.Module, starts: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:

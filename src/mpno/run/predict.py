@@ -16,7 +16,7 @@ from ..writing import check_output, new_hdf5
 from . import domains, forecast, profiling
 from .assembly import batches_of, losses_for, resolve_device
 from .checkpoint import CheckpointError
-from .evaluation import checked_dataset, checkpoint_model, outside_training
+from .evaluation import checked_dataset, checkpoint_model, outside_training, rollout_model
 from .provenance import provenance
 from .reporting import log_line
 from .resolve import for_saved_model
@@ -101,14 +101,8 @@ def predict_rollout(checkpoint: str, data: str, out: str, steps: int, precision:
     out = Path(out)
     if out.suffix not in (".h5", ".hdf5"):
         raise ValueError(f"--out {out}: predictions are written as HDF5; give a .h5 path")
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"--rollout {steps}: give a positive number of steps")
     check_output(out, overwrite, inputs=(checkpoint, data))
-    device_ = resolve_device(device)
-    model, saved = checkpoint_model(checkpoint, device_, precision, batch_size)
-    config = for_saved_model(saved, saved.model, x_key=x_key)
-    domain = domains.of(config.model)
-    domain.require("rollout")
+    model, config, domain, device_ = rollout_model(checkpoint, steps, device, precision, batch_size, x_key)
     windows = domain.trajectories_of(checked_dataset(data, config, model), data)
     available = windows.trajectories.steps - config.history
     start = time.perf_counter()
@@ -125,8 +119,7 @@ def predict_rollout(checkpoint: str, data: str, out: str, steps: int, precision:
             error = predicted - truths
             f.create_dataset("y", data=truths.float().cpu().numpy())
             f.create_dataset("error", data=error.float().cpu().numpy())
-            relative = error.double().flatten(2).norm(dim=-1) / truths.double().flatten(2).norm(dim=-1)
-            f.create_dataset("relative_l2", data=relative.float().cpu().numpy())
+            f.create_dataset("relative_l2", data=forecast.relative_errors_each(predicted, truths).float().cpu().numpy())
         produced = provenance(device_, str(model.precision), checkpoint, [data])
         f.attrs.update({"checkpoint": str(checkpoint), "data": str(data), "precision": str(model.precision),
                         "history": config.history, "provenance": json.dumps(produced)})

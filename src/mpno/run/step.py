@@ -66,11 +66,12 @@ class TrainStep:
             return None
         scaler = self.scaler if policy.uses_grad_scaler else self._unscaled
         scaler.scale(local * (len(x) / (global_batch or len(x)))).backward()
-        scaler.unscale_(self.optimizer)
-        norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip or math.inf)
-        if not scaler.is_enabled() and not torch.isfinite(norm):
-            self.zero_grad()
-            return None
+        if self.grad_clip or not scaler.is_enabled():  # an enabled scaler finds overflows itself
+            scaler.unscale_(self.optimizer)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip or math.inf)
+            if not scaler.is_enabled() and not torch.isfinite(norm):
+                self.zero_grad()
+                return None
         scaler.step(self.optimizer)  # skipped by an enabled scaler if the gradients overflowed
         scaler.update()
         return local.item()

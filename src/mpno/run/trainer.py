@@ -63,8 +63,8 @@ class Trainer:
         log: receives one line per epoch (with ``progress``) and per notable event.
         progress: a line per epoch through ``log``, and progress bars on a terminal.
         compile: run the training steps on the model compiled by :func:`mpno.compiled`.
-        objective: ``objective(model, x, y)``, the training loss of a batch (default: ``loss(model(x), y)``).
-        objective_at: ``objective_at(epoch, epochs)``, the objective of each epoch instead (forecasting: the
+        objective_at: ``objective_at(epoch, epochs)``, the training loss of a batch in each epoch,
+            ``objective(model, x, y)`` (default: ``loss(model(x), y)``; forecasting: the
             steps unrolled follow the epoch).
 
     Under ``torchrun`` the model is wrapped in ``DistributedDataParallel``; call
@@ -76,7 +76,7 @@ class Trainer:
                  test_batches: dict | None = None, eval_losses: dict | None = None, grad_clip: float | None = None,
                  nonfinite_patience: int = 5, seed: int = 0, run_dir: Path | None = None,
                  extra_state: dict | None = None, tensorboard: bool = False, log: Callable[[str], None] = print,
-                 progress: bool = True, compile: bool = False, objective: Objective | None = None,
+                 progress: bool = True, compile: bool = False,
                  objective_at: Callable[[int, int], Objective] | None = None):
         self.model, self.optimizer, self.train_batches, self.epochs, self.loss = \
             model, optimizer, train_batches, epochs, loss
@@ -97,7 +97,7 @@ class Trainer:
         if compile:  # training steps run the compiled model; evaluation and checkpoints use the model itself
             self.parallel = compiled(self.parallel)
         self.train_step = TrainStep(self.parallel, model, optimizer,
-                                    objective or (lambda module, x, y: self.loss(module(x), y)), grad_clip)
+                                    lambda module, x, y: self.loss(module(x), y), grad_clip)
         self.epoch = 0
         self.floor: str | None = None  # the least precise mode allowed after escalations
         self.nonfinite_run = 0
