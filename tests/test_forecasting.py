@@ -241,8 +241,62 @@ def test_a_residual_model_predicts_the_increment_from_the_newest_snapshot(hand_m
     rebuilt.load_state_dict(model.state_dict())
     assert rebuilt.residual and torch.equal(rebuilt(x), model(x))
     assert "residual" not in NormalizedOperator(FNO(C, C, (2, 2), hidden_channels=4, n_layers=1)).spec()
-    with pytest.raises(ValueError, match="adds the input's last 2 channels to the output"):
+    with pytest.raises(ValueError, match="adds the input's newest 2 channels to the output"):
         NormalizedOperator(FNO(1, C, (2, 2), hidden_channels=4, n_layers=1), residual=True)
+
+
+@pytest.fixture
+def forced(tmp_path):
+    """u[n, t + 1] = u[n, t] + f[n], with a static forcing f (one channel) per trajectory."""
+    torch.manual_seed(0)
+    f = torch.randn(8, 1, 16)
+    u = torch.randn(8, 1, 1, 16) + torch.arange(6.0)[None, :, None, None] * f[:, None]
+    torch.save({"u": u, "forcing": f}, tmp_path / "forced.pt")
+    return tmp_path / "forced.pt", u, f
+
+
+def test_static_inputs_follow_the_snapshots_and_stay_fixed_through_a_rollout(forced):
+    path, u, f = forced
+    windows = TrajectoryWindows(path, history=2, unroll=2, spatial_dims=1, static_key="forcing")
+    assert windows.shapes == ((3, 16), (1, 16)) and windows.static_channels == 1
+    x, y = windows[3 + 1]  # trajectory 1 (3 windows each), second window
+    assert torch.equal(x, torch.cat([u[1, 1], u[1, 2], f[1]])) and torch.equal(y, u[1, 3:5])
+    step = lambda window: window[:, 1:2] + window[:, 2:3]  # noqa: E731  (newest snapshot + forcing)
+    starts, truths = forecast.starts_and_truths(windows, 2, 4, torch.device("cpu"))
+    assert torch.allclose(forecast.rollout(step, starts, 4, static=1), truths)
+    mse = lambda p, t: ((p - t) ** 2).mean()  # noqa: E731
+    assert forecast.unrolled(mse, 2, static=1)(step, *[v.unsqueeze(0) for v in windows[0]]).item() < 1e-12
+    assert TrajectoryWindows(path, spatial_dims=1, static_key="none").static_channels == 0
+
+
+def test_a_model_trained_with_static_inputs_rolls_out_with_them(forced, tmp_path, capsys):
+    from mpno import load_model
+
+    path, u, f = forced
+    train(_config(path, tmp_path / "run", static_key="forcing", residual=True, unroll="2", epochs=2,
+                  trajectories=True, n_modes=[4], batch_size=4), log=quiet)
+    model = load_model(str(tmp_path / "run" / "best.pt")).double()
+    assert model.static_channels == 1 and model.operator.in_channels == 2
+    window = torch.cat([u[:, 0], f], 1).double()
+    with torch.no_grad():  # the rollout is repeated calls with the forcing appended each time
+        first = model(window)
+        second = model(torch.cat([first, f.double()], 1))
+    rolled = forecast.rollout(model, window, 2, static=1)
+    assert torch.allclose(rolled[:, 0], first) and torch.allclose(rolled[:, 1], second)
+    torch.save({"u": u}, tmp_path / "unforced.pt")
+    assert cli.main(["evaluate", str(tmp_path / "run" / "best.pt"), "--data", str(tmp_path / "unforced.pt"),
+                     "--rollout", "3"]) == 2
+    assert "unforced.pt: samples of shape (1, 16) do not fit the model" in capsys.readouterr().err
+
+
+def test_static_inputs_of_the_wrong_shape_are_refused(tmp_path):
+    u = torch.zeros(3, 5, 1, 8)
+    for static, message in ((torch.zeros(2, 1, 8), r"must be \(3, S, 8\) or \(S, 8\)"),
+                            (torch.zeros(3, 8), "one channel per trajectory"),
+                            (torch.full((1, 8), float("nan")), "hold NaN or inf")):
+        torch.save({"u": u, "static": static}, tmp_path / "s.pt")
+        with pytest.raises(DataError, match=message):
+            TrajectoryWindows(tmp_path / "s.pt", spatial_dims=1)
 
 
 @pytest.mark.slow

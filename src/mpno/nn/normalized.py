@@ -73,18 +73,21 @@ class NormalizedOperator(nn.Module):
     raw outputs. The normalisers are fitted on the training split and saved with
     the weights; :meth:`spec` and :meth:`from_spec` rebuild the architecture.
     With ``residual`` the operator predicts the increment from the input's last
-    ``out_channels`` channels (a forecasting window's newest snapshot):
-    ``x[:, -out_channels:] + decode(operator(encode(x)))``, its output normaliser
-    fitted on increments.
+    ``out_channels`` channels before its ``static_channels`` (a forecasting
+    window's newest snapshot, before the static inputs):
+    ``x[:, newest] + decode(operator(encode(x)))``, its output normaliser fitted on
+    increments. ``static_channels`` is recorded so that a rollout holds those
+    channels fixed.
     """
 
     def __init__(self, operator: nn.Module, inputs: UnitGaussianNormalizer | None = None,
-                 outputs: UnitGaussianNormalizer | None = None, residual: bool = False):
+                 outputs: UnitGaussianNormalizer | None = None, residual: bool = False, static_channels: int = 0):
         super().__init__()
-        if residual and operator.in_channels < operator.out_channels:
-            raise ValueError(f"residual=True adds the input's last {operator.out_channels} channels to the output, "
-                             f"and the operator takes {operator.in_channels}")
-        self.operator, self.residual = operator, residual
+        if residual and operator.in_channels - static_channels < operator.out_channels:
+            raise ValueError(f"residual=True adds the input's newest {operator.out_channels} channels to the output, "
+                             f"and the operator takes {operator.in_channels - static_channels} besides "
+                             f"{static_channels} static ones")
+        self.operator, self.residual, self.static_channels = operator, residual, static_channels
         self.inputs = inputs if inputs is not None else UnitGaussianNormalizer(operator.in_channels)
         self.outputs = outputs if outputs is not None else UnitGaussianNormalizer(operator.out_channels)
 
@@ -98,7 +101,11 @@ class NormalizedOperator(nn.Module):
     def spec(self) -> dict:
         """The operator's kind and constructor arguments (plain values, safe to save)."""
         spec = {"kind": model_kind(self.operator), "arguments": dict(self.operator.arguments)}
-        return {**spec, "residual": True} if self.residual else spec
+        if self.residual:
+            spec["residual"] = True
+        if self.static_channels:
+            spec["static_channels"] = self.static_channels
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict) -> "NormalizedOperator":
@@ -106,8 +113,12 @@ class NormalizedOperator(nn.Module):
         arguments = dict(spec["arguments"])
         operator = build_operator(spec["kind"], arguments.pop("in_channels"), arguments.pop("out_channels"),
                                   arguments.pop("n_modes"), **arguments)
-        return cls(operator, residual=bool(spec.get("residual", False)))
+        return cls(operator, residual=bool(spec.get("residual", False)),
+                   static_channels=int(spec.get("static_channels", 0)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.outputs.decode(self.operator(self.inputs.encode(x)))
-        return x[:, x.shape[1] - out.shape[1]:] + out if self.residual else out
+        if not self.residual:
+            return out
+        newest = x.shape[1] - self.static_channels
+        return x[:, newest - out.shape[1]:newest] + out

@@ -73,7 +73,8 @@ def rollout_report(data: str, model_path: str, steps: int, precisions: Sequence[
     windows = domain.trajectories_of(checked_dataset(data, config, model), data)
     starts, truths = forecast.starts_and_truths(windows, config.history, steps, device_)
     policies = [_audit_policy(model.precision, text) for text in precisions or ROLLOUT_POLICIES]
-    report = forecast.precision_over_rollout(model, starts, truths, policies, config.batch_size)
+    report = forecast.precision_over_rollout(model, starts, truths, policies, config.batch_size,
+                                             model.static_channels)
     return {"data": str(data), "checkpoint": str(model_path), "steps": steps, "trajectories": len(starts),
             "interval": windows.trajectories.interval, **report,
             "provenance": provenance(device_, ", ".join(str(p) for p in policies), model_path, [data])}

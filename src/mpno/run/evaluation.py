@@ -136,7 +136,7 @@ def rollout_checkpoint(path: str, data: list[str], steps: int, device: str = "au
     for name, file in test_names(data).items():
         windows = domain.trajectories_of(checked_dataset(file, config, model), file)
         starts, truths = forecast.starts_and_truths(windows, config.history, steps, device_)
-        predicted = forecast.predicted(model, starts, steps, config.batch_size)
+        predicted = forecast.predicted(model, starts, steps, config.batch_size, model.static_channels)
         results[name] = {**forecast.errors(predicted, truths, eval_losses["l2"]), "trajectories": len(starts),
                          "interval": windows.trajectories.interval,
                          "spectra": {lead: {"prediction": domain.power_spectrum(predicted[:, lead - 1], model),

@@ -41,16 +41,17 @@ def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | Non
                    run_dir=run_dir, extra_state={"config": config.to_dict(), "data_files": list(run.data_files)},
                    tensorboard=config.tensorboard,
                    log=log, progress=progress, compile=config.compile,
-                   objective_at=_unrolled_objectives(config, train_loss))
+                   objective_at=_unrolled_objectives(config, train_loss, model.static_channels))
 
 
-def _unrolled_objectives(config: RunConfig, loss: Callable) -> Callable | None:
+def _unrolled_objectives(config: RunConfig, loss: Callable, static: int) -> Callable | None:
     """The training objective of each epoch of a forecasting run unrolled over more than one step (``--unroll``
-    and its stages), or ``None`` (one step: the loss of the prediction)."""
+    and its stages; ``static`` channels of static inputs held fixed), or ``None`` (one step: the loss of the
+    prediction)."""
     if forecast.most_unrolled(config.unroll) == 1:
         return None
     return lambda epoch, epochs: forecast.unrolled(loss, forecast.unrolled_at(config.unroll, epoch, epochs),
-                                                   recompute=config.recompute_steps)
+                                                   recompute=config.recompute_steps, static=static)
 
 
 def _choose_precision(config: RunConfig, train_set, device: torch.device) -> tuple[Precision, str]:
@@ -272,5 +273,6 @@ def _write_report(summary: dict, model: NormalizedOperator, trainer: Trainer, ru
             steps = trajectories.trajectories.steps - config.history
             start, truth = forecast.starts_and_truths(trajectories.subset([0]), config.history, steps,
                                                       next(model.parameters()).device)
-            plot_frames(forecast.rollout(model, start, steps)[0], truth[0], run_dir / f"rollout_{Path(name).stem}.png",
+            rolled = forecast.rollout(model, start, steps, model.static_channels)[0]
+            plot_frames(rolled, truth[0], run_dir / f"rollout_{Path(name).stem}.png",
                         title=f"{name}: trajectory 0 rolled out in {model.precision}")

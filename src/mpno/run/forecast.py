@@ -14,9 +14,11 @@ from ..precision import Precision, phase_starts
 from .step import Objective
 
 
-def next_window(window: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
-    """The input window one step later: the oldest snapshot dropped, ``prediction`` (B, C, *grid) appended."""
-    return torch.cat([window[:, prediction.shape[1]:], prediction], 1)
+def next_window(window: torch.Tensor, prediction: torch.Tensor, static: int = 0) -> torch.Tensor:
+    """The input window one step later: the oldest snapshot dropped, ``prediction`` (B, C, *grid) appended
+    after the newest, the ``static`` channels of static inputs at the end kept as they are."""
+    dynamic = window.shape[1] - static
+    return torch.cat([window[:, prediction.shape[1]:dynamic], prediction, window[:, dynamic:]], 1)
 
 
 def unroll_stages(text: str | int) -> tuple[tuple[float, int], ...]:
@@ -53,10 +55,11 @@ def unrolled_at(text: str | int, epoch: int, epochs: int) -> int:
     return current
 
 
-def unrolled(loss: Callable, steps: int, recompute: bool = False) -> Objective:
+def unrolled(loss: Callable, steps: int, recompute: bool = False, static: int = 0) -> Objective:
     """The objective of a one-step operator unrolled over the first ``steps`` targets of ``y``
     (B, targets, C, *grid): the sum over steps of ``loss(prediction, target)``, each prediction fed back as the
-    newest input snapshot, with the gradient through it. ``recompute``: each step's activations are
+    newest input snapshot, with the gradient through it (``static``: channels of static inputs at the end of
+    the input window, kept fixed). ``recompute``: each step's activations are
     recomputed in the backward pass instead of kept (``torch.utils.checkpoint``): the memory of one step
     instead of ``steps``, for about one more forward pass."""
     def objective(model, x, y):
@@ -64,33 +67,34 @@ def unrolled(loss: Callable, steps: int, recompute: bool = False) -> Objective:
         for k in range(steps):
             prediction = torch.utils.checkpoint.checkpoint(model, x, use_reentrant=False) if recompute else model(x)
             total = total + loss(prediction, y[:, k])
-            x = next_window(x, prediction)
+            x = next_window(x, prediction, static)
         return total
     return objective
 
 
 @torch.no_grad()
-def rollout(model: torch.nn.Module, window: torch.Tensor, steps: int) -> torch.Tensor:
+def rollout(model: torch.nn.Module, window: torch.Tensor, steps: int, static: int = 0) -> torch.Tensor:
     """``steps`` predictions (B, steps, C, *grid) of ``model`` applied to its own output from ``window``
-    (B, history · C, *grid)."""
+    (B, history · C + static, *grid), its ``static`` channels of static inputs held fixed."""
     predictions = []
     for _ in range(steps):
         predictions.append(model(window).to(window.dtype))
-        window = next_window(window, predictions[-1])
+        window = next_window(window, predictions[-1], static)
     return torch.stack(predictions, 1)
 
 
 def starts_and_truths(trajectories, history: int, steps: int, device: torch.device
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The first window (N, history · C, *grid) and the next ``steps`` true snapshots (N, steps, C, *grid) of
-    each trajectory of a :class:`mpno.data.trajectories.TrajectoryWindows` selection."""
+    """The first window (N, history · C + S, *grid) and the next ``steps`` true snapshots (N, steps, C, *grid)
+    of each trajectory of a :class:`mpno.data.trajectories.TrajectoryWindows` selection."""
     source = trajectories.trajectories
     if history + steps > source.steps:
         raise ValueError(f"--rollout {steps}: {trajectories.path} has {source.steps} snapshots per trajectory, "
                          f"and a rollout of {steps} steps after {history} input snapshot(s) needs "
                          f"{history + steps}; roll out at most {source.steps - history} steps")
     frames = [source.frames(n, 0, history + steps) for n in trajectories.indices]
-    starts = torch.stack([f[:history].flatten(0, 1) for f in frames]).to(device)
+    starts = torch.stack([trajectories.window(n, f[:history]) for n, f in zip(trajectories.indices, frames)])
+    starts = starts.to(device)
     return starts, torch.stack([f[history:] for f in frames]).to(device)
 
 
@@ -109,9 +113,11 @@ def relative_errors(predicted: torch.Tensor, truth: torch.Tensor) -> list[float]
     return relative_errors_each(predicted, truth).mean(0).tolist()
 
 
-def predicted(model: torch.nn.Module, starts: torch.Tensor, steps: int, batch_size: int) -> torch.Tensor:
+def predicted(model: torch.nn.Module, starts: torch.Tensor, steps: int, batch_size: int, static: int = 0
+              ) -> torch.Tensor:
     """:func:`rollout` of every start, ``batch_size`` at a time: (N, steps, C, *grid)."""
-    return torch.cat([rollout(model, starts[i:i + batch_size], steps) for i in range(0, len(starts), batch_size)])
+    return torch.cat([rollout(model, starts[i:i + batch_size], steps, static)
+                      for i in range(0, len(starts), batch_size)])
 
 
 def errors(predicted: torch.Tensor, truths: torch.Tensor, loss: Callable) -> dict:
@@ -124,8 +130,9 @@ def errors(predicted: torch.Tensor, truths: torch.Tensor, loss: Callable) -> dic
 
 
 def lipschitz_estimate(model: torch.nn.Module, windows: torch.Tensor, channels: int, size: float = 1e-3,
-                       trials: int = 8, seed: int = 0, batch_size: int = 16) -> float:
-    """The largest ratio ``‖G(w + δ) − G(w)‖ / max_j ‖δ_j‖`` over ``windows`` (B, history · C, *grid) and
+                       trials: int = 8, seed: int = 0, batch_size: int = 16, static: int = 0) -> float:
+    """The largest ratio ``‖G(w + δ) − G(w)‖ / max_j ‖δ_j‖`` over ``windows`` (B, history · C + static, *grid)
+    (the ``static`` channels at the end, which a rollout does not change, not perturbed) and
     ``trials`` random perturbations ``δ`` whose every channel of every snapshot has ``size`` times the norm of
     the channel it moves (channels in different units are each perturbed at their own scale, as rounding
     does), with ``G`` the one-step map in the model's current precision (call it on a float64 copy in full
@@ -135,13 +142,14 @@ def lipschitz_estimate(model: torch.nn.Module, windows: torch.Tensor, channels: 
     largest = 0.0
     with torch.no_grad():
         for batch in windows.split(batch_size):
-            snapshots = batch.unflatten(1, (-1, channels))  # (B, history, C, *grid)
+            dynamic = batch.shape[1] - static
+            snapshots = batch[:, :dynamic].unflatten(1, (-1, channels))  # (B, history, C, *grid)
             base = model(batch)
             for _ in range(trials):
                 noise = torch.randn(snapshots.shape, generator=generator, dtype=batch.dtype).to(batch.device)
                 per_channel = size * snapshots.flatten(3).norm(dim=-1) / noise.flatten(3).norm(dim=-1).clamp_min(1e-300)
                 noise *= per_channel.reshape(*noise.shape[:3], *[1] * (noise.ndim - 3))
-                moved = model(batch + noise.flatten(1, 2))
+                moved = model(torch.cat([batch[:, :dynamic] + noise.flatten(1, 2), batch[:, dynamic:]], 1))
                 ratio = _norms((moved - base).unsqueeze(1))[:, 0] / _norms(noise).max(1).values
                 largest = max(largest, float(ratio.max()))
     return largest
@@ -157,7 +165,7 @@ def gap_bound(epsilon: float, growth: float, steps: int) -> list[float]:
 
 
 def precision_over_rollout(model: torch.nn.Module, starts: torch.Tensor, truths: torch.Tensor,
-                           policies: list[Precision], batch_size: int) -> dict:
+                           policies: list[Precision], batch_size: int, static: int = 0) -> dict:
     """Per lead time, for each low-precision ``policy``: the precision gap ``‖u_low − u_full‖ / ‖u_full‖``
     of rollouts of the same weights from the same ``starts``, beside the model error
     ``‖u_full − u_true‖ / ‖u_true‖``; the first lead time at which the gap reaches a tenth of the model error
@@ -165,7 +173,7 @@ def precision_over_rollout(model: torch.nn.Module, starts: torch.Tensor, truths:
     absolute gap over the trajectories (Euclidean norms of a snapshot), with ``ε`` the largest one-step gap
     ``‖G_low(w) − G(w)‖`` over the windows ``w`` the low-precision rollout meets and ``L`` the empirical
     growth factor of one full-precision step there (:func:`lipschitz_estimate` in float64, with perturbations
-    as large as the one-step gap). From ``e_{n+1} ≤ ε + L · max_j e_{n-j}`` (the gaps of the snapshots a window
+    as large as the one-step gap; ``static``: channels of static inputs at the end of a window). From ``e_{n+1} ≤ ε + L · max_j e_{n-j}`` (the gaps of the snapshots a window
     holds) and a bound that grows with ``n``, ``e_n ≤ ε (L^n − 1) / (L − 1)``; ``L`` is estimated, so the bound
     is checked against the measurement (``bound_holds``)."""
     steps, trained = truths.shape[1], model.precision
@@ -173,7 +181,7 @@ def precision_over_rollout(model: torch.nn.Module, starts: torch.Tensor, truths:
 
     def rolled(policy: Precision) -> torch.Tensor:
         model.set_precision(policy)
-        return predicted(model, starts, steps, batch_size)
+        return predicted(model, starts, steps, batch_size, static)
 
     def one_step(policy: Precision, windows: torch.Tensor) -> torch.Tensor:
         model.set_precision(policy)
@@ -188,13 +196,14 @@ def precision_over_rollout(model: torch.nn.Module, starts: torch.Tensor, truths:
         low = rolled(policy)
         windows = [starts]
         for k in range(steps - 1):
-            windows.append(next_window(windows[-1], low[:, k]))
+            windows.append(next_window(windows[-1], low[:, k], static))
         met = torch.cat(windows)  # every window the low-precision rollout meets
         reference = one_step(full_policy, met)
         differences = _norms((one_step(policy, met) - reference).unsqueeze(1))
         epsilon = float(differences.max())
         size = max(float((differences / _norms(reference.unsqueeze(1)).clamp_min(1e-300)).max()), 1e-4)
-        growth = lipschitz_estimate(exact, met.double(), truths.shape[2], size=size, batch_size=batch_size)
+        growth = lipschitz_estimate(exact, met.double(), truths.shape[2], size=size, batch_size=batch_size,
+                                    static=static)
         gap = relative_errors(low, full)
         largest = _norms(low - full).max(0).values.tolist()
         bound = gap_bound(epsilon, growth, steps)

@@ -109,7 +109,7 @@ def predict_rollout(checkpoint: str, data: str, out: str, steps: int, precision:
     starts, truths = forecast.starts_and_truths(windows, config.history, min(steps, available), device_)
     if steps > available:  # predict beyond the truth: no errors
         truths = None
-    predicted = forecast.predicted(model, starts, steps, config.batch_size)
+    predicted = forecast.predicted(model, starts, steps, config.batch_size, model.static_channels)
     seconds = time.perf_counter() - start
     with new_hdf5(out) as output:
         f = output.file

@@ -47,6 +47,9 @@ OPTIONS = {
                      "epochs, e.g. 1:0.5,2:0.25,4:0.25", group="forecasting"),
     "residual": option(False, "bool", "forecasting: predict the increment from the newest input snapshot "
                        "(its output normaliser fitted on increments) instead of the next state", group="forecasting"),
+    "static_key": option("static", "str", "forecasting: the array of static inputs in the data files, fields "
+                         "that stay fixed through a rollout (a forcing, a coefficient, the geometry): (N, S, *grid) "
+                         "or (S, *grid); read where a file has it", group="forecasting"),
     "recompute_steps": option(False, "bool", "forecasting: recompute each unrolled step's activations in the "
                               "backward pass instead of keeping them (the memory of one step instead of --unroll's, "
                               "for about one more forward pass)", group="forecasting"),
@@ -67,7 +70,8 @@ class GridDomain(Domain):
         """Pairs of fields, or one-step windows of trajectories (``--trajectories``, or files that say they hold
         trajectories: ``docs/forecasting.md``)."""
         if config.trajectories or holds_trajectories(path):
-            return TrajectoryWindows(path, config.history, key=config.x_key, spatial_dims=config.spatial_dims)
+            return TrajectoryWindows(path, config.history, key=config.x_key, spatial_dims=config.spatial_dims,
+                                     static_key=config.static_key)
         if config.history > 1 or most_unrolled(config.unroll) > 1 or config.residual:
             raise DataError(f"{path} holds input-output pairs; --history, --unroll and --residual apply to "
                             "trajectories (mpno generate ... --steps T, or --trajectories for arrays (N, T, C, *grid))")
@@ -146,6 +150,10 @@ class GridDomain(Domain):
             raise DataError(f"{dataset.path}: samples of shape {x_shape} do not fit the model "
                             f"({operator.in_channels} input channels, {len(operator.n_modes)} spatial dims); "
                             "check --x-key and the file")
+        static = dataset.static_channels if isinstance(dataset, TrajectoryWindows) else 0
+        if static != model.static_channels:
+            raise DataError(f"{dataset.path}: holds {static} channels of static inputs, and the model was trained "
+                            f"with {model.static_channels}; check --static-key and the file")
 
     def channels_and_modes(self, config, train) -> tuple[int, int, tuple[int, ...]]:
         """Input channels, output channels and modes of the operator for ``train``."""
@@ -154,17 +162,21 @@ class GridDomain(Domain):
 
     def fitted(self, operator, train, residual: bool = False) -> NormalizedOperator:
         """``operator`` with normalisers fitted on ``train`` (on trajectories: over samples and times, every
-        target snapshot of a window counted; with ``residual``, on the increments from the snapshot before)."""
+        target snapshot of a window counted; with ``residual``, on the increments from the snapshot before).
+        Trajectories' static inputs are recorded in the model, so that a rollout holds them fixed."""
+        static = train.static_channels if isinstance(train, TrajectoryWindows) else 0
+
         def outputs():
             for x, y in train:
                 targets = y if y.ndim > x.ndim else y.unsqueeze(0)
                 if residual:
-                    before = torch.cat([x[-targets.shape[1]:].unsqueeze(0), targets[:-1]])
+                    newest = x.shape[0] - static
+                    before = torch.cat([x[newest - targets.shape[1]:newest].unsqueeze(0), targets[:-1]])
                     targets = targets - before
                 yield from targets
 
         return NormalizedOperator(operator, UnitGaussianNormalizer.fit(x for x, _ in train),
-                                  UnitGaussianNormalizer.fit(outputs()), residual=residual)
+                                  UnitGaussianNormalizer.fit(outputs()), residual=residual, static_channels=static)
 
     def points_per_sample(self, config, train) -> int:
         """Grid points an activation has per sample (the memory estimate before training)."""
