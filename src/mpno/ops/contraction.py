@@ -19,10 +19,12 @@ keeps the largest intermediate small (then the fewest FLOPs), caches the plan pe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import opt_einsum
 import torch
+from torch.fx.experimental.symbolic_shapes import optimization_hint
 
 from .. import dtypes
 from . import products, tables
@@ -181,7 +183,7 @@ def complex_pair(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
         return _ComplexPair.apply(equation, a, b)
     inputs, output = equation.split("->")
     left, right = inputs.split(",")
-    if a.numel() < b.numel():  # expand the smaller operand to its 2×2 block
+    if _elements(a) < _elements(b):  # expand the smaller operand to its 2×2 block
         a, b, left, right = b, a, right, left
     real = f"{left}{_RE_IM_IN},{right}{_RE_IM_IN}{_RE_IM_OUT}->{output}{_RE_IM_OUT}"
     return products.einsum(real, a, complex_block(b))
@@ -197,9 +199,20 @@ def run_steps(steps, tensors, pair) -> torch.Tensor:
     return result
 
 
+def _size_hint(n) -> int:
+    """A size as an int: under ``torch.export`` a symbolic size's example value, read without a guard, so that
+    the order planned for the example serves every size (an order is correct for all; it is chosen for one)."""
+    return optimization_hint(n) if isinstance(n, torch.SymInt) else n
+
+
+def _elements(t: torch.Tensor) -> int:
+    """``t.numel()``, of the example's sizes under ``torch.export`` (:func:`_size_hint`)."""
+    return math.prod(_size_hint(n) for n in t.shape)
+
+
 def complex_einsum(equation: str, *operands: torch.Tensor) -> torch.Tensor:
     """Complex einsum of real-pair operands in their (shared) dtype, in the planned order (:func:`complex_pair`
     per step)."""
-    shapes = tuple(tuple(t.shape[:-1]) for t in operands)
+    shapes = tuple(tuple(_size_hint(n) for n in t.shape[:-1]) for t in operands)
     steps = plan(equation, shapes, operands[0].dtype).steps
     return run_steps(steps, operands, complex_pair)

@@ -58,6 +58,8 @@ def cached(maxsize: int):
             return name
 
         def table(*args, **kwargs):
+            if torch.compiler.is_exporting():  # sizes may be symbolic: the table is computed in the graph
+                return fn(*args, **kwargs)
             return getattr(_STORE, locate(*args, **kwargs))
 
         def cache_clear() -> None:

@@ -1,9 +1,12 @@
 """Checkpoints: written atomically with a digest of their contents, read without unpickling arbitrary objects,
-and refused when their contents changed after they were written."""
+and refused when their contents changed after they were written; and weight files in the safetensors format
+(:func:`save_weights`), which hold a model's tensors and its architecture record and nothing that runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import os
 import pickle
 import zipfile
@@ -72,12 +75,17 @@ def verify(state: dict, path: Path, note: Callable[[str], None] = log_line) -> N
 
 
 def load(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Read a checkpoint with ``torch.load(weights_only=True)``; ``CheckpointError`` with the fix if it fails,
-    if the file is not a checkpoint (a data file given in its place, say), if its contents changed after it was
-    written (:func:`verify`), or if its weights are not finite."""
+    """Read a checkpoint with ``torch.load(weights_only=True)`` (a ``.safetensors`` weight file with
+    :func:`load_weights`); ``CheckpointError`` with the fix if it fails, if the file is not a checkpoint (a data
+    file given in its place, say), if its contents changed after it was written (:func:`verify`), or if its
+    weights are not finite."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint there; train first (mpno train --out ...) or check the path")
+    if path.suffix == ".safetensors":
+        state = load_weights(path)
+        state["model"] = {key: value.to(map_location) for key, value in state["model"].items()}
+        return state
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -148,3 +156,52 @@ def model_from_state(state: dict, path: str | os.PathLike) -> NormalizedOperator
         raise CheckpointError(f"{path}: the weights do not fit the architecture it records ({reason(err)}); "
                               "the file is damaged or was edited") from None
     return model
+
+
+#: The metadata key of a safetensors weight file that holds mpno's record (JSON).
+WEIGHTS_RECORD = "mpno"
+
+
+def save_weights(model: NormalizedOperator, path: str | os.PathLike) -> None:
+    """Write ``model``'s tensors (the normalisers' too) to a safetensors file, atomically, with its architecture
+    and precision as JSON metadata (``"mpno"``: ``operator``, ``precision``, ``sha256``, the :func:`digest` of
+    all three). The safetensors library alone reads it; :func:`load_weights` and ``mpno.load_model`` rebuild the
+    model."""
+    from safetensors.torch import save
+
+    tensors = {key: value.detach().cpu().contiguous() for key, value in model.state_dict().items()}
+    state = {"model": tensors, "operator": model.spec(), "precision": dataclasses.asdict(model.precision)}
+    record = {"operator": state["operator"], "precision": state["precision"], "sha256": digest(state)}
+    with open_replacing(path) as file:
+        file.write(save(tensors, metadata={WEIGHTS_RECORD: json.dumps(record)}))
+
+
+def load_weights(path: Path) -> dict:
+    """The state (``model``, ``operator``, ``precision``) of a safetensors weight file :func:`save_weights`
+    wrote; ``CheckpointError`` naming the file and the problem if it is not one, or its record or tensors
+    changed after it was written."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        data = path.read_bytes()
+        tensors = load(data)
+        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
+    except (SafetensorError, ValueError, OSError) as err:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({reason(err)}); restore it or export it "
+                              "again (mpno export RUN/best.pt --format safetensors)") from None
+    text = (header.get("__metadata__") or {}).get(WEIGHTS_RECORD)
+    try:
+        record = json.loads(text) if text is not None else None
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict) or not {"operator", "precision", "sha256"} <= set(record):
+        raise CheckpointError(f"{path}: a safetensors file without mpno's architecture record (metadata "
+                              f"'{WEIGHTS_RECORD}'); it was not written by mpno export, so mpno cannot rebuild its model")
+    state = {"model": tensors, "operator": record["operator"], "precision": record["precision"]}
+    if record["sha256"] != digest(state):
+        raise CheckpointError(f"{path}: its architecture record or tensors changed after it was written (the "
+                              "SHA-256 digest it records does not match); export it again from the checkpoint")
+    if not all_finite(tensors):
+        raise CheckpointError(f"{path}: the weights hold NaN or inf values; the model is unusable")
+    return state

@@ -540,7 +540,45 @@ def build_parser() -> argparse.ArgumentParser:
     _add_predict(commands)
     _add_bounds(commands)
     _add_bench(commands)
+    _add_export(commands)
     return parser
+
+
+def _add_export(commands) -> None:
+    from .export import FORMATS
+
+    p = commands.add_parser("export", help="export a trained model for use without mpno (pt2, safetensors)",
+                            description="Export the model of a checkpoint (or a .safetensors weight file) as a "
+                                        "torch.export program (pt2: torch.export.load runs it without mpno, in the "
+                                        "model's precision, with a dynamic batch and, for FNO and TFNO, dynamic "
+                                        "grid sizes) or as a safetensors weight file (no pickle: the safe way to "
+                                        "share weights; mpno.load_model reads it). docs/deploy.md.")
+    p.add_argument("checkpoint")
+    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
+    p.add_argument("--out", required=True, help="the file to write (.pt2, .safetensors)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
+    _shared(p, "export", "precision", "export in this policy instead of the saved one")
+    _shared(p, "export", "dtype")
+    p.add_argument("--example-shape", type=int, nargs="+", metavar="N",
+                   help="pt2: the input the program is traced on, batch channels *grid (default: one sample on "
+                        "twice the modes per dimension; on the sphere the grid of its modes, which an SFNO "
+                        "program is then fixed to)")
+    _shared(p, "export", "device", "pt2: the device the program runs on", default="cpu")
+    _shared(p, "export", "json")
+    p.set_defaults(run=_run_export)
+
+
+def _run_export(args) -> None:
+    from .export import export
+
+    report = export(args.checkpoint, args.fmt, args.out, _policy_text(args), args.example_shape, args.device,
+                    args.overwrite)
+    print(f"{report['out']}: {report['kind']} in {report['precision']}, {report['format']}; dynamic: "
+          f"{report['dynamic']}")
+    if report.get("largest_difference_on_example") is not None:
+        print(f"largest difference from the model on the example: {report['largest_difference_on_example']:.3g}")
+    if args.json:
+        _print_json(report)
 
 
 def _out_of_memory(err: RuntimeError) -> bool:
