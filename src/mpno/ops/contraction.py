@@ -2,7 +2,8 @@
 
 Complex tensors are real tensors with a trailing (re, im) axis of size 2. In
 float32 and float64 they are viewed as complex and contracted by complex
-kernels. ``torch.einsum`` has no complex-half kernels (the dtype's record:
+kernels (in a graph exported for ONNX, which has no complex tensors, as real
+blocks like half precision's). ``torch.einsum`` has no complex-half kernels (the dtype's record:
 :attr:`mpno.dtypes.DtypeInfo.complex_kernels`), so in half precision each
 pairwise product of two complex operands is one *real* contraction: the smaller
 operand is expanded to its 2×2 real block ``[[re, im], [-im, re]]`` and contracted together with the
@@ -92,8 +93,12 @@ def blocks(weights: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
     Returns the L blocks as (in, out, *modes, E, F) views.
     """
     ndim = weights.ndim - 4
-    rows = torch.view_as_complex(weights).unsqueeze(-2) * _block_rows(weights.dtype, weights.device)
-    block = torch.view_as_real(rows).to(dtype)  # (L, *modes, in, E, out, F)
+    if torch.onnx.is_in_onnx_export():  # no complex tensors in ONNX: the rows z and i·z stacked as real pairs
+        turned = torch.stack([-weights[..., 1], weights[..., 0]], -1)
+        block = torch.stack([weights, turned], -3).to(dtype)
+    else:
+        rows = torch.view_as_complex(weights).unsqueeze(-2) * _block_rows(weights.dtype, weights.device)
+        block = torch.view_as_real(rows).to(dtype)  # (L, *modes, in, E, out, F)
     logical = (ndim, ndim + 2, *range(ndim), ndim + 1, ndim + 3)
     return [b.permute(logical) for b in block.unbind(0)]
 
@@ -179,7 +184,7 @@ def complex_pair(equation: str, a: torch.Tensor, b: torch.Tensor) -> torch.Tenso
     contraction with the smaller operand expanded to its 2×2 block. Every index
     of an operand appears in the other operand or in the output.
     """
-    if dtypes.info(a.dtype).complex_kernels:
+    if dtypes.info(a.dtype).complex_kernels and not torch.onnx.is_in_onnx_export():  # ONNX has no complex
         return _ComplexPair.apply(equation, a, b)
     inputs, output = equation.split("->")
     left, right = inputs.split(",")

@@ -90,11 +90,10 @@ def _twiddles(freqs: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """cos and sin of ``2π k j / n`` for k in ``freqs`` (rows), j in 0..n-1, in float64."""
     k = freqs.to(torch.int64)[:, None]
     j = torch.arange(n, dtype=torch.int64)[None, :]
-    angle = (2 * math.pi / n) * torch.remainder(k * j, n).to(torch.float64)
+    # n as a tensor, and zeros set by where: ops an exported graph (ONNX too) holds for a symbolic n
+    angle = (2 * math.pi / n) * torch.remainder(k * j, torch.full((), n, dtype=torch.int64)).to(torch.float64)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    cos[cos.abs() < 1e-12] = 0.0
-    sin[sin.abs() < 1e-12] = 0.0
-    return cos, sin
+    return torch.where(cos.abs() < 1e-12, 0.0, cos), torch.where(sin.abs() < 1e-12, 0.0, sin)
 
 
 @tables.cached(maxsize=256)

@@ -547,23 +547,24 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_export(commands) -> None:
     from .export import FORMATS
 
-    p = commands.add_parser("export", help="export a trained model for use without mpno (pt2, safetensors)",
+    p = commands.add_parser("export", help="export a trained model for use without mpno (pt2, onnx, safetensors)",
                             description="Export the model of a checkpoint (or a .safetensors weight file) as a "
-                                        "torch.export program (pt2: torch.export.load runs it without mpno, in the "
-                                        "model's precision, with a dynamic batch and, for FNO and TFNO, dynamic "
-                                        "grid sizes) or as a safetensors weight file (no pickle: the safe way to "
+                                        "torch.export program (pt2: torch.export.load runs it without mpno), an "
+                                        "ONNX model (FNO, TFNO, U-NO; pip install 'mpno[export]'), each in the "
+                                        "model's precision with a dynamic batch and, for FNO and TFNO, dynamic "
+                                        "grid sizes; or as a safetensors weight file (no pickle: the safe way to "
                                         "share weights; mpno.load_model reads it). docs/deploy.md.")
     p.add_argument("checkpoint")
     p.add_argument("--format", required=True, choices=FORMATS, dest="fmt")
-    p.add_argument("--out", required=True, help="the file to write (.pt2, .safetensors)")
+    p.add_argument("--out", required=True, help="the file to write (.pt2, .onnx, .safetensors)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     _shared(p, "export", "precision", "export in this policy instead of the saved one")
     _shared(p, "export", "dtype")
     p.add_argument("--example-shape", type=int, nargs="+", metavar="N",
-                   help="pt2: the input the program is traced on, batch channels *grid (default: one sample on "
+                   help="pt2 and onnx: the input the program is traced on, batch channels *grid (default: one sample on "
                         "twice the modes per dimension; on the sphere the grid of its modes, which an SFNO "
                         "program is then fixed to)")
-    _shared(p, "export", "device", "pt2: the device the program runs on", default="cpu")
+    _shared(p, "export", "device", "pt2: the device the program runs on (onnx: cpu)", default="cpu")
     _shared(p, "export", "json")
     p.set_defaults(run=_run_export)
 
@@ -576,7 +577,10 @@ def _run_export(args) -> None:
     print(f"{report['out']}: {report['kind']} in {report['precision']}, {report['format']}; dynamic: "
           f"{report['dynamic']}")
     if report.get("largest_difference_on_example") is not None:
-        print(f"largest difference from the model on the example: {report['largest_difference_on_example']:.3g}")
+        print(f"largest difference from the model on the example: {report['largest_difference_on_example']:.3g}"
+              + (" (in ONNX Runtime)" if args.fmt == "onnx" else ""))
+    elif args.fmt == "onnx":
+        print("not run: onnxruntime is not installed (pip install 'mpno[export]')")
     if args.json:
         _print_json(report)
 

@@ -1,10 +1,11 @@
 """Deploying a trained operator outside mpno (``mpno export``): a ``torch.export`` program (``pt2``), loadable
-with ``torch.export.load`` and nothing else, that rounds where the model rounds in its precision; or a
-safetensors weight file (:func:`mpno.run.checkpoint.save_weights`). ``docs/deploy.md`` says what each keeps."""
+with ``torch.export.load`` and nothing else, or an ONNX model, each rounding where the model rounds in its
+precision; or a safetensors weight file (:func:`mpno.run.checkpoint.save_weights`). ``docs/deploy.md`` says
+what each keeps."""
 
 from __future__ import annotations
 
-import math
+import importlib.util
 import os
 import time
 import warnings
@@ -21,6 +22,9 @@ from .assembly import resolve_device
 from .evaluation import checkpoint_model
 
 FORMATS = ("pt2", "onnx", "safetensors")
+
+#: The operators an ONNX model can hold (the SFNO's transforms are complex-valued tables).
+ONNX_OPERATORS = ("fno", "tfno", "uno")
 
 #: The operators whose programs take any grid (every grid dimension dynamic); the others are exported for the
 #: grid of the example: U-NO's level grids and domain padding round ``n · scale`` (which an exported program
@@ -62,9 +66,23 @@ def export(path: str, fmt: str, out: str, precision: str | None = None, example_
                          f"run time, which a traced {fmt} program cannot hold; export its weights with --format "
                          "safetensors and run it through mpno.load_model")
     if fmt == "onnx":
-        raise ValueError("--format onnx: mpno's spectral layers contract complex-valued weights, which the "
-                         "ONNX exporter of torch cannot convert; export --format pt2 (torch.export) or safetensors")
-    return {**record, **_export_program(model, out, example_shape)}
+        _check_onnx(model, record["kind"])
+        model.set_precision(model.precision.replace(fft_backend="dft"))
+    return {**record, **_export_program(model, out, example_shape, fmt)}
+
+
+def _check_onnx(model: NormalizedOperator, kind: str) -> None:
+    """Refuse what an ONNX export cannot hold: the SFNO's transforms (complex Legendre–Fourier tables), bfloat16
+    (ONNX Runtime's CPU provider has no bfloat16 kernels for the products), or no ONNX packages installed."""
+    if kind not in ONNX_OPERATORS:
+        raise ValueError(f"--format onnx: the {kind.upper()}'s spherical harmonic transforms are complex-valued, "
+                         "which ONNX cannot hold; export --format pt2 or safetensors")
+    if model.precision.mode != "full" and model.precision.dtype == "bfloat16":
+        raise ValueError(f"--format onnx: {model.precision} would run bfloat16 products, which ONNX Runtime's CPU "
+                         "provider does not have; export --precision full or a float16 policy, or --format pt2")
+    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise ValueError(f"--format onnx needs {' and '.join(missing)}: pip install 'mpno[export]'")
 
 
 def example_shape_of(model: NormalizedOperator) -> tuple[int, ...]:
@@ -79,9 +97,10 @@ def example_shape_of(model: NormalizedOperator) -> tuple[int, ...]:
     return (2, operator.in_channels, *(2 * m for m in operator.n_modes))
 
 
-def _export_program(model: NormalizedOperator, out: Path, example_shape: Sequence[int] | None) -> dict:
-    """``torch.export`` of ``model`` written to ``out``: the batch dimension dynamic, and the grid dimensions
-    too for :data:`ANY_GRID`; checked against the model on the example."""
+def _export_program(model: NormalizedOperator, out: Path, example_shape: Sequence[int] | None, fmt: str) -> dict:
+    """``torch.export`` of ``model`` written to ``out`` as ``fmt`` (``pt2``, or ``onnx`` through torch's ONNX
+    exporter): the batch dimension dynamic, and the grid dimensions too for :data:`ANY_GRID`; checked against
+    the model on the example (an ONNX model in ONNX Runtime, where it is installed)."""
     operator = model.operator
     shape = tuple(example_shape or example_shape_of(model))
     if len(shape) != 2 + len(operator.n_modes) or shape[1] != operator.in_channels or shape[0] < 2 \
@@ -100,18 +119,27 @@ def _export_program(model: NormalizedOperator, out: Path, example_shape: Sequenc
         with warnings.catch_warnings():
             for message in TORCH_NOTICES:
                 warnings.filterwarnings("ignore", message=message)
-            program = torch.export.export(model, (example,), dynamic_shapes=(dims,)).run_decompositions({})
-    except Exception as err:  # torch.export's errors are many and deep: say which model failed, and how
-        raise ValueError(f"torch.export could not trace this {model_kind(operator).upper()} in {model.precision} "
-                         f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); export --format safetensors "
-                         "and run it through mpno.load_model") from err
+            if fmt == "pt2":
+                program = torch.export.export(model, (example,), dynamic_shapes=(dims,)).run_decompositions({})
+            else:
+                onnx_program = torch.onnx.export(model, (example,), dynamo=True, dynamic_shapes=(dims,),
+                                                 verbose=False)
+                program = onnx_program.exported_program
+    except Exception as err:  # the exporters' errors are many and deep: say which model failed, and how
+        raise ValueError(f"the {fmt} export could not trace this {model_kind(operator).upper()} in "
+                         f"{model.precision} ({type(err).__name__}: {str(err).splitlines()[0][:200]}); export "
+                         "--format safetensors and run it through mpno.load_model") from err
     seconds = time.perf_counter() - start
     with open_replacing(out) as file, warnings.catch_warnings():
         for message in TORCH_NOTICES:
             warnings.filterwarnings("ignore", message=message)
-        torch.export.save(program, file)
+        if fmt == "pt2":
+            torch.export.save(program, file)
+        else:
+            file.write(onnx_program.model_proto.SerializeToString())
     with torch.no_grad():
-        difference = (program.module()(example) - model(example)).abs().max().item()
+        exported = program.module()(example) if fmt == "pt2" else onnx_runtime_output(out, example)
+        difference = None if exported is None else (exported.to(device) - model(example)).abs().max().item()
     grid = f"fixed at {'×'.join(map(str, shape[2:]))}"
     if any_grid:
         sizes = program.graph_signature.user_inputs[0]
@@ -121,5 +149,15 @@ def _export_program(model: NormalizedOperator, out: Path, example_shape: Sequenc
         grid = ", ".join(f"{int(r.lower)} to {int(r.upper)} points" if r is not None else "fixed"
                          for r in ranges)
     return {"example_shape": list(shape), "dynamic": f"batch; grid: {grid}", "seconds": seconds,
-            "largest_difference_on_example": difference if math.isfinite(difference) else None,
+            "largest_difference_on_example": difference,
             "size_bytes": os.path.getsize(out)}
+
+
+def onnx_runtime_output(path: Path, x: torch.Tensor) -> torch.Tensor | None:
+    """The ONNX model at ``path`` run by ONNX Runtime (CPU) on ``x``; ``None`` where it is not installed."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return None
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(None, {session.get_inputs()[0].name: x.cpu().numpy()})[0])
