@@ -135,7 +135,8 @@ def all_finite(state_dict: dict) -> bool:
 
 
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> NormalizedOperator:
-    """The trained model in a checkpoint (``checkpoint.pt`` or ``best.pt`` of a run), ready for inference.
+    """The trained model in a checkpoint (``checkpoint.pt`` or ``best.pt`` of a run) or a safetensors weight file
+    (``mpno export --format safetensors``), ready for inference.
 
     It takes raw inputs (the normalisers are inside) on any grid with at least
     ``n_modes`` points per dimension, runs in the precision it was saved in
