@@ -14,8 +14,8 @@ import torch
 from mpno import Precision, load_model
 from mpno.nn.normalized import NormalizedOperator
 from mpno.nn.registry import build_operator
-from mpno.run import checkpoint, cli
-from mpno.run.export import ONNX_OPERATORS, export
+from mpno.run import checkpoint, cli, domains
+from mpno.run.export import export
 
 #: Each operator small, with the grid a program is traced on and a second grid it is run on (the same where
 #: the program's grid is fixed).
@@ -56,7 +56,7 @@ def test_an_exported_program_runs_without_mpno_and_matches_the_model(kind, tmp_p
     """pt2 for every operator, onnx for those ONNX holds; full and one low precision; on a second grid and batch
     where the program's grid is dynamic."""
     _, _, example, other = OPERATORS[kind]
-    formats = ("pt2", "onnx") if kind in ONNX_OPERATORS else ("pt2",)
+    formats = ("pt2", "onnx") if domains.of(kind).has("onnx") else ("pt2",)
     if "onnx" in formats:
         pytest.importorskip("onnxruntime")
     inputs, runs = {}, []
@@ -143,7 +143,7 @@ def test_bad_exports_fail_in_one_line_and_write_nothing(tmp_path, capsys):
              ([str(path), "--format", "onnx", "--precision", "mixed/bfloat16", "--out", str(tmp_path / "g.onnx")],
               "bfloat16 products, which ONNX Runtime's CPU provider does not have"),
              ([str(tmp_path / "gino.pt"), "--format", "pt2", "--out", str(tmp_path / "d.pt2")],
-              "searches the neighbourhoods"),
+              "search the neighbourhoods of their input points"),
              ([str(path), "--format", "pt2", "--out", str(tmp_path / "e.pt2"), "--example-shape", "1", "2", "8",
                "8"], "a batch of at least 2")]
     for argv, message in cases:

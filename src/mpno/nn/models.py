@@ -121,6 +121,10 @@ class FNO(FieldOperator, kind="fno", domain="grid"):
     dimension ``i``: train at 32², evaluate at 64².
     """
 
+    @property
+    def exports_any_grid(self) -> bool:
+        return self.padding is None
+
 
 class TFNO(FNO, kind="tfno"):
     """Tensorised FNO: an :class:`FNO` whose spectral weights are Tucker-factorised by default.

@@ -121,6 +121,13 @@ class Operator(FixedModes, nn.Module):
                 raise ValueError(f"{cls.__name__}: an operator declares its domain (grid, sphere, points, ...)")
             registry.register(kind, cls)
 
+    @property
+    def exports_any_grid(self) -> bool:
+        """Whether a program ``torch.export`` traces of this operator can take every grid size (``mpno export``):
+        not where a size it computes rounds ``n · fraction`` (U-NO's levels, domain padding), which a
+        program cannot hold symbolically, nor where its transforms are tables built for one grid (SFNO)."""
+        return False
+
     def set_precision(self, precision: precision_module.Precision | str) -> precision_module.Precision:
         """Switch every layer to ``precision`` (takes effect at the next forward pass)."""
         self.precision = precision_module.set_precision(self, precision)

@@ -26,6 +26,8 @@ CAPABILITIES = {
     "auto_precision": "precision='auto'",  # the cheapest mode that mpno bounds' audits call safe
     "plots": "plotting test samples",  # in the run directory
     "rollout": "forecasting",  # a one-step operator rolled out over trajectories
+    "export": "mpno export --format pt2 or onnx",  # a traced program that runs without mpno
+    "onnx": "mpno export --format onnx",  # an ONNX model
 }
 #: The evaluation losses of a domain without its own loss when ``eval_losses`` is not given.
 EVAL_LOSSES = ("l2", "h1")
@@ -99,6 +101,10 @@ class Domain(abc.ABC):
     def default_modes(self, grid: Sequence[int]) -> list[int]:
         """The default ``n_modes`` for training data on ``grid``."""
         return [self.default_mode]
+
+    def example_grid(self, n_modes: Sequence[int]) -> tuple[int, ...]:
+        """The grid ``mpno export`` traces a program on by default: twice the modes per dimension."""
+        return tuple(2 * m for m in n_modes)
 
     def modes_note(self, grid: Sequence[int]) -> str:
         """What the default modes followed, for the line that reports them."""

@@ -61,7 +61,7 @@ class GridDomain(Domain):
 
     name = "grid"
     data = "fields on a grid"
-    capabilities = frozenset({"audit", "auto_precision", "plots", "rollout"})
+    capabilities = frozenset({"audit", "auto_precision", "plots", "rollout", "export", "onnx"})
     declared_options = OPTIONS
     operator_arguments = ("domain_padding",)
     file_kind = GRID

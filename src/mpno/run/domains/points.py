@@ -50,7 +50,11 @@ class PointsDomain(Domain):
     lacks = {"auto_precision": "audits Fourier coefficients of grid data on the cube, and a point cloud has none",
              "audit": "it audits the Fourier or spherical harmonic coefficients of fields on a grid or the sphere, "
                       "and a point cloud has none",
-             "rollout": "point clouds are read as pairs of inputs and outputs, not as trajectories"}
+             "rollout": "point clouds are read as pairs of inputs and outputs, not as trajectories",
+             "export": "its operators search the neighbourhoods of their input points at run time, which a traced "
+                       "program cannot hold; export --format safetensors and run it through mpno.load_model",
+             "onnx": "its operators search the neighbourhoods of their input points at run time, which ONNX "
+                     "cannot hold; export --format safetensors and run it through mpno.load_model"}
     declared_options = OPTIONS
     operator_arguments = ("latent_grid", "radius", "kernel", "chunk_size", "domain_padding")
     own_loss = "the relative L2 error over each cloud's points"

@@ -30,14 +30,16 @@ class SphereDomain(GridDomain):
 
     name = "sphere"
     data = "fields on the sphere"
-    capabilities = frozenset({"audit", "plots", "rollout"})
+    capabilities = frozenset({"audit", "plots", "rollout", "export"})
     declared_options = {**GridDomain.declared_options, **OPTIONS}
     operator_arguments = ("grid",)
     file_kind = SPHERE
     own_loss = ("the relative L2 error over the sphere (quadrature-weighted) of the fields standardised per "
                 "channel")
     lacks = {"auto_precision": "audits Fourier coefficients of grid data on the cube (mpno bounds audits the "
-                               "sphere's harmonic coefficients)"}
+                               "sphere's harmonic coefficients)",
+             "onnx": "its spherical harmonic transforms are complex-valued tables, which ONNX cannot hold; export "
+                     "--format pt2 or safetensors"}
 
     def default_modes(self, grid: Sequence[int]) -> list[int]:
         """Every degree the training grid carries: ``(nlat, min(nlat, nlon // 2 + 1))``."""
@@ -45,6 +47,10 @@ class SphereDomain(GridDomain):
             return super().default_modes(grid)
         nlat, nlon = grid
         return [nlat, min(nlat, nlon // 2 + 1)]
+
+    def example_grid(self, n_modes: Sequence[int]) -> tuple[int, ...]:
+        """The equiangular grid of the modes, ``(lmax, 2 lmax)``: the training grid of the default modes."""
+        return (n_modes[0], 2 * n_modes[0])
 
     def modes_note(self, grid: Sequence[int]) -> str:
         return f" (the training grid {'×'.join(map(str, grid))})"
