@@ -267,6 +267,10 @@ def test_static_inputs_follow_the_snapshots_and_stay_fixed_through_a_rollout(for
     mse = lambda p, t: ((p - t) ** 2).mean()  # noqa: E731
     assert forecast.unrolled(mse, 2, static=1)(step, *[v.unsqueeze(0) for v in windows[0]]).item() < 1e-12
     assert TrajectoryWindows(path, spatial_dims=1, static_key="none").static_channels == 0
+    halving = lambda window: 0.5 * window[:, :1] + window[:, 1:2]  # noqa: E731  (u/2 + forcing)
+    one_step = TrajectoryWindows(path, spatial_dims=1, static_key="forcing")
+    windows = torch.stack([one_step[i][0] for i in range(len(one_step))]).double()
+    assert forecast.lipschitz_estimate(halving, windows, 1, static=1) == pytest.approx(0.5)  # the forcing is fixed
 
 
 def test_a_model_trained_with_static_inputs_rolls_out_with_them(forced, tmp_path, capsys):

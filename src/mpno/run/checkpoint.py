@@ -181,17 +181,15 @@ def load_weights(path: Path) -> dict:
     """The state (``model``, ``operator``, ``precision``) of a safetensors weight file :func:`save_weights`
     wrote; ``CheckpointError`` naming the file and the problem if it is not one, or its record or tensors
     changed after it was written."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load
+    from safetensors import SafetensorError, safe_open
 
     try:
-        data = path.read_bytes()
-        tensors = load(data)
-        header = json.loads(data[8:8 + int.from_bytes(data[:8], "little")])
-    except (SafetensorError, ValueError, OSError) as err:
+        with safe_open(path, "pt") as f:
+            text = (f.metadata() or {}).get(WEIGHTS_RECORD)
+            tensors = {key: f.get_tensor(key) for key in f.keys()}
+    except (SafetensorError, OSError) as err:
         raise CheckpointError(f"{path}: not a readable safetensors file ({reason(err)}); restore it or export it "
                               "again (mpno export RUN/best.pt --format safetensors)") from None
-    text = (header.get("__metadata__") or {}).get(WEIGHTS_RECORD)
     try:
         record = json.loads(text) if text is not None else None
     except json.JSONDecodeError:

@@ -561,9 +561,9 @@ def _add_export(commands) -> None:
     _shared(p, "export", "precision", "export in this policy instead of the saved one")
     _shared(p, "export", "dtype")
     p.add_argument("--example-shape", type=int, nargs="+", metavar="N",
-                   help="pt2 and onnx: the input the program is traced on, batch channels *grid (default: one sample on "
-                        "twice the modes per dimension; on the sphere the grid of its modes, which an SFNO "
-                        "program is then fixed to)")
+                   help="pt2 and onnx: the input the program is traced on, batch channels *grid (default: two "
+                        "samples on twice the modes per dimension; on the sphere the grid of its modes, which an "
+                        "SFNO program is then fixed to)")
     _shared(p, "export", "device", "pt2: the device the program runs on (onnx: cpu)", default="cpu")
     _shared(p, "export", "json")
     p.set_defaults(run=_run_export)

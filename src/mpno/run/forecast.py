@@ -173,9 +173,10 @@ def precision_over_rollout(model: torch.nn.Module, starts: torch.Tensor, truths:
     absolute gap over the trajectories (Euclidean norms of a snapshot), with ``ε`` the largest one-step gap
     ``‖G_low(w) − G(w)‖`` over the windows ``w`` the low-precision rollout meets and ``L`` the empirical
     growth factor of one full-precision step there (:func:`lipschitz_estimate` in float64, with perturbations
-    as large as the one-step gap; ``static``: channels of static inputs at the end of a window). From ``e_{n+1} ≤ ε + L · max_j e_{n-j}`` (the gaps of the snapshots a window
-    holds) and a bound that grows with ``n``, ``e_n ≤ ε (L^n − 1) / (L − 1)``; ``L`` is estimated, so the bound
-    is checked against the measurement (``bound_holds``)."""
+    as large as the one-step gap; ``static``: channels of static inputs at the end of a window). From
+    ``e_{n+1} ≤ ε + L · max_j e_{n-j}`` (the gaps of the snapshots a window holds) and a bound that grows with
+    ``n``, ``e_n ≤ ε (L^n − 1) / (L − 1)``; ``L`` is estimated, so the bound is checked against the measurement
+    (``bound_holds``)."""
     steps, trained = truths.shape[1], model.precision
     full_policy = Precision("full", stabilizer=trained.stabilizer)
 

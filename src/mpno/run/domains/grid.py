@@ -95,6 +95,11 @@ class GridDomain(Domain):
     def trajectories_in(self, dataset):
         return dataset if isinstance(dataset, TrajectoryWindows) else None
 
+    def _static_channels(self, dataset) -> int:
+        """Channels of static inputs at the end of a data set's inputs (0 for pairs)."""
+        windows = self.trajectories_in(dataset)
+        return 0 if windows is None else windows.static_channels
+
     def power_spectrum(self, fields: torch.Tensor, model: NormalizedOperator) -> tuple[list[int], list[float]]:
         """The power per radial wavenumber ``round(|k|)`` of periodic fields, summed over channels."""
         dims = tuple(range(2, fields.ndim))
@@ -150,7 +155,7 @@ class GridDomain(Domain):
             raise DataError(f"{dataset.path}: samples of shape {x_shape} do not fit the model "
                             f"({operator.in_channels} input channels, {len(operator.n_modes)} spatial dims); "
                             "check --x-key and the file")
-        static = dataset.static_channels if isinstance(dataset, TrajectoryWindows) else 0
+        static = self._static_channels(dataset)
         if static != model.static_channels:
             raise DataError(f"{dataset.path}: holds {static} channels of static inputs, and the model was trained "
                             f"with {model.static_channels}; check --static-key and the file")
@@ -164,7 +169,7 @@ class GridDomain(Domain):
         """``operator`` with normalisers fitted on ``train`` (on trajectories: over samples and times, every
         target snapshot of a window counted; with ``residual``, on the increments from the snapshot before).
         Trajectories' static inputs are recorded in the model, so that a rollout holds them fixed."""
-        static = train.static_channels if isinstance(train, TrajectoryWindows) else 0
+        static = self._static_channels(train)
 
         def outputs():
             for x, y in train:
