@@ -3,6 +3,7 @@ precision; safetensors weight files that rebuild the model exactly and refuse ta
 
 import copy
 import dataclasses
+import importlib.util
 import json
 import math
 import subprocess
@@ -127,7 +128,7 @@ def test_safetensors_rebuild_the_model_exactly_and_refuse_tampering(tmp_path):
         load_model(tmp_path / "plain.safetensors")
 
 
-def test_bad_exports_fail_in_one_line_and_write_nothing(tmp_path, capsys):
+def test_bad_exports_fail_in_one_line_and_write_nothing(tmp_path, capsys, monkeypatch):
     _, path = saved(tmp_path, "fno", "full")
     data = tmp_path / "data.pt"
     torch.save({"x": torch.zeros(2, 1, 8, 8), "y": torch.zeros(2, 1, 8, 8)}, data)
@@ -150,6 +151,11 @@ def test_bad_exports_fail_in_one_line_and_write_nothing(tmp_path, capsys):
         assert cli.main(["export", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert err[-1].startswith("mpno export: error: ") and message in err[-1], err
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "onnxruntime" else
+                        find_spec(name, *a))
+    assert cli.main(["export", str(path), "--format", "onnx", "--out", str(tmp_path / "h.onnx")]) == 2
+    assert "--format onnx needs onnxruntime: pip install 'mpno[export]'" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.pt", "fno.pt", "gino.pt", "sfno.pt", "taken.pt2"]
     assert (tmp_path / "taken.pt2").read_text() == "keep"
     with pytest.raises(SystemExit):

@@ -23,6 +23,10 @@ from .evaluation import checkpoint_model
 
 FORMATS = ("pt2", "onnx", "safetensors")
 
+#: What an ONNX export needs (the extra ``mpno[export]``): torch's exporter writes the model with onnx and
+#: onnxscript, and ONNX Runtime checks it against mpno's output.
+ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
+
 #: What torch 2.13 says while it exports and saves a program, about its own internals: a pytree class it
 #: deprecates, and parameters stored as views of one tensor (read back correctly on the CPU, where mpno exports).
 TORCH_NOTICES = (r"`isinstance\(treespec, LeafSpec\)` is deprecated", "No complete tensor found in the group")
@@ -62,11 +66,11 @@ def export(path: str, fmt: str, out: str, precision: str | None = None, example_
 
 def _check_onnx(model: NormalizedOperator) -> None:
     """Refuse bfloat16 (ONNX Runtime's CPU provider has no bfloat16 kernels for the products), or an ONNX export
-    without the ONNX packages installed."""
+    without the packages that write it and check it (:data:`ONNX_PACKAGES`)."""
     if model.precision.mode != "full" and model.precision.dtype == "bfloat16":
         raise ValueError(f"--format onnx: {model.precision} would run bfloat16 products, which ONNX Runtime's CPU "
                          "provider does not have; export --precision full or a float16 policy, or --format pt2")
-    missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
+    missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
     if missing:
         raise ValueError(f"--format onnx needs {' and '.join(missing)}: pip install 'mpno[export]'")
 
@@ -84,7 +88,7 @@ def _export_program(model: NormalizedOperator, out: Path, example_shape: Sequenc
     """``torch.export`` of ``model`` written to ``out`` as ``fmt`` (``pt2``, or ``onnx`` through torch's ONNX
     exporter): the batch dimension dynamic, and the grid dimensions too where the operator allows
     (:attr:`mpno.nn.operator.Operator.exports_any_grid`); checked against
-    the model on the example (an ONNX model in ONNX Runtime, where it is installed)."""
+    the model on the example (an ONNX model in ONNX Runtime)."""
     operator = model.operator
     shape = tuple(example_shape or example_shape_of(model, domain))
     if len(shape) != 2 + len(operator.n_modes) or shape[1] != operator.in_channels or shape[0] < 2 \
@@ -123,7 +127,7 @@ def _export_program(model: NormalizedOperator, out: Path, example_shape: Sequenc
             file.write(onnx_program.model_proto.SerializeToString())
     with torch.no_grad():
         exported = program.module()(example) if fmt == "pt2" else onnx_runtime_output(out, example)
-        difference = None if exported is None else (exported.to(device) - model(example)).abs().max().item()
+        difference = (exported.to(device) - model(example)).abs().max().item()
     grid = f"fixed at {'×'.join(map(str, shape[2:]))}"
     if any_grid:
         sizes = program.graph_signature.user_inputs[0]
@@ -137,10 +141,8 @@ def _export_program(model: NormalizedOperator, out: Path, example_shape: Sequenc
             "size_bytes": os.path.getsize(out)}
 
 
-def onnx_runtime_output(path: Path, x: torch.Tensor) -> torch.Tensor | None:
-    """The ONNX model at ``path`` run by ONNX Runtime (CPU) on ``x``; ``None`` where it is not installed."""
-    if importlib.util.find_spec("onnxruntime") is None:
-        return None
+def onnx_runtime_output(path: Path, x: torch.Tensor) -> torch.Tensor:
+    """The ONNX model at ``path`` run by ONNX Runtime (CPU) on ``x``."""
     import onnxruntime
 
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
