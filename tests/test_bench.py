@@ -10,6 +10,7 @@ import torch
 
 import mpno
 
+from mpno.ops import devices
 from mpno.precision import UNIT_ROUNDOFF, Precision
 from mpno.run import bench, cli, counting, guard
 
@@ -18,6 +19,8 @@ def test_bench_tiny_reports_every_mode(capsys):
     assert cli.main(["bench", "--preset", "tiny", "--device", "cpu", "--steps", "2", "--json"]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert (report["mpno"], report["torch"], report["device"]) == (mpno.__version__, torch.__version__, "cpu")
+    assert report["cpu_matrix_units"] == devices.cpu_matrix_units()
+    assert report["native_bfloat16"] == devices.native_bfloat16_cpu()
     precisions = [row["precision"] for row in report["modes"]]
     assert precisions == ["full", "amp/float16", "amp/bfloat16", "mixed/float16", "mixed/bfloat16",
                           "half/float16/tanh", "half/bfloat16/tanh"]

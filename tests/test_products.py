@@ -69,6 +69,26 @@ def test_native_bfloat16_follows_the_detected_capability(monkeypatch):
     assert devices._cpu_multiplies_bfloat16() == expected
 
 
+
+@pytest.mark.parametrize("reported", [{"amx_bf16": True, "amx_tile": True}, {"avx512_bf16": True}, {}, None])
+def test_the_matrix_units_are_read_from_torch(monkeypatch, reported):
+    """mpno bench reports the CPU's matrix units as PyTorch detects them (none where it cannot tell), and the
+    native bfloat16 path follows them."""
+    def capabilities():
+        if reported is None:
+            raise RuntimeError("unknown CPU")
+        return reported
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", capabilities)
+    devices._cpu_multiplies_bfloat16.cache_clear()
+    try:
+        units = devices.cpu_matrix_units()
+        assert units == {unit: bool((reported or {}).get(unit)) for unit in devices.MATRIX_UNITS}
+        native = torch.backends.mkldnn.is_available() and bool(reported)
+        assert devices._cpu_multiplies_bfloat16() == native
+    finally:
+        devices._cpu_multiplies_bfloat16.cache_clear()
+
 def _cancelling_sums(n: int = 4098, columns: int = 16):
     """bfloat16 operands whose products sum, with cancellation, to bfloat16 numbers: (1, n) @ (n, columns).
 

@@ -58,8 +58,20 @@ def native_bfloat16_cpu() -> bool:
 def _cpu_multiplies_bfloat16() -> bool:
     if os.environ.get("MPNO_NATIVE_BFLOAT16", "1") == "0" or not torch.backends.mkldnn.is_available():
         return False
+    units = cpu_matrix_units()
+    return units["avx512_bf16"] or units["amx_bf16"]
+
+
+#: The CPU's half-precision matrix instructions :func:`cpu_matrix_units` reports (PyTorch's names).
+MATRIX_UNITS = ("amx_bf16", "amx_fp16", "avx512_bf16", "avx512_fp16")
+
+
+def cpu_matrix_units() -> dict[str, bool]:
+    """Which half-precision matrix instructions this CPU has (:data:`MATRIX_UNITS`): AMX tiles multiply
+    bfloat16 many times faster than float32, AVX512-BF16 at about float32's speed or slower; without either,
+    mpno emulates bfloat16 products in float32. All ``False`` where PyTorch cannot tell."""
     try:
         capabilities = torch.cpu.get_capabilities()
     except (AttributeError, RuntimeError):  # a PyTorch without the query, or a CPU it cannot identify
-        return False
-    return bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
+        capabilities = {}
+    return {unit: bool(capabilities.get(unit)) for unit in MATRIX_UNITS}

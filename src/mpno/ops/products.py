@@ -22,8 +22,11 @@ Operands that are not half precision are passed to torch unchanged.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import CheckpointPolicy, checkpoint, create_selective_checkpoint_contexts
 
 from .. import dtypes
 from .devices import kernels, native_bfloat16_cpu
@@ -78,12 +81,29 @@ def _emulate(fn, *operands: torch.Tensor | None) -> torch.Tensor:
     """``fn(*operands)`` computed in float32 from half operands, rounded to half.
 
     Under ``torch.compile`` this is written as what it computes (upcasts, the
-    float32 product, a cast: autograd's own backward of that is the same), and the
-    compiler's partitioner decides what to save for backward.
+    float32 product, a cast: autograd's own backward of that is the same), inside
+    a selective activation checkpoint (:func:`_save_rounded`) that saves for
+    backward what the uncompiled function saves: half tensors. Without it the
+    compiler's partitioner keeps the float32 upcasts, twice the bytes.
     """
-    if torch.compiler.is_compiling():
-        return fn(*(None if t is None else t.float() for t in operands)).to(operands[0].dtype)
-    return _EmulatedHalfProduct.apply(fn, *operands)
+    if not torch.compiler.is_compiling():
+        return _EmulatedHalfProduct.apply(fn, *operands)
+    if not torch.is_grad_enabled():
+        return _in_float32(fn, *operands)
+    return checkpoint(_in_float32, fn, *operands, use_reentrant=False,
+                      context_fn=functools.partial(create_selective_checkpoint_contexts, _save_rounded))
+
+
+def _in_float32(fn, *operands: torch.Tensor | None) -> torch.Tensor:
+    return fn(*(None if t is None else t.float() for t in operands)).to(operands[0].dtype)
+
+
+def _save_rounded(ctx, op, *args, **kwargs) -> CheckpointPolicy:
+    """Inside :func:`_emulate` under ``torch.compile``: save the product rounded to half, recompute the (exact)
+    float32 upcasts of the half operands in backward; the half operands themselves are the region's inputs."""
+    if any(kwargs.get("dtype") == dtypes.info(name).torch_dtype for name in dtypes.half_names()):
+        return CheckpointPolicy.MUST_SAVE
+    return CheckpointPolicy.PREFER_RECOMPUTE
 
 
 def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

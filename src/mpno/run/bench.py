@@ -16,6 +16,7 @@ import torch
 
 from .. import __version__
 from ..checks import modes_per_dim
+from ..ops import devices
 from ..precision import DTYPES, MODES, Precision, compiled
 from . import domains, profiling
 from .config import RunConfig
@@ -268,8 +269,11 @@ def run(config: BenchConfig, device: str = "cpu", steps: int = 10, isolate: bool
             continue
         row["ratios_to_full"] = {key: row[key] / full[key] for key in ("step_seconds", "samples_per_second",
                                                                          *MEMORY_KEYS) if key in row and full.get(key)}
+    hardware = {}
+    if torch_device.type == "cpu":
+        hardware = {"cpu_matrix_units": devices.cpu_matrix_units(), "native_bfloat16": devices.native_bfloat16_cpu()}
     return {"preset": preset, "config": asdict(config), "mpno": __version__, "device": device,
-            "device_name": device_name(torch_device),
+            "device_name": device_name(torch_device), **hardware,
             "torch": torch.__version__, "cuda": torch.version.cuda, "threads": torch.get_num_threads(),
             "steps": steps, "isolated": isolate, "modes": rows}
 
