@@ -33,6 +33,10 @@ def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | Non
     config, device = run.config, run.device
     optimizer, scheduler = optimizer_for(config, model)
     train_loss, eval_losses = losses_for(config, model)
+    augment = domains.of(config.model).augmentation(config, run.train)
+    if augment is not None and config.channel_types is None:
+        log("--augment: every channel transforms as a scalar (declare vectors and pseudo-scalars with "
+            "--channel-types)")
     return Trainer(model, optimizer, batches_of(run.train, config, device, model, "train"), config.epochs,
                    train_loss, schedule=run.schedule, scheduler=scheduler,
                    test_batches={name: batches_of(ds, config, device, model, name) for name, ds in run.tests.items()},
@@ -41,7 +45,8 @@ def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | Non
                    run_dir=run_dir, extra_state={"config": config.to_dict(), "data_files": list(run.data_files)},
                    tensorboard=config.tensorboard,
                    log=log, progress=progress, compile=config.compile,
-                   objective_at=_unrolled_objectives(config, train_loss, model.static_channels))
+                   objective_at=_unrolled_objectives(config, train_loss, model.static_channels),
+                   augment=augment)
 
 
 def _unrolled_objectives(config: RunConfig, loss: Callable, static: int) -> Callable | None:

@@ -77,7 +77,7 @@ class Trainer:
                  nonfinite_patience: int = 5, seed: int = 0, run_dir: Path | None = None,
                  extra_state: dict | None = None, tensorboard: bool = False, log: Callable[[str], None] = print,
                  progress: bool = True, compile: bool = False,
-                 objective_at: Callable[[int, int], Objective] | None = None):
+                 objective_at: Callable[[int, int], Objective] | None = None, augment: Callable | None = None):
         self.model, self.optimizer, self.train_batches, self.epochs, self.loss = \
             model, optimizer, train_batches, epochs, loss
         self.schedule = PrecisionSchedule.parse(schedule)
@@ -93,7 +93,7 @@ class Trainer:
             self.parallel = torch.nn.parallel.DistributedDataParallel(
                 model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             self.parallel.register_comm_hook(None, distributed.sum_gradients)
-        self.compile, self.objective_at = compile, objective_at
+        self.compile, self.objective_at, self.augment = compile, objective_at, augment
         if compile:  # training steps run the compiled model; evaluation and checkpoints use the model itself
             self.parallel = compiled(self.parallel)
         self.train_step = TrainStep(self.parallel, model, optimizer,
@@ -187,7 +187,12 @@ class Trainer:
         bar = tqdm(self.train_batches.iterate(seed=self.seed * 100_003 + epoch), total=len(self.train_batches),
                    desc=f"epoch {epoch + 1}/{self.epochs}", unit="batch", leave=False,
                    disable=self._bars_disabled())
+        draws = None
+        if self.augment is not None:
+            draws = torch.Generator().manual_seed((self.seed * 100_003 + epoch) * 1_009 + self.context.rank)
         for step, (x, y, global_batch) in enumerate(bar):
+            if draws is not None:
+                x, y = self.augment(x, y, draws)
             value = self.step(x, y, policy, global_batch)
             if value is None:
                 skipped += 1

@@ -28,6 +28,7 @@ CAPABILITIES = {
     "rollout": "forecasting",  # a one-step operator rolled out over trajectories
     "export": "mpno export --format pt2 or onnx",  # a traced program that runs without mpno
     "onnx": "mpno export --format onnx",  # an ONNX model
+    "augment": "--augment",  # training samples transformed by symmetries of the problem
 }
 #: The evaluation losses of a domain without its own loss when ``eval_losses`` is not given.
 EVAL_LOSSES = ("l2", "h1")
@@ -86,6 +87,8 @@ class Domain(abc.ABC):
         forecasting = config.trajectories or config.history > 1 or most_unrolled(config.unroll) > 1 or config.residual
         if forecasting and not self.has("rollout"):
             self.require("rollout")
+        if (config.augment or config.channel_types) and not self.has("augment"):
+            self.require("augment")
         if config.precision == "auto" and not self.has("auto_precision"):
             raise ValueError(f"precision='auto' {self.lacks['auto_precision']}; give --model {config.model} a "
                              "precision mode")
@@ -125,6 +128,11 @@ class Domain(abc.ABC):
 
     def outside_training(self, model: NormalizedOperator, dataset) -> str | None:
         """What of ``dataset`` lies outside what ``model`` was trained on, in one line, or ``None``."""
+        return None
+
+    def augmentation(self, config, train):
+        """``--augment``'s transformation of training batches, ``augment(x, y, generator)``; ``None`` without
+        ``--augment`` (capability ``augment``)."""
         return None
 
     def describe_predictions(self, file, dataset) -> None:

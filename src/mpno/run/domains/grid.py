@@ -12,6 +12,7 @@ import torch
 from ...bounds import audit
 from ...checks import modes_per_dim
 from ...data import DataError, OperatorDataset
+from ...data.symmetries import Augmentation, ChannelTypes, check_augment
 from ...data.trajectories import TrajectoryWindows, holds_trajectories
 from ...data.files import GRID, SPHERE, available_keys, identify
 from ...nn import losses
@@ -36,7 +37,15 @@ OPTIONS = {
                            low=1, high=3, optional=True, group="data"),
     "time_in": option(0, "int", "time series (PDEBench): the input snapshot", group="data"),
     "time_out": option(-1, "int", "time series (PDEBench): the output snapshot", group="data"),
-    "periodic": option(True, "bool", "the fields are periodic (how H1 differentiates)", group="optimisation"),
+    "periodic": option(True, "bool", "the fields are periodic (how H1 differentiates; whether --augment may shift "
+                       "them)", group="optimisation"),
+    "augment": option([], "str_list", "train on samples transformed by symmetries the problem has, drawn afresh "
+                      "for each sample and epoch: shift (periodic fields), flip, rotate (quarter turns of a square "
+                      "grid), e.g. shift,flip,rotate; see --channel-types", group="optimisation"),
+    "channel_types": option(None, "str", "how each field transforms under --augment: INPUTS/OUTPUTS (or one list "
+                            "for both), each a comma list of scalar (s), pseudoscalar (p: 2D vorticity), vector (v: "
+                            "one channel per grid axis, in axis order), pseudovector (a); default: all scalars",
+                            optional=True, group="optimisation"),
     "trajectories": option(False, "bool", "forecasting: read the data files' arrays (--x-key, default u) as "
                            "trajectories (N, T, C, *grid); files mpno generates with --steps say so themselves",
                            group="forecasting"),
@@ -61,7 +70,7 @@ class GridDomain(Domain):
 
     name = "grid"
     data = "fields on a grid"
-    capabilities = frozenset({"audit", "auto_precision", "plots", "rollout", "export", "onnx"})
+    capabilities = frozenset({"audit", "auto_precision", "plots", "rollout", "export", "onnx", "augment"})
     declared_options = OPTIONS
     operator_arguments = ("domain_padding",)
     file_kind = GRID
@@ -136,6 +145,21 @@ class GridDomain(Domain):
                 raise DataError(f"{test.path}: samples of shape {x_shape} → {y_shape} do not match the training "
                                 f"data's {x_train} → {y_train} (channels and spatial dims must agree)")
             self._check_grid(test.path, x_shape[1:], modes, "test on a finer grid or lower --n-modes", config)
+        if config.augment:
+            self.augmentation(config, train)  # refuses what cannot be a symmetry of these data
+
+    def augmentation(self, config, train) -> Augmentation | None:
+        """``--augment``'s transformation of training batches (checked against the data), or ``None``."""
+        if not config.augment:
+            return None
+        if isinstance(train, TrajectoryWindows):
+            raise ValueError("--augment does not apply to trajectories yet (a window's snapshots and static inputs "
+                             "would share one symmetry); drop --augment")
+        (in_channels, *grid), (out_channels, *_) = train.shapes
+        kinds = [kind for value in config.augment for kind in value.split(",") if kind]  # shift,flip or shift flip
+        types = ChannelTypes.parse(config.channel_types, len(grid), in_channels, out_channels)
+        check_augment(kinds, grid, config.periodic, types, config.channel_types is not None)
+        return Augmentation(kinds, types)
 
     def _check_grid(self, path, grid, modes, fix: str, config) -> None:
         for i, (n, m) in enumerate(zip(grid, modes)):

@@ -39,7 +39,9 @@ class SphereDomain(GridDomain):
     lacks = {"auto_precision": "audits Fourier coefficients of grid data on the cube (mpno bounds audits the "
                                "sphere's harmonic coefficients)",
              "onnx": "its spherical harmonic transforms are complex-valued tables, which ONNX cannot hold; export "
-                     "--format pt2 or safetensors"}
+                     "--format pt2 or safetensors",
+             "augment": "rotations of the sphere are not offered: a general rotation does not map an equiangular "
+                        "grid onto itself, and rotations about the polar axis are not implemented yet"}
 
     def default_modes(self, grid: Sequence[int]) -> list[int]:
         """Every degree the training grid carries: ``(nlat, min(nlat, nlon // 2 + 1))``."""

@@ -1,0 +1,178 @@
+"""Symmetries of fields on a grid, and the training augmentation they give (``mpno train --augment``).
+
+A grid symmetry maps grid axis ``order[k]`` to axis ``k``, reverses the axes
+``k`` with ``signs[k] = -1`` (a reflection about the grid's centre) and rolls
+axis ``k`` by ``shifts[k]`` points (periodic axes only). In coordinates it is
+``x'_k = signs[k] · x_order[k]`` (plus the shift): a signed permutation ``R``,
+with ``det R = sign(order) · Π signs``. Its flips and axis permutations map the
+square (cube) onto itself; quarter turns are the permutations combined with flips
+that keep ``det R = 1``.
+
+Each channel transforms by its type (:data:`TYPES`): a scalar moves with the
+grid; a pseudo-scalar (the vorticity of a 2D flow) also changes sign where
+``det R = -1``; a vector's ``d`` consecutive channels (its components along the
+grid axes, in axis order) become ``R v``; a pseudo-vector's (3D vorticity),
+``det R · R v``. An augmentation is an exact symmetry only of a problem that
+has it: a forcing or a boundary that is not symmetric breaks it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+#: Channel types: the name, its short form, and whether it spans ``d`` channels (a vector) and flips sign under
+#: a reflection (pseudo).
+TYPES = {"scalar": ("s", False, False), "pseudoscalar": ("p", False, True),
+         "vector": ("v", True, False), "pseudovector": ("a", True, True)}
+#: Augmentations of fields on a grid, as ``--augment`` names them.
+KINDS = ("shift", "flip", "rotate")
+
+
+def parse_types(text: str) -> tuple[str, ...]:
+    """One type per field (:data:`TYPES`, full or short names) from ``"vector,scalar"``."""
+    short = {abbreviation: name for name, (abbreviation, _, _) in TYPES.items()}
+    fields = []
+    for word in (w.strip().lower() for w in text.split(",")):
+        name = short.get(word, word)
+        if name not in TYPES:
+            raise ValueError(f"--channel-types: {word!r} is not a channel type; use "
+                             + ", ".join(f"{n} ({a})" for n, (a, _, _) in TYPES.items()))
+        fields.append(name)
+    return tuple(fields)
+
+
+def channel_count(types: Sequence[str], dims: int) -> int:
+    """Channels the fields of ``types`` fill on a grid of ``dims`` dimensions."""
+    return sum(dims if TYPES[name][1] else 1 for name in types)
+
+
+@dataclass(frozen=True)
+class ChannelTypes:
+    """The types of the input and of the output channels (:data:`TYPES`), one per field."""
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+
+    @classmethod
+    def parse(cls, text: str | None, dims: int, in_channels: int, out_channels: int) -> ChannelTypes:
+        """``--channel-types INPUTS[/OUTPUTS]`` (one list for both when there is no ``/``), checked against the
+        channel counts; ``None``: every channel a scalar."""
+        if text is None:
+            return cls(("scalar",) * in_channels, ("scalar",) * out_channels)
+        first, _, second = text.partition("/")
+        inputs, outputs = parse_types(first), parse_types(second or first)
+        for side, types, channels in (("input", inputs, in_channels), ("output", outputs, out_channels)):
+            if channel_count(types, dims) != channels:
+                raise ValueError(f"--channel-types {text!r}: the {side} types fill {channel_count(types, dims)} "
+                                 f"channels, and the data have {channels} {side} channels (a vector fills {dims} "
+                                 "on this grid); give INPUTS/OUTPUTS, e.g. vector/pseudoscalar")
+        return cls(inputs, outputs)
+
+    def all_scalar(self) -> bool:
+        return set(self.inputs) | set(self.outputs) <= {"scalar"}
+
+
+@dataclass(frozen=True)
+class GridSymmetry:
+    """A signed permutation of the grid axes and a periodic shift (module docstring)."""
+
+    order: tuple[int, ...]
+    signs: tuple[int, ...]
+    shifts: tuple[int, ...]
+
+    @property
+    def det(self) -> int:
+        """``det R``: -1 for a reflection, 1 for a rotation."""
+        inversions = sum(a > b for a, b in itertools.combinations(self.order, 2))
+        return (-1) ** inversions * math.prod(self.signs)
+
+    def apply(self, fields: torch.Tensor, types: Sequence[str]) -> torch.Tensor:
+        """The transformed fields (C, *grid) (or (B, C, *grid), one symmetry for all) whose channels have
+        ``types``."""
+        lead = fields.ndim - len(self.order)
+        moved = fields.permute(*range(lead), *(lead + k for k in self.order))
+        reversed_ = [lead + k for k, s in enumerate(self.signs) if s < 0]
+        if reversed_:
+            moved = moved.flip(reversed_)
+        if any(self.shifts):
+            moved = moved.roll(self.shifts, tuple(range(lead, moved.ndim)))
+        return self._channels(moved, types, lead - 1)
+
+    def _channels(self, fields: torch.Tensor, types: Sequence[str], axis: int) -> torch.Tensor:
+        dims, pieces, start = len(self.order), [], 0
+        for name in types:
+            _, vector, pseudo = TYPES[name]
+            factor = self.det if pseudo else 1
+            if vector:
+                components = fields.narrow(axis, start, dims)
+                pieces += [factor * self.signs[k] * components.select(axis, self.order[k]).unsqueeze(axis)
+                           for k in range(dims)]
+                start += dims
+            else:
+                piece = fields.narrow(axis, start, 1)
+                pieces.append(-piece if factor < 0 else piece)
+                start += 1
+        return torch.cat(pieces, axis)
+
+
+def check_augment(kinds: Sequence[str], grid: Sequence[int], periodic: bool, types: ChannelTypes,
+                  types_given: bool) -> None:
+    """Refuse augmentations that cannot be symmetries of the data: an unknown name, a shift of non-periodic
+    fields, a quarter turn of a grid that is not square, and flips or turns of data whose vector channels are
+    not declared (as many channels as grid axes, left as scalars)."""
+    unknown = [k for k in kinds if k not in KINDS]
+    if unknown:
+        raise ValueError(f"--augment {','.join(unknown)}: not an augmentation of fields on a grid; use "
+                         f"{', '.join(KINDS)}")
+    if "shift" in kinds and not periodic:
+        raise ValueError("--augment shift rolls the fields around a periodic grid, and these are not periodic "
+                         "(--no-periodic); drop shift")
+    if "rotate" in kinds and len(set(grid)) > 1:
+        raise ValueError(f"--augment rotate turns the grid by quarter turns, which map a square (cube) grid onto "
+                         f"itself, and this grid is {'×'.join(map(str, grid))}; drop rotate or resample the data")
+    dims = len(grid)
+    if {"flip", "rotate"} & set(kinds) and not types_given and dims > 1 \
+            and dims in (len(types.inputs), len(types.outputs)):
+        raise ValueError(f"--augment {','.join(k for k in kinds if k != 'shift')} transforms vector components "
+                         f"with the grid, and these data have {dims} channels on a {dims}D grid, left as scalars; "
+                         f"declare them: --channel-types vector (or scalar,scalar,... if they are scalars)")
+
+
+def draw(kinds: Sequence[str], grid: Sequence[int], generator: torch.Generator) -> GridSymmetry:
+    """A symmetry drawn uniformly from the group ``kinds`` generate: ``shift`` any roll of every axis, ``flip``
+    any reflections of the axes, ``rotate`` any quarter turns (with ``flip`` as well: every signed
+    permutation)."""
+    dims = len(grid)
+
+    def integers(high: int, count: int) -> list[int]:
+        return torch.randint(high, (count,), generator=generator).tolist()
+
+    order = tuple(torch.randperm(dims, generator=generator).tolist()) if "rotate" in kinds else tuple(range(dims))
+    signs = tuple(1 - 2 * b for b in integers(2, dims)) if {"flip", "rotate"} & set(kinds) else (1,) * dims
+    shifts = tuple(integers(n, 1)[0] for n in grid) if "shift" in kinds else (0,) * dims
+    symmetry = GridSymmetry(order, signs, shifts)
+    if "rotate" in kinds and "flip" not in kinds and symmetry.det < 0:  # rotations only: undo one reflection
+        symmetry = GridSymmetry(order, (-signs[0], *signs[1:]), shifts)
+    return symmetry
+
+
+class Augmentation:
+    """``--augment``: each training sample transformed by a symmetry drawn for it (:func:`draw`)."""
+
+    def __init__(self, kinds: Sequence[str], types: ChannelTypes):
+        self.kinds, self.types = tuple(kinds), types
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
+        """The batch ``(x, y)`` (B, C, *grid), each sample's input and target transformed alike."""
+        grid = x.shape[2:]
+        xs, ys = [], []
+        for sample_x, sample_y in zip(x, y):
+            symmetry = draw(self.kinds, grid, generator)
+            xs.append(symmetry.apply(sample_x, self.types.inputs))
+            ys.append(symmetry.apply(sample_y, self.types.outputs))
+        return torch.stack(xs), torch.stack(ys)

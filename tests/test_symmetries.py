@@ -1,0 +1,164 @@
+"""Symmetries of grid fields and --augment: exact transformation laws on hand-built fields, seeded draws, exact
+resume, and bad input refused."""
+
+import itertools
+import re
+import math
+
+import pytest
+import torch
+
+from mpno.data.symmetries import Augmentation, ChannelTypes, GridSymmetry, draw
+from mpno.run import checkpoint, cli
+from mpno.run.config import RunConfig
+from mpno.run.experiment import train
+from reference import interrupted, quiet, tiny_config
+
+
+def centres(n: int, dims: int) -> list[torch.Tensor]:
+    """Cell centres of an n^dims grid on [-1, 1]^dims (reversing an axis negates its coordinate exactly)."""
+    line = -1 + (2 * torch.arange(n, dtype=torch.float64) + 1) / n
+    return list(torch.meshgrid(*[line] * dims, indexing="ij"))
+
+
+def matrix(symmetry: GridSymmetry) -> torch.Tensor:
+    """R with x'_k = signs[k] · x_order[k]."""
+    dims = len(symmetry.order)
+    r = torch.zeros(dims, dims, dtype=torch.float64)
+    for k, (j, s) in enumerate(zip(symmetry.order, symmetry.signs)):
+        r[k, j] = s
+    return r
+
+
+def every_symmetry(dims: int):
+    for order in itertools.permutations(range(dims)):
+        for signs in itertools.product((1, -1), repeat=dims):
+            yield GridSymmetry(order, signs, (0,) * dims)
+
+
+def velocity(x0, x1):
+    """A smooth 2D vector field with no symmetry of its own, and its vorticity ∂v1/∂x0 − ∂v0/∂x1."""
+    v = torch.stack([torch.sin(1.3 * x0 + 0.7 * x1) + x1 ** 2, torch.cos(0.4 * x0 - 1.1 * x1) * x0])
+    vorticity = (-0.4 * torch.sin(0.4 * x0 - 1.1 * x1) * x0 + torch.cos(0.4 * x0 - 1.1 * x1)
+                 - 0.7 * torch.cos(1.3 * x0 + 0.7 * x1) - 2 * x1)
+    return v, vorticity
+
+
+def test_a_quarter_turn_of_a_vector_field_is_the_analytically_rotated_field():
+    x0, x1 = centres(8, 2)
+    v, _ = velocity(x0, x1)
+    turn = GridSymmetry((1, 0), (-1, 1), (0, 0))  # x' = (-x1, x0): a quarter turn anticlockwise
+    assert turn.det == 1
+    # v'(x') = R v(R^T x'), R^T x' = (x1', -x0')
+    u, _ = velocity(x1, -x0)
+    expected = torch.stack([-u[1], u[0]])
+    assert torch.allclose(turn.apply(v, ["vector"]), expected, atol=1e-14)
+
+
+@pytest.mark.parametrize("symmetry", list(every_symmetry(2)), ids=str)
+def test_every_square_symmetry_moves_vectors_and_vorticity_as_the_laws_say(symmetry):
+    """The transformed velocity is R v(R^T x), and the transformed vorticity (a pseudo-scalar) is the vorticity
+    of the transformed velocity, computed in closed form: det R · ω(R^T x)."""
+    x0, x1 = centres(6, 2)
+    r = matrix(symmetry)
+    back = [r[0, i] * x0 + r[1, i] * x1 for i in range(2)]  # R^T x
+    v, vorticity = velocity(x0, x1)
+    u, w = velocity(*back)
+    fields = torch.cat([v, vorticity[None], x0[None] ** 2])  # vector, pseudo-scalar, scalar
+    moved = symmetry.apply(fields, ["vector", "pseudoscalar", "scalar"])
+    assert torch.allclose(moved[:2], torch.einsum("ij,j...->i...", r, u), atol=1e-14)
+    assert torch.allclose(moved[2], symmetry.det * w, atol=1e-14)
+    assert torch.allclose(moved[3], back[0] ** 2, atol=1e-14)
+
+
+@pytest.mark.parametrize("symmetry", list(every_symmetry(3)), ids=str)
+def test_the_curl_of_a_transformed_3d_field_is_a_pseudovector(symmetry):
+    """For v = A x, curl v = c; the transformed field R A R^T x has curl det R · R c: what a pseudo-vector
+    channel does."""
+    a = torch.randn(3, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+
+    def curl(b):
+        return torch.stack([b[2, 1] - b[1, 2], b[0, 2] - b[2, 0], b[1, 0] - b[0, 1]])
+
+    r = matrix(symmetry)
+    assert symmetry.det == round(torch.linalg.det(r).item())
+    field = curl(a)[:, None, None, None].expand(3, 4, 4, 4)
+    moved = symmetry.apply(field, ["pseudovector"])
+    assert torch.allclose(moved, curl(r @ a @ r.T)[:, None, None, None].expand(3, 4, 4, 4), atol=1e-14)
+
+
+def test_a_shift_rolls_a_periodic_field():
+    n = 16
+    x = torch.arange(n, dtype=torch.float64) / n
+    field = torch.sin(2 * math.pi * x)[None, :, None].expand(1, n, 4)
+    moved = GridSymmetry((0, 1), (1, 1), (3, 0)).apply(field, ["scalar"])
+    assert torch.allclose(moved[0, :, 0], torch.sin(2 * math.pi * (x - 3 / n)), atol=1e-14)
+
+
+def test_draws_cover_the_group_asked_for_and_repeat_with_the_seed():
+    def elements(kinds, count=400, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        return [draw(kinds, (8, 8), generator) for _ in range(count)]
+
+    rotations = elements(["rotate"])
+    assert {s.det for s in rotations} == {1} and len({(s.order, s.signs) for s in rotations}) == 4
+    assert len({(s.order, s.signs) for s in elements(["rotate", "flip"])}) == 8
+    flips = elements(["flip"])
+    assert {s.order for s in flips} == {(0, 1)} and len({s.signs for s in flips}) == 4
+    shifts = elements(["shift"])
+    assert {s.signs for s in shifts} == {(1, 1)} and {v for s in shifts for v in s.shifts} == set(range(8))
+    assert elements(["rotate", "shift"], seed=3) == elements(["rotate", "shift"], seed=3)
+
+
+def test_an_augmented_batch_moves_input_and_target_alike():
+    """An equivariant target (twice the input vector, and its squared length) stays that function of the input
+    after augmentation: input and target share each sample's symmetry."""
+    x = torch.randn(5, 2, 8, 8)
+    y = torch.cat([2 * x, x[:, :1] ** 2 + x[:, 1:] ** 2], 1)
+    augment = Augmentation(["rotate", "flip", "shift"], ChannelTypes(("vector",), ("vector", "scalar")))
+    ax, ay = augment(x, y, torch.Generator().manual_seed(0))
+    assert torch.equal(ay[:, :2], 2 * ax)
+    assert torch.equal(ay[:, 2:], ax[:, :1] ** 2 + ax[:, 1:] ** 2)
+    assert not torch.equal(ax, x)
+
+
+def test_resume_with_augmentation_equals_an_uninterrupted_run(files, tmp_path, monkeypatch):
+    options = dict(augment=["shift", "flip", "rotate"], epochs=3)
+    whole = train(tiny_config(files, tmp_path / "whole", **options), log=quiet)
+    interrupted(tiny_config(files, tmp_path / "parts", **options), 1, monkeypatch)
+    resumed = train(RunConfig(device="cpu"), resume=str(tmp_path / "parts"), log=quiet)
+    a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt")["model"]
+    b = checkpoint.load(tmp_path / "parts" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert resumed["test"] == whole["test"]
+    plain = train(tiny_config(files, tmp_path / "plain", epochs=3), log=quiet)
+    assert plain["test"] != whole["test"]  # the augmentation changed what was trained on
+
+
+@pytest.fixture
+def two_channel_files(tmp_path):
+    torch.save({"x": torch.randn(8, 2, 16, 16), "y": torch.randn(8, 1, 16, 16)}, tmp_path / "square.pt")
+    torch.save({"x": torch.randn(8, 1, 16, 12), "y": torch.randn(8, 1, 16, 12)}, tmp_path / "oblong.pt")
+    return tmp_path
+
+
+@pytest.mark.parametrize("data, options, message", [
+    ("square.pt", ["--augment", "shift", "--no-periodic", "--channel-types", "v/s"], "--augment shift"),
+    ("oblong.pt", ["--augment", "flip,rotate"], "--augment rotate .* 16×12"),
+    ("square.pt", ["--augment", "flip", "--channel-types", "vector/vector"], "--channel-types 'vector/vector'"),
+    ("square.pt", ["--augment", "flip", "--channel-types", "s,x/s"], "'x' is not a channel type"),
+    ("square.pt", ["--augment", "rotate"], "declare them: --channel-types vector"),
+    ("square.pt", ["--augment", "mirror"], "--augment mirror"),
+])
+def test_bad_augmentation_is_refused_with_the_option_named(two_channel_files, capsys, data, options, message):
+    argv = ["train", "--data-train", str(two_channel_files / data), "--epochs", "1", "--n-modes", "4",
+            "--device", "cpu", "--out", str(two_channel_files / "run"), *options]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # (a line before it may advise on threads)
+    assert err.startswith("mpno") and re.search(message, err), err
+    assert not (two_channel_files / "run" / "checkpoint.pt").exists()
+
+
+def test_augmentation_is_refused_where_the_domain_has_none(capsys, tmp_path):
+    assert cli.main(["train", "--model", "sfno", "--augment", "shift", "--out", str(tmp_path / "r")]) == 2
+    assert "--augment does not apply to fields on the sphere" in capsys.readouterr().err
