@@ -2,15 +2,18 @@
 resume, and bad input refused."""
 
 import itertools
-import re
+import json
 import math
+import re
 
 import pytest
 import torch
 
-from mpno.data.symmetries import Augmentation, ChannelTypes, GridSymmetry, draw
+import mpno
+from mpno.data.symmetries import Augmentation, ChannelTypes, GridSymmetry, draw, representatives
 from mpno.run import checkpoint, cli
 from mpno.run.config import RunConfig
+from mpno.run.evaluation import evaluate_checkpoint, symmetry_errors
 from mpno.run.experiment import train
 from reference import interrupted, quiet, tiny_config
 
@@ -161,4 +164,61 @@ def test_bad_augmentation_is_refused_with_the_option_named(two_channel_files, ca
 
 def test_augmentation_is_refused_where_the_domain_has_none(capsys, tmp_path):
     assert cli.main(["train", "--model", "sfno", "--augment", "shift", "--out", str(tmp_path / "r")]) == 2
-    assert "--augment does not apply to fields on the sphere" in capsys.readouterr().err
+    assert "a symmetry of the data (--augment, --symmetry-check) does not apply to fields on the sphere" in capsys.readouterr().err
+
+
+class _Ramp(torch.nn.Module):
+    """Multiplies the fields by x0 + 2: it commutes with shifts and flips of axis 1 only."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        ramp = 2 + torch.linspace(-1, 1, x.shape[2], dtype=x.dtype)[:, None]
+        return self.scale * ramp * x
+
+
+class _Batches:
+    def __init__(self, x):
+        self.x = x
+
+    def iterate(self):
+        yield self.x, self.x, len(self.x)
+
+
+def test_the_symmetry_check_measures_how_far_a_model_is_from_commuting():
+    """Against closed forms: a periodic FNO without positional embedding commutes with shifts to rounding
+    (float64) and not with flips; multiplying by a ramp in x0 commutes with flipping x1, not x0, and the error
+    of flipping x0 is ‖(r − r∘F) x∘F‖ / ‖(r∘F) x∘F‖ per sample."""
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 12, 12, dtype=torch.float64)
+    types = ChannelTypes(("scalar",), ("scalar",))
+    fno = mpno.FNO(1, 1, (4, 4), hidden_channels=6, n_layers=2, positional_embedding=False).double()
+    errors = symmetry_errors(fno, _Batches(x), representatives(["shift", "flip"], (12, 12)), types)
+    assert errors["shift axis 0 by 4"] < 1e-13 and errors["shift axis 1 by 4"] < 1e-13
+    assert errors["flip axis 0"] > 1e-3
+    errors = symmetry_errors(_Ramp().double(), _Batches(x), representatives(["flip"], (12, 12)), types)
+    assert errors["flip axis 1"] == 0
+    ramp = 2 + torch.linspace(-1, 1, 12, dtype=torch.float64)[:, None]
+    flipped = x.flip(2)
+    expected = ((ramp - ramp.flip(0)) * flipped).flatten(1).norm(dim=1) / (ramp.flip(0) * flipped).flatten(1).norm(dim=1)
+    assert errors["flip axis 0"] == pytest.approx(expected.mean().item(), rel=1e-12)
+
+
+def test_evaluate_checks_the_symmetries_a_run_trained_with(files, tmp_path, capsys):
+    train(tiny_config(files, tmp_path / "aug", epochs=1, augment=["flip,rotate"]), log=quiet)
+    report = evaluate_checkpoint(str(tmp_path / "aug" / "best.pt"), [str(files / "test16.pt")], device="cpu",
+                                 symmetry_check=[], log=quiet)
+    assert list(report["symmetry"]["test16.pt"]) == ["flip axis 0", "flip axis 1", "quarter turn of axes 0,1"]
+    assert all(0 < value < 10 for value in report["symmetry"]["test16.pt"].values())
+    train(tiny_config(files, tmp_path / "plain", epochs=1), log=quiet)
+    checked = tmp_path / "plain" / "best.pt"
+    assert cli.main(["evaluate", str(checked), "--data-test", str(files / "test16.pt"), "--symmetry-check"]) == 2
+    assert "was trained without --augment; name the symmetries" in capsys.readouterr().err
+    assert cli.main(["evaluate", str(checked), "--data-test", str(files / "test16.pt"), "--symmetry-check", "shift",
+                     "--json"]) == 0
+    out = capsys.readouterr().out
+    assert "how far the model is from commuting" in out
+    assert set(json.loads(out.strip().splitlines()[-1])["symmetry"]["test16.pt"]) == {"shift axis 0 by 5",
+                                                                                    "shift axis 1 by 5"}

@@ -161,6 +161,28 @@ def draw(kinds: Sequence[str], grid: Sequence[int], generator: torch.Generator) 
     return symmetry
 
 
+def representatives(kinds: Sequence[str], grid: Sequence[int]) -> dict[str, GridSymmetry]:
+    """One symmetry per generator of the group ``kinds`` generate, by name: a shift of each axis by a third of
+    it, a flip of each axis, a quarter turn in each plane of two axes (``mpno evaluate --symmetry-check``)."""
+    dims = len(grid)
+    identity, ones, zeros = tuple(range(dims)), (1,) * dims, (0,) * dims
+    chosen = {}
+    if "shift" in kinds:
+        for k, n in enumerate(grid):
+            step = max(1, n // 3)
+            chosen[f"shift axis {k} by {step}"] = GridSymmetry(identity, ones, tuple(step * (j == k) for j in identity))
+    if "flip" in kinds:
+        for k in identity:
+            chosen[f"flip axis {k}"] = GridSymmetry(identity, tuple(-1 if j == k else 1 for j in identity), zeros)
+    if "rotate" in kinds:
+        for i, j in itertools.combinations(identity, 2):
+            order = list(identity)
+            order[i], order[j] = j, i
+            signs = tuple(-1 if a == i else 1 for a in identity)
+            chosen[f"quarter turn of axes {i},{j}"] = GridSymmetry(tuple(order), signs, zeros)
+    return chosen
+
+
 class Augmentation:
     """``--augment``: each training sample transformed by a symmetry drawn for it (:func:`draw`)."""
 

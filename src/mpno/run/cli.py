@@ -262,6 +262,13 @@ def _add_evaluate(commands) -> None:
     _shared(p, "evaluate", "batch_size", "default: the run's")
     _shared(p, "evaluate", "threads")
     _shared(p, "evaluate", "strict")
+    symmetries = p.add_argument_group("symmetries (fields on a grid)")
+    symmetries.add_argument("--symmetry-check", nargs="*", metavar="KIND",
+                            help="also report how far the model is from commuting with each symmetry: shift, flip, "
+                                 "rotate (default: those the run trained with, --augment), as ‖M(g x) − g M(x)‖ / "
+                                 "‖g M(x)‖ over the test samples")
+    symmetries.add_argument("--channel-types", help="with --symmetry-check: how each field transforms (default: "
+                                                    "the run's; see mpno train --help)")
     forecasting = p.add_argument_group("forecasting (trajectories)")
     forecasting.add_argument("--rollout", type=int, metavar="N",
                              help="roll the model out N steps from the first window of every trajectory and report "
@@ -277,11 +284,15 @@ def _add_evaluate(commands) -> None:
 
 def _run_evaluate(args) -> None:
     from .evaluation import evaluate_checkpoint, rollout_checkpoint
-    from .reporting import results_table, rollout_table
+    from .reporting import results_table, rollout_table, symmetry_table
 
     _use_threads(args, args.device)
     if args.rollout is None and (args.spectra_at or args.plot):
         raise ValueError("--spectra-at and --plot describe a rollout: add --rollout N")
+    if args.channel_types is not None and args.symmetry_check is None:
+        raise ValueError("--channel-types says how fields transform under a symmetry: add --symmetry-check")
+    if args.rollout is not None and args.symmetry_check is not None:
+        raise ValueError("--symmetry-check applies to pairs, not to a rollout: drop one of them")
     if args.rollout is not None:
         report = rollout_checkpoint(args.checkpoint, args.data_test, args.rollout, args.device, args.batch_size,
                                     precision=_policy_text(args), x_key=args.x_key, spectra_at=args.spectra_at)
@@ -295,8 +306,11 @@ def _run_evaluate(args) -> None:
             _print_json(report)
         return
     report = evaluate_checkpoint(args.checkpoint, args.data_test, args.device, args.batch_size,
-                                 precision=_policy_text(args), x_key=args.x_key, y_key=args.y_key, strict=args.strict)
+                                 precision=_policy_text(args), x_key=args.x_key, y_key=args.y_key, strict=args.strict,
+                                 symmetry_check=args.symmetry_check, channel_types=args.channel_types)
     print(results_table(report["test"], report["grids"]))
+    if "symmetry" in report:
+        print(symmetry_table(report["symmetry"]))
     print(f"precision: {report['precision']}")
     if args.json:
         _print_json(report)

@@ -3,12 +3,14 @@ data files (``mpno evaluate``; ``mpno predict`` reads its model and files the sa
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Callable
 
 import torch
 from torch import nn
 
 from ..data import DataError
+from ..data.symmetries import representatives
 from ..nn.normalized import NormalizedOperator
 from ..nn.registry import model_kind
 from ..precision import inference_policy
@@ -39,6 +41,26 @@ def evaluate(model: nn.Module, test_batches: dict, eval_losses: dict) -> dict[st
         *sums, count = distributed.sum_everywhere([*sums, float(count)], device)
         results[name] = {loss_name: value / count for loss_name, value in zip(eval_losses, sums)}
     return results
+
+
+@torch.no_grad()
+def symmetry_errors(model: nn.Module, batches, symmetries: dict, types) -> dict[str, float]:
+    """How far ``model`` is from commuting with each symmetry ``g`` of ``symmetries`` (``{name: g}``, with the
+    channels' ``types``): the mean over a test set's samples of ``‖M(g x) − g M(x)‖ / ‖g M(x)‖``."""
+    def wide(t: torch.Tensor) -> torch.Tensor:  # half outputs compared in float32
+        return t.to(torch.promote_types(t.dtype, torch.float32))
+
+    model.eval()
+    sums, count = dict.fromkeys(symmetries, 0.0), 0
+    for x, _, _ in batches.iterate():
+        prediction = wide(model(x))
+        for name, symmetry in symmetries.items():
+            expected = symmetry.apply(prediction, types.outputs)
+            moved = wide(model(symmetry.apply(x, types.inputs)))
+            ratio = (moved - expected).flatten(1).norm(dim=1) / expected.flatten(1).norm(dim=1)
+            sums[name] += ratio.sum().item()
+        count += len(x)
+    return {name: value / count for name, value in sums.items()}
 
 
 def checkpoint_model(path: str, device: torch.device, precision: str | None, batch_size: int | None = None,
@@ -72,25 +94,44 @@ def checked_dataset(file: str, config: RunConfig, model: NormalizedOperator):
 
 def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_size: int | None = None,
                         precision: str | None = None, x_key: str | None = None, y_key: str | None = None,
-                        strict: bool = False, log: Callable[[str], None] = log_line) -> dict:
+                        strict: bool = False, log: Callable[[str], None] = log_line,
+                        symmetry_check: list[str] | None = None, channel_types: str | None = None) -> dict:
     """Test errors of a saved model on data files: ``{"test": {file: {loss: value}}, "grids": ...,
     "precision": ..., "outside_training": {file: what}, "provenance": ...}``, in the precision it was saved
     in (or ``precision``). The files are read with the run's options (keys, time steps), or
     ``x_key``/``y_key``; what of a file lies outside the training data is said through ``log``
-    (:func:`outside_training`), or refused with ``strict``."""
+    (:func:`outside_training`), or refused with ``strict``.
+
+    ``symmetry_check``: also ``"symmetry": {file: {symmetry: error}}`` (:func:`symmetry_errors`) for the
+    symmetries named (``[]``: those the run was trained with, ``--augment``), with the run's channel types
+    or ``channel_types``.
+    """
     device_ = resolve_device(device)
     model, saved = checkpoint_model(path, device_, precision, batch_size)
     config = for_saved_model(saved, saved.model, x_key=x_key, y_key=y_key)
-    batches, grids, outside = {}, {}, {}
+    if channel_types is not None:
+        config = dataclasses.replace(config, channel_types=channel_types)
+    kinds = (symmetry_check or config.augment) if symmetry_check is not None else None
+    if kinds == []:
+        raise ValueError(f"--symmetry-check: {path} was trained without --augment; name the symmetries to check, "
+                         "e.g. --symmetry-check shift,flip,rotate")
+    domain = domains.of(config.model)
+    batches, grids, outside, checks = {}, {}, {}, {}
     for name, file in test_names(data).items():
         verify_data(file, config.in_memory_limit_gb, log)
         test = checked_dataset(file, config, model)
         outside.update(outside_training(file, name, test, config, model, strict, log))
         batches[name] = batches_of(test, config, device_, model, name)
-        grids[name] = domains.of(config.model).grid(test)
+        grids[name] = domain.grid(test)
+        if kinds is not None:
+            checks[name] = domain.symmetries(config, test, kinds)
     _, eval_losses = losses_for(config, model)
-    return {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision),
-            "outside_training": outside, "provenance": provenance(device_, str(model.precision), path, data)}
+    report = {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision),
+              "outside_training": outside, "provenance": provenance(device_, str(model.precision), path, data)}
+    if kinds is not None:
+        report["symmetry"] = {name: symmetry_errors(model, batches[name], representatives(found, grids[name]), types)
+                              for name, (found, types) in checks.items()}
+    return report
 
 
 def outside_training(file: str, name: str, dataset, config: RunConfig, model: NormalizedOperator, strict: bool,

@@ -98,6 +98,18 @@ def results_table(test: dict[str, dict[str, float]], grids: dict[str, list[int]]
     return "\n".join(lines)
 
 
+def symmetry_table(errors: dict[str, dict[str, float]]) -> str:
+    """``mpno evaluate --symmetry-check``: per test set and symmetry, ‖M(g x) − g M(x)‖ / ‖g M(x)‖."""
+    names = list(dict.fromkeys(name for values in errors.values() for name in values))
+    width = max([len("symmetry")] + [len(name) for name in names])
+    lines = ["", "how far the model is from commuting with each symmetry (‖M(g x) − g M(x)‖ / ‖g M(x)‖):",
+             f"{'symmetry':<{width}}  " + "  ".join(f"{test:>10}" for test in errors)]
+    for name in names:
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{values.get(name, math.nan):>10.4f}"
+                                                      for values in errors.values()))
+    return "\n".join(lines)
+
+
 def summary_table(summary: dict) -> str:
     """The final table: test errors per data set, time, peak memory, precision history."""
     lines = [results_table(summary["test"], summary.get("grids", {})), ""]

@@ -28,7 +28,7 @@ CAPABILITIES = {
     "rollout": "forecasting",  # a one-step operator rolled out over trajectories
     "export": "mpno export --format pt2 or onnx",  # a traced program that runs without mpno
     "onnx": "mpno export --format onnx",  # an ONNX model
-    "augment": "--augment",  # training samples transformed by symmetries of the problem
+    "symmetries": "a symmetry of the data (--augment, --symmetry-check)",  # training samples moved by it, or checked
 }
 #: The evaluation losses of a domain without its own loss when ``eval_losses`` is not given.
 EVAL_LOSSES = ("l2", "h1")
@@ -87,8 +87,8 @@ class Domain(abc.ABC):
         forecasting = config.trajectories or config.history > 1 or most_unrolled(config.unroll) > 1 or config.residual
         if forecasting and not self.has("rollout"):
             self.require("rollout")
-        if (config.augment or config.channel_types) and not self.has("augment"):
-            self.require("augment")
+        if (config.augment or config.channel_types) and not self.has("symmetries"):
+            self.require("symmetries")
         if config.precision == "auto" and not self.has("auto_precision"):
             raise ValueError(f"precision='auto' {self.lacks['auto_precision']}; give --model {config.model} a "
                              "precision mode")
@@ -132,8 +132,13 @@ class Domain(abc.ABC):
 
     def augmentation(self, config, train):
         """``--augment``'s transformation of training batches, ``augment(x, y, generator)``; ``None`` without
-        ``--augment`` (capability ``augment``)."""
+        ``--augment`` (capability ``symmetries``)."""
         return None
+
+    def symmetries(self, config, dataset, kinds: Sequence[str]):
+        """The symmetries ``kinds`` names and the channels' types, checked against ``dataset`` (capability
+        ``symmetries``)."""
+        self.require("symmetries")
 
     def describe_predictions(self, file, dataset) -> None:
         """Add to a predictions file what it needs beyond the per-sample arrays."""

@@ -70,7 +70,7 @@ class GridDomain(Domain):
 
     name = "grid"
     data = "fields on a grid"
-    capabilities = frozenset({"audit", "auto_precision", "plots", "rollout", "export", "onnx", "augment"})
+    capabilities = frozenset({"audit", "auto_precision", "plots", "rollout", "export", "onnx", "symmetries"})
     declared_options = OPTIONS
     operator_arguments = ("domain_padding",)
     file_kind = GRID
@@ -152,14 +152,19 @@ class GridDomain(Domain):
         """``--augment``'s transformation of training batches (checked against the data), or ``None``."""
         if not config.augment:
             return None
-        if isinstance(train, TrajectoryWindows):
-            raise ValueError("--augment does not apply to trajectories yet (a window's snapshots and static inputs "
-                             "would share one symmetry); drop --augment")
-        (in_channels, *grid), (out_channels, *_) = train.shapes
-        kinds = [kind for value in config.augment for kind in value.split(",") if kind]  # shift,flip or shift flip
+        return Augmentation(*self.symmetries(config, train, config.augment))
+
+    def symmetries(self, config, dataset, kinds: Sequence[str]) -> tuple[list[str], ChannelTypes]:
+        """The symmetries ``kinds`` names (``shift,flip`` or ``shift flip``) and the channels' types
+        (``--channel-types``), refused where they cannot be symmetries of ``dataset``'s fields."""
+        if isinstance(dataset, TrajectoryWindows):
+            raise ValueError("symmetries do not apply to trajectories yet (a window's snapshots and static inputs "
+                             "would share one symmetry); drop --augment and --symmetry-check")
+        kinds = [kind for value in kinds for kind in value.split(",") if kind]
+        (in_channels, *grid), (out_channels, *_) = dataset.shapes
         types = ChannelTypes.parse(config.channel_types, len(grid), in_channels, out_channels)
         check_augment(kinds, grid, config.periodic, types, config.channel_types is not None)
-        return Augmentation(kinds, types)
+        return kinds, types
 
     def _check_grid(self, path, grid, modes, fix: str, config) -> None:
         for i, (n, m) in enumerate(zip(grid, modes)):

@@ -55,7 +55,7 @@ class PointsDomain(Domain):
                        "program cannot hold; export --format safetensors and run it through mpno.load_model",
              "onnx": "its operators search the neighbourhoods of their input points at run time, which ONNX "
                      "cannot hold; export --format safetensors and run it through mpno.load_model",
-             "augment": "rotations and reflections of point clouds are not implemented yet"}
+             "symmetries": "rotations and reflections of point clouds are not implemented yet"}
     declared_options = OPTIONS
     operator_arguments = ("latent_grid", "radius", "kernel", "chunk_size", "domain_padding")
     own_loss = "the relative L2 error over each cloud's points"

@@ -40,7 +40,7 @@ class SphereDomain(GridDomain):
                                "sphere's harmonic coefficients)",
              "onnx": "its spherical harmonic transforms are complex-valued tables, which ONNX cannot hold; export "
                      "--format pt2 or safetensors",
-             "augment": "rotations of the sphere are not offered: a general rotation does not map an equiangular "
+             "symmetries": "rotations of the sphere are not offered: a general rotation does not map an equiangular "
                         "grid onto itself, and rotations about the polar axis are not implemented yet"}
 
     def default_modes(self, grid: Sequence[int]) -> list[int]:
