@@ -6,10 +6,12 @@ import json
 import math
 import re
 
+import numpy as np
 import pytest
 import torch
 
 import mpno
+from mpno.data import darcy
 from mpno.data.symmetries import Augmentation, ChannelTypes, GridSymmetry, draw, representatives
 from mpno.run import checkpoint, cli
 from mpno.run.config import RunConfig
@@ -88,6 +90,33 @@ def test_the_curl_of_a_transformed_3d_field_is_a_pseudovector(symmetry):
     field = curl(a)[:, None, None, None].expand(3, 4, 4, 4)
     moved = symmetry.apply(field, ["pseudovector"])
     assert torch.allclose(moved, curl(r @ a @ r.T)[:, None, None, None].expand(3, 4, 4, 4), atol=1e-14)
+
+
+@pytest.mark.parametrize("symmetry", list(every_symmetry(2)), ids=str)
+def test_flips_and_quarter_turns_of_darcy_data_are_darcy_data(symmetry):
+    """The square's symmetries map Darcy solutions to Darcy solutions: solving for the moved coefficient (moved
+    on all (n+1)² nodes, about the centre) gives the moved solution. mpno's files store the nodes j/n, j < n
+    (the boundary at j = 0), where the same move is a reflection about the first point: exact for the
+    solution; the coefficient's boundary nodes j = 0 move to j = n, which the files do not hold."""
+    n = 12
+    a = np.where(np.random.default_rng(0).standard_normal((n + 1, n + 1)) > 0, 12.0, 3.0)
+    u = torch.tensor(darcy.solve(a, 1.0))
+    moved_a = symmetry.apply(torch.tensor(a)[None], ["scalar"])[0]
+    solved = torch.tensor(darcy.solve(moved_a.numpy(), 1.0))
+    on_files = GridSymmetry(symmetry.order, symmetry.signs, symmetry.shifts, about_first_point=True)
+    assert torch.allclose(on_files.apply(u[None, :n, :n], ["scalar"])[0], solved[:n, :n], rtol=0, atol=1e-12)
+    interior = (slice(1, n), slice(1, n))
+    assert torch.equal(on_files.apply(torch.tensor(a)[None, :n, :n], ["scalar"])[0][interior], moved_a[interior])
+
+
+def test_a_reflection_about_the_first_point_is_x_to_minus_x_on_a_periodic_grid():
+    n = 10
+    x = torch.arange(n, dtype=torch.float64) / n
+    field = (torch.sin(2 * math.pi * x) + 0.3 * torch.cos(4 * math.pi * x) + x * (1 - x))[None, :, None].expand(1, n, 3)
+    moved = GridSymmetry((0, 1), (-1, 1), (0, 0), about_first_point=True).apply(field, ["scalar"])
+    back = (-x) % 1
+    assert torch.allclose(moved[0, :, 0], torch.sin(2 * math.pi * back) + 0.3 * torch.cos(4 * math.pi * back)
+                          + back * (1 - back), atol=1e-14)
 
 
 def test_a_shift_rolls_a_periodic_field():

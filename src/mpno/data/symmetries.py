@@ -1,8 +1,12 @@
 """Symmetries of fields on a grid, and the training augmentation they give (``mpno train --augment``).
 
 A grid symmetry maps grid axis ``order[k]`` to axis ``k``, reverses the axes
-``k`` with ``signs[k] = -1`` (a reflection about the grid's centre) and rolls
-axis ``k`` by ``shifts[k]`` points (periodic axes only). In coordinates it is
+``k`` with ``signs[k] = -1`` and rolls axis ``k`` by ``shifts[k]`` points
+(periodic axes only). A reversal reflects about the grid's centre (index
+``j → n−1−j``: cell centres, or nodes with both ends stored), or with
+``about_first_point`` about its first point (``j → −j mod n``: ``x → −x`` on a
+periodic grid ``x_j = j/n``, and mpno's Darcy data, which store the nodes
+``j/n`` with the boundary at ``j = 0``). In coordinates it is
 ``x'_k = signs[k] · x_order[k]`` (plus the shift): a signed permutation ``R``,
 with ``det R = sign(order) · Π signs``. Its flips and axis permutations map the
 square (cube) onto itself; quarter turns are the permutations combined with flips
@@ -84,6 +88,7 @@ class GridSymmetry:
     order: tuple[int, ...]
     signs: tuple[int, ...]
     shifts: tuple[int, ...]
+    about_first_point: bool = False
 
     @property
     def det(self) -> int:
@@ -97,10 +102,13 @@ class GridSymmetry:
         lead = fields.ndim - len(self.order)
         moved = fields.permute(*range(lead), *(lead + k for k in self.order))
         reversed_ = [lead + k for k, s in enumerate(self.signs) if s < 0]
+        shifts = list(self.shifts)
         if reversed_:
             moved = moved.flip(reversed_)
-        if any(self.shifts):
-            moved = moved.roll(self.shifts, tuple(range(lead, moved.ndim)))
+            if self.about_first_point:  # n−1−j, then one point on: −j mod n
+                shifts = [shift + (s < 0) for shift, s in zip(shifts, self.signs)]
+        if any(shifts):
+            moved = moved.roll(shifts, tuple(range(lead, moved.ndim)))
         return self._channels(moved, types, lead - 1)
 
     def _channels(self, fields: torch.Tensor, types: Sequence[str], axis: int) -> torch.Tensor:
@@ -143,10 +151,11 @@ def check_augment(kinds: Sequence[str], grid: Sequence[int], periodic: bool, typ
                          f"declare them: --channel-types vector (or scalar,scalar,... if they are scalars)")
 
 
-def draw(kinds: Sequence[str], grid: Sequence[int], generator: torch.Generator) -> GridSymmetry:
+def draw(kinds: Sequence[str], grid: Sequence[int], generator: torch.Generator,
+         about_first_point: bool = False) -> GridSymmetry:
     """A symmetry drawn uniformly from the group ``kinds`` generate: ``shift`` any roll of every axis, ``flip``
     any reflections of the axes, ``rotate`` any quarter turns (with ``flip`` as well: every signed
-    permutation)."""
+    permutation); reflections about the first point or the centre (:class:`GridSymmetry`)."""
     dims = len(grid)
 
     def integers(high: int, count: int) -> list[int]:
@@ -155,46 +164,49 @@ def draw(kinds: Sequence[str], grid: Sequence[int], generator: torch.Generator) 
     order = tuple(torch.randperm(dims, generator=generator).tolist()) if "rotate" in kinds else tuple(range(dims))
     signs = tuple(1 - 2 * b for b in integers(2, dims)) if {"flip", "rotate"} & set(kinds) else (1,) * dims
     shifts = tuple(integers(n, 1)[0] for n in grid) if "shift" in kinds else (0,) * dims
-    symmetry = GridSymmetry(order, signs, shifts)
-    if "rotate" in kinds and "flip" not in kinds and symmetry.det < 0:  # rotations only: undo one reflection
-        symmetry = GridSymmetry(order, (-signs[0], *signs[1:]), shifts)
-    return symmetry
+    if "rotate" in kinds and "flip" not in kinds and GridSymmetry(order, signs, shifts).det < 0:
+        signs = (-signs[0], *signs[1:])  # rotations only: undo one reflection
+    return GridSymmetry(order, signs, shifts, about_first_point)
 
 
-def representatives(kinds: Sequence[str], grid: Sequence[int]) -> dict[str, GridSymmetry]:
+def representatives(kinds: Sequence[str], grid: Sequence[int],
+                    about_first_point: bool = False) -> dict[str, GridSymmetry]:
     """One symmetry per generator of the group ``kinds`` generate, by name: a shift of each axis by a third of
-    it, a flip of each axis, a quarter turn in each plane of two axes (``mpno evaluate --symmetry-check``)."""
+    it, a flip of each axis, a quarter turn in each plane of two axes (``mpno evaluate --symmetry-check``);
+    reflections about the first point or the centre (:class:`GridSymmetry`)."""
     dims = len(grid)
     identity, ones, zeros = tuple(range(dims)), (1,) * dims, (0,) * dims
     chosen = {}
     if "shift" in kinds:
         for k, n in enumerate(grid):
             step = max(1, n // 3)
-            chosen[f"shift axis {k} by {step}"] = GridSymmetry(identity, ones, tuple(step * (j == k) for j in identity))
+            shifts = tuple(step * (j == k) for j in identity)
+            chosen[f"shift axis {k} by {step}"] = GridSymmetry(identity, ones, shifts, about_first_point)
     if "flip" in kinds:
         for k in identity:
-            chosen[f"flip axis {k}"] = GridSymmetry(identity, tuple(-1 if j == k else 1 for j in identity), zeros)
+            signs = tuple(-1 if j == k else 1 for j in identity)
+            chosen[f"flip axis {k}"] = GridSymmetry(identity, signs, zeros, about_first_point)
     if "rotate" in kinds:
         for i, j in itertools.combinations(identity, 2):
             order = list(identity)
             order[i], order[j] = j, i
             signs = tuple(-1 if a == i else 1 for a in identity)
-            chosen[f"quarter turn of axes {i},{j}"] = GridSymmetry(tuple(order), signs, zeros)
+            chosen[f"quarter turn of axes {i},{j}"] = GridSymmetry(tuple(order), signs, zeros, about_first_point)
     return chosen
 
 
 class Augmentation:
     """``--augment``: each training sample transformed by a symmetry drawn for it (:func:`draw`)."""
 
-    def __init__(self, kinds: Sequence[str], types: ChannelTypes):
-        self.kinds, self.types = tuple(kinds), types
+    def __init__(self, kinds: Sequence[str], types: ChannelTypes, about_first_point: bool = False):
+        self.kinds, self.types, self.about_first_point = tuple(kinds), types, about_first_point
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
         """The batch ``(x, y)`` (B, C, *grid), each sample's input and target transformed alike."""
         grid = x.shape[2:]
         xs, ys = [], []
         for sample_x, sample_y in zip(x, y):
-            symmetry = draw(self.kinds, grid, generator)
+            symmetry = draw(self.kinds, grid, generator, self.about_first_point)
             xs.append(symmetry.apply(sample_x, self.types.inputs))
             ys.append(symmetry.apply(sample_y, self.types.outputs))
         return torch.stack(xs), torch.stack(ys)

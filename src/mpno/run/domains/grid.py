@@ -152,11 +152,13 @@ class GridDomain(Domain):
         """``--augment``'s transformation of training batches (checked against the data), or ``None``."""
         if not config.augment:
             return None
-        return Augmentation(*self.symmetries(config, train, config.augment))
+        return Augmentation(*self.symmetries(config, train, config.augment), about_first_point=config.periodic)
 
     def symmetries(self, config, dataset, kinds: Sequence[str]) -> tuple[list[str], ChannelTypes]:
         """The symmetries ``kinds`` names (``shift,flip`` or ``shift flip``) and the channels' types
-        (``--channel-types``), refused where they cannot be symmetries of ``dataset``'s fields."""
+        (``--channel-types``), refused where they cannot be symmetries of ``dataset``'s fields. Periodic fields
+        (``x_j = j/n``) are reflected about their first point, others about the grid's centre
+        (:class:`mpno.data.symmetries.GridSymmetry`)."""
         if isinstance(dataset, TrajectoryWindows):
             raise ValueError("symmetries do not apply to trajectories yet (a window's snapshots and static inputs "
                              "would share one symmetry); drop --augment and --symmetry-check")
