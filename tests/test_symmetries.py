@@ -251,3 +251,12 @@ def test_evaluate_checks_the_symmetries_a_run_trained_with(files, tmp_path, caps
     assert "how far the model is from commuting" in out
     assert set(json.loads(out.strip().splitlines()[-1])["symmetry"]["test16.pt"]) == {"shift axis 0 by 5",
                                                                                     "shift axis 1 by 5"}
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--channel-types", "s"], "add --symmetry-check"),
+    (["--symmetry-check", "--rollout", "3"], "--symmetry-check applies to pairs"),
+])
+def test_evaluate_refuses_symmetry_options_that_do_not_go_together(tmp_path, capsys, options, message):
+    assert cli.main(["evaluate", str(tmp_path / "best.pt"), "--data-test", str(tmp_path / "x.pt"), *options]) == 2
+    assert message in capsys.readouterr().err

@@ -77,9 +77,6 @@ class ChannelTypes:
                                  "on this grid); give INPUTS/OUTPUTS, e.g. vector/pseudoscalar")
         return cls(inputs, outputs)
 
-    def all_scalar(self) -> bool:
-        return set(self.inputs) | set(self.outputs) <= {"scalar"}
-
 
 @dataclass(frozen=True)
 class GridSymmetry:
