@@ -192,8 +192,34 @@ def test_bad_augmentation_is_refused_with_the_option_named(two_channel_files, ca
 
 
 def test_augmentation_is_refused_where_the_domain_has_none(capsys, tmp_path):
-    assert cli.main(["train", "--model", "sfno", "--augment", "shift", "--out", str(tmp_path / "r")]) == 2
-    assert "a symmetry of the data (--augment, --symmetry-check) does not apply to fields on the sphere" in capsys.readouterr().err
+    assert cli.main(["train", "--model", "gino", "--augment", "shift", "--out", str(tmp_path / "r")]) == 2
+    assert "a symmetry of the data (--augment, --symmetry-check) does not apply to point clouds" in capsys.readouterr().err
+
+
+def test_on_the_sphere_rotations_about_the_polar_axis_are_the_symmetry():
+    """An SFNO without positional embedding commutes with rotations about the polar axis by whole longitude
+    steps, to rounding (float64); only longitude is shifted."""
+    torch.manual_seed(0)
+    model = mpno.SFNO(1, 1, (6, 6), hidden_channels=4, n_layers=2, positional_embedding=False).double()
+    x = torch.randn(2, 1, 8, 16, dtype=torch.float64)
+    chosen = representatives(["shift"], (8, 16), shift_axes=(1,))
+    assert list(chosen) == ["shift axis 1 by 5"]
+    errors = symmetry_errors(model, _Batches(x), chosen, ChannelTypes(("scalar",), ("scalar",)))
+    assert errors["shift axis 1 by 5"] < 1e-12
+    draws = [draw(["shift"], (8, 16), torch.Generator().manual_seed(1), shift_axes=(1,)) for _ in range(20)]
+    assert {s.shifts[0] for s in draws} == {0}
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--augment", "flip"], "on the sphere only shift applies"),
+    (["--augment", "shift", "--channel-types", "v"], "drop it"),
+])
+def test_the_sphere_refuses_what_does_not_map_its_grid_onto_itself(tmp_path, capsys, options, message):
+    torch.save({"x": torch.randn(8, 2, 8, 16), "y": torch.randn(8, 2, 8, 16)}, tmp_path / "sphere.pt")
+    argv = ["train", "--model", "sfno", "--data-train", str(tmp_path / "sphere.pt"), "--epochs", "1",
+            "--device", "cpu", "--out", str(tmp_path / "run"), *options]
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 class _Ramp(torch.nn.Module):

@@ -149,10 +149,11 @@ def check_augment(kinds: Sequence[str], grid: Sequence[int], periodic: bool, typ
 
 
 def draw(kinds: Sequence[str], grid: Sequence[int], generator: torch.Generator,
-         about_first_point: bool = False) -> GridSymmetry:
-    """A symmetry drawn uniformly from the group ``kinds`` generate: ``shift`` any roll of every axis, ``flip``
-    any reflections of the axes, ``rotate`` any quarter turns (with ``flip`` as well: every signed
-    permutation); reflections about the first point or the centre (:class:`GridSymmetry`)."""
+         about_first_point: bool = False, shift_axes: Sequence[int] | None = None) -> GridSymmetry:
+    """A symmetry drawn uniformly from the group ``kinds`` generate: ``shift`` any roll of every axis (of
+    ``shift_axes`` only, if given), ``flip`` any reflections of the axes, ``rotate`` any quarter turns (with
+    ``flip`` as well: every signed permutation); reflections about the first point or the centre
+    (:class:`GridSymmetry`)."""
     dims = len(grid)
 
     def integers(high: int, count: int) -> list[int]:
@@ -160,22 +161,25 @@ def draw(kinds: Sequence[str], grid: Sequence[int], generator: torch.Generator,
 
     order = tuple(torch.randperm(dims, generator=generator).tolist()) if "rotate" in kinds else tuple(range(dims))
     signs = tuple(1 - 2 * b for b in integers(2, dims)) if {"flip", "rotate"} & set(kinds) else (1,) * dims
-    shifts = tuple(integers(n, 1)[0] for n in grid) if "shift" in kinds else (0,) * dims
+    rolled = range(dims) if shift_axes is None else shift_axes
+    shifts = tuple(integers(n, 1)[0] if "shift" in kinds and k in rolled else 0 for k, n in enumerate(grid))
     if "rotate" in kinds and "flip" not in kinds and GridSymmetry(order, signs, shifts).det < 0:
         signs = (-signs[0], *signs[1:])  # rotations only: undo one reflection
     return GridSymmetry(order, signs, shifts, about_first_point)
 
 
-def representatives(kinds: Sequence[str], grid: Sequence[int],
-                    about_first_point: bool = False) -> dict[str, GridSymmetry]:
-    """One symmetry per generator of the group ``kinds`` generate, by name: a shift of each axis by a third of
-    it, a flip of each axis, a quarter turn in each plane of two axes (``mpno evaluate --symmetry-check``);
-    reflections about the first point or the centre (:class:`GridSymmetry`)."""
+def representatives(kinds: Sequence[str], grid: Sequence[int], about_first_point: bool = False,
+                    shift_axes: Sequence[int] | None = None) -> dict[str, GridSymmetry]:
+    """One symmetry per generator of the group ``kinds`` generate, by name: a shift of each axis (of
+    ``shift_axes``, if given) by a third of it, a flip of each axis, a quarter turn in each plane of two axes
+    (``mpno evaluate --symmetry-check``); reflections about the first point or the centre (:class:`GridSymmetry`)."""
     dims = len(grid)
     identity, ones, zeros = tuple(range(dims)), (1,) * dims, (0,) * dims
     chosen = {}
     if "shift" in kinds:
         for k, n in enumerate(grid):
+            if shift_axes is not None and k not in shift_axes:
+                continue
             step = max(1, n // 3)
             shifts = tuple(step * (j == k) for j in identity)
             chosen[f"shift axis {k} by {step}"] = GridSymmetry(identity, ones, shifts, about_first_point)
@@ -195,15 +199,17 @@ def representatives(kinds: Sequence[str], grid: Sequence[int],
 class Augmentation:
     """``--augment``: each training sample transformed by a symmetry drawn for it (:func:`draw`)."""
 
-    def __init__(self, kinds: Sequence[str], types: ChannelTypes, about_first_point: bool = False):
-        self.kinds, self.types, self.about_first_point = tuple(kinds), types, about_first_point
+    def __init__(self, kinds: Sequence[str], types: ChannelTypes, about_first_point: bool = False,
+                 shift_axes: Sequence[int] | None = None):
+        self.kinds, self.types = tuple(kinds), types
+        self.about_first_point, self.shift_axes = about_first_point, shift_axes
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
         """The batch ``(x, y)`` (B, C, *grid), each sample's input and target transformed alike."""
         grid = x.shape[2:]
         xs, ys = [], []
         for sample_x, sample_y in zip(x, y):
-            symmetry = draw(self.kinds, grid, generator, self.about_first_point)
+            symmetry = draw(self.kinds, grid, generator, self.about_first_point, self.shift_axes)
             xs.append(symmetry.apply(sample_x, self.types.inputs))
             ys.append(symmetry.apply(sample_y, self.types.outputs))
         return torch.stack(xs), torch.stack(ys)

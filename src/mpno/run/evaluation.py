@@ -129,9 +129,10 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
     report = {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision),
               "outside_training": outside, "provenance": provenance(device_, str(model.precision), path, data)}
     if kinds is not None:
-        report["symmetry"] = {name: symmetry_errors(model, batches[name],
-                                                    representatives(found, grids[name], config.periodic), types)
-                              for name, (found, types) in checks.items()}
+        report["symmetry"] = {
+            name: symmetry_errors(model, batches[name], representatives(
+                found, grids[name], **domain.symmetry_options(config, grids[name])), types)
+            for name, (found, types) in checks.items()}
     return report
 
 

@@ -152,17 +152,28 @@ class GridDomain(Domain):
         """``--augment``'s transformation of training batches (checked against the data), or ``None``."""
         if not config.augment:
             return None
-        return Augmentation(*self.symmetries(config, train, config.augment), about_first_point=config.periodic)
+        return Augmentation(*self.symmetries(config, train, config.augment),
+                            **self.symmetry_options(config, self.grid(train)))
+
+    @staticmethod
+    def _symmetry_kinds(dataset, kinds: Sequence[str]) -> list[str]:
+        """``kinds`` as a list (``shift,flip`` or ``shift flip``); trajectories refused."""
+        if isinstance(dataset, TrajectoryWindows):
+            raise ValueError("symmetries do not apply to trajectories yet (a window's snapshots and static inputs "
+                             "would share one symmetry); drop --augment and --symmetry-check")
+        return [kind for value in kinds for kind in value.split(",") if kind]
+
+    def symmetry_options(self, config, grid: Sequence[int]) -> dict:
+        """How symmetries act on this domain's grids (:func:`mpno.data.symmetries.draw`): periodic fields
+        reflected about their first point, every axis shifted."""
+        return {"about_first_point": config.periodic, "shift_axes": None}
 
     def symmetries(self, config, dataset, kinds: Sequence[str]) -> tuple[list[str], ChannelTypes]:
         """The symmetries ``kinds`` names (``shift,flip`` or ``shift flip``) and the channels' types
         (``--channel-types``), refused where they cannot be symmetries of ``dataset``'s fields. Periodic fields
         (``x_j = j/n``) are reflected about their first point, others about the grid's centre
         (:class:`mpno.data.symmetries.GridSymmetry`)."""
-        if isinstance(dataset, TrajectoryWindows):
-            raise ValueError("symmetries do not apply to trajectories yet (a window's snapshots and static inputs "
-                             "would share one symmetry); drop --augment and --symmetry-check")
-        kinds = [kind for value in kinds for kind in value.split(",") if kind]
+        kinds = self._symmetry_kinds(dataset, kinds)
         (in_channels, *grid), (out_channels, *_) = dataset.shapes
         types = ChannelTypes.parse(config.channel_types, len(grid), in_channels, out_channels)
         check_augment(kinds, grid, config.periodic, types, config.channel_types is not None)

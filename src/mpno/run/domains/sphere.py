@@ -10,6 +10,7 @@ import torch
 from ...bounds import sphere as sphere_audit
 from ...checks import modes_per_dim
 from ...data import DataError
+from ...data.symmetries import ChannelTypes
 from ...data.files import GRID, SPHERE, declared_channels, declared_equation, declared_grid, identify
 from ...nn.normalized import NormalizedOperator
 from ...nn.spherical import SphericalL2Loss
@@ -30,7 +31,7 @@ class SphereDomain(GridDomain):
 
     name = "sphere"
     data = "fields on the sphere"
-    capabilities = frozenset({"audit", "plots", "rollout", "export"})
+    capabilities = frozenset({"audit", "plots", "rollout", "export", "symmetries"})
     declared_options = {**GridDomain.declared_options, **OPTIONS}
     operator_arguments = ("grid",)
     file_kind = SPHERE
@@ -39,9 +40,26 @@ class SphereDomain(GridDomain):
     lacks = {"auto_precision": "audits Fourier coefficients of grid data on the cube (mpno bounds audits the "
                                "sphere's harmonic coefficients)",
              "onnx": "its spherical harmonic transforms are complex-valued tables, which ONNX cannot hold; export "
-                     "--format pt2 or safetensors",
-             "symmetries": "rotations of the sphere are not offered: a general rotation does not map an equiangular "
-                        "grid onto itself, and rotations about the polar axis are not implemented yet"}
+                     "--format pt2 or safetensors"}
+
+    def symmetries(self, config, dataset, kinds: Sequence[str]) -> tuple[list[str], ChannelTypes]:
+        """Rotations about the polar axis by whole longitude steps (``shift``): the only rotations that map an
+        equiangular or Gauss–Legendre grid onto itself. Every field is unchanged by them apart from its place:
+        scalars, and tangent vectors given by their east and north components."""
+        kinds = self._symmetry_kinds(dataset, kinds)
+        if set(kinds) != {"shift"}:
+            raise ValueError(f"--augment/--symmetry-check {','.join(kinds)}: on the sphere only shift applies (a "
+                             "rotation about the polar axis by whole longitude steps); other rotations and "
+                             "reflections do not map the grid onto itself")
+        if config.channel_types is not None:
+            raise ValueError("--channel-types: a rotation about the polar axis leaves every field on the sphere "
+                             "unchanged but for its place (east and north components of vectors too); drop it")
+        (in_channels, *_), (out_channels, *_) = dataset.shapes
+        return kinds, ChannelTypes.parse(None, 2, in_channels, out_channels)
+
+    def symmetry_options(self, config, grid: Sequence[int]) -> dict:
+        """Longitude (the last axis) is the only one shifted."""
+        return {"about_first_point": False, "shift_axes": (len(grid) - 1,)}
 
     def default_modes(self, grid: Sequence[int]) -> list[int]:
         """Every degree the training grid carries: ``(nlat, min(nlat, nlon // 2 + 1))``."""
