@@ -245,6 +245,45 @@ def test_a_residual_model_predicts_the_increment_from_the_newest_snapshot(hand_m
         NormalizedOperator(FNO(1, C, (2, 2), hidden_channels=4, n_layers=1), residual=True)
 
 
+def test_a_residual_model_standardises_its_errors_with_the_states_statistics(hand_made):
+    from mpno import SFNO
+    from mpno.nn.normalized import NormalizedOperator, UnitGaussianNormalizer
+    from mpno.nn.spherical import SphericalL2Loss
+    from mpno.run import domains
+
+    windows = TrajectoryWindows(hand_made, history=2, spatial_dims=2)
+    model = domains.DOMAINS["grid"].fitted(FNO(2 * C, C, (2, 2), hidden_channels=4, n_layers=1), windows,
+                                           residual=True)
+    state = model.state_normalizer()  # the newest snapshot's slot: u[n, t + 1, c] for t = 0 … 4
+    expected = [np.mean([100 * n + 10 * (t + 1) + c for n in range(N) for t in range(T - 2)]) for c in range(C)]
+    assert torch.allclose(state.mean, torch.tensor(expected, dtype=torch.float32))
+    assert torch.equal(state.scale, model.inputs.scale[C:]) and torch.allclose(model.outputs.mean, torch.full((C,), 10.))
+    plain = NormalizedOperator(FNO(C, C, (2, 2), hidden_channels=4, n_layers=1))
+    assert plain.state_normalizer() is plain.outputs
+    torch.manual_seed(0)
+    inputs = UnitGaussianNormalizer(3)
+    inputs.mean.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    inputs.scale.copy_(torch.tensor([1.0, 10.0, 0.1]))
+    sphere = NormalizedOperator(SFNO(3, 3, (4, 4), hidden_channels=4, n_layers=1), inputs, residual=True)
+    loss, _ = domains.of("sfno").losses(RunConfig(model="sfno"), sphere)
+    prediction, truth = torch.randn(2, 3, 8, 16), torch.randn(2, 3, 8, 16)
+    assert loss(prediction, truth) == SphericalL2Loss("equiangular", normalizer=inputs)(prediction, truth)
+    assert loss(prediction, truth) != SphericalL2Loss("equiangular", normalizer=sphere.outputs)(prediction, truth)
+
+
+def test_residual_prediction_is_the_default_on_trajectories_only(hand_made, burgers_trajectories, tmp_path):
+    from mpno.run import domains
+
+    grid = domains.DOMAINS["grid"]
+    pairs = generate("burgers", tmp_path / "pairs.h5", n=2, resolution=16, seed=0, progress=False)[0]
+    assert grid.settle(RunConfig(), [str(burgers_trajectories)]) == {"residual": True}  # the file says so
+    assert grid.settle(RunConfig(trajectories=True), [str(hand_made)]) == {"residual": True}
+    assert grid.settle(RunConfig(), [str(pairs)]) == {"residual": False}
+    assert grid.settle(RunConfig(residual=False), [str(burgers_trajectories)]) == {}
+    assert domains.of("sfno").settle(RunConfig(model="sfno", trajectories=True), [str(hand_made)]) == {
+        "residual": True, "grid": "equiangular"}
+
+
 @pytest.fixture
 def forced(tmp_path):
     """u[n, t + 1] = u[n, t] + f[n], with a static forcing f (one channel) per trajectory."""

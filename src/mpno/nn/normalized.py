@@ -98,6 +98,18 @@ class NormalizedOperator(nn.Module):
     def set_precision(self, precision) -> Precision:
         return self.operator.set_precision(precision)
 
+    def state_normalizer(self) -> UnitGaussianNormalizer:
+        """The per-channel statistics of the states the model predicts: the output normaliser, or with
+        ``residual`` (whose output normaliser holds increments) the input normaliser's newest snapshot."""
+        if not self.residual:
+            return self.outputs
+        channels = self.operator.out_channels
+        newest = self.operator.in_channels - self.static_channels
+        state = UnitGaussianNormalizer(channels, self.inputs.eps).to(self.inputs.mean.device)
+        for name in ("mean", "std", "scale"):
+            getattr(state, name).copy_(getattr(self.inputs, name)[newest - channels:newest])
+        return state
+
     def spec(self) -> dict:
         """The operator's kind and constructor arguments (plain values, safe to save)."""
         spec = {"kind": model_kind(self.operator), "arguments": dict(self.operator.arguments)}

@@ -125,7 +125,7 @@ def model_for(config: RunConfig, train_set) -> NormalizedOperator:
     operator's position map)."""
     domain = domains.of(config.model)
     return domain.fitted(operator_for(config, *domain.channels_and_modes(config, train_set)), train_set,
-                         residual=config.residual)
+                         residual=bool(config.residual))
 
 
 def check_fits(config: RunConfig, train_set, device: torch.device) -> None:

@@ -54,8 +54,9 @@ OPTIONS = {
     "unroll": option("1", "str", "forecasting: steps the training loss is unrolled over, with the gradient "
                      "through the model's own predictions: K (1: one-step training), or stages K:fraction,... of the "
                      "epochs, e.g. 1:0.5,2:0.25,4:0.25", group="forecasting"),
-    "residual": option(False, "bool", "forecasting: predict the increment from the newest input snapshot "
-                       "(its output normaliser fitted on increments) instead of the next state", group="forecasting"),
+    "residual": option(None, "bool", "forecasting: predict the increment from the newest input snapshot "
+                       "(its output normaliser fitted on increments) instead of the next state (default: on for "
+                       "trajectories; --no-residual turns it off)", optional=True, group="forecasting"),
     "static_key": option("static", "str", "forecasting: the array of static inputs in the data files, fields "
                          "that stay fixed through a rollout (a forcing, a coefficient, the geometry): (N, S, *grid) "
                          "or (S, *grid); read where a file has it", group="forecasting"),
@@ -74,6 +75,13 @@ class GridDomain(Domain):
     declared_options = OPTIONS
     operator_arguments = ("domain_padding",)
     file_kind = GRID
+
+    def settle(self, config, paths: Sequence[str]) -> dict:
+        """``--residual`` where it is not given: on for trajectories (the training file holds them, or
+        ``--trajectories``), off for pairs."""
+        if config.residual is not None:
+            return {}
+        return {"residual": bool(config.trajectories or holds_trajectories(paths[0]))}
 
     def dataset(self, path: str, config):
         """Pairs of fields, or one-step windows of trajectories (``--trajectories``, or files that say they hold

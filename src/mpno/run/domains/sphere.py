@@ -76,8 +76,9 @@ class SphereDomain(GridDomain):
         return f" (the training grid {'×'.join(map(str, grid))})"
 
     def settle(self, config, paths: Sequence[str]) -> dict:
-        """The spherical grid: the one the files declare, else ``--grid``, else equiangular."""
-        return {"grid": self.declared_grid(paths, config.grid, "--grid")}
+        """The spherical grid: the one the files declare, else ``--grid``, else equiangular; and the grid's
+        settled options (``--residual``)."""
+        return {**super().settle(config, paths), "grid": self.declared_grid(paths, config.grid, "--grid")}
 
     def declared_grid(self, paths: Sequence[str], given: str | None, source: str) -> str:
         """The spherical grid of data files: the one they declare (their ``grid`` attribute), which must be known,
@@ -132,8 +133,9 @@ class SphereDomain(GridDomain):
         self.declared_grid([path], model.operator.grid, "the model's grid")
 
     def losses(self, config, model: NormalizedOperator) -> tuple[Callable, dict[str, Callable]]:
-        """The relative L2 error over the sphere of the fields standardised by ``model``'s output normaliser."""
-        loss = SphericalL2Loss(model.operator.grid, normalizer=model.outputs)
+        """The relative L2 error over the sphere of the fields standardised per channel with the statistics of
+        the predicted states (:meth:`NormalizedOperator.state_normalizer`)."""
+        loss = SphericalL2Loss(model.operator.grid, normalizer=model.state_normalizer())
         return loss, {"l2": loss}
 
     def plot(self, model: NormalizedOperator, batches, path: Path, name: str, dataset) -> None:
