@@ -8,13 +8,14 @@ distribution), the relative L2 error of Cp (the mean over clouds) of:
 * a pointwise MLP on the same inputs (normal, stream direction), and one that
   also sees the point's coordinates;
 * GINOs trained as `mpno train --model gino --data-train T.h5 --data-test V.h5 O.h5`
-  does (no model flags), for each precision and seed.
+  does (no model flags), for each precision and seed, and with ``--augment rotate``
+  (each training cloud turned by a random rotation, ``docs/geometry.md``) as well.
 
 Without files it generates them (300 training and 60 test ellipsoids of 1024
 points with semi-axes in [0.5, 2], and 60 with semi-axes in [0.3, 3]).
 
     python benchmarks/geometry_train.py [--train T.h5 --test V.h5 --ood O.h5] [--epochs 50] [--seeds 0 1]
-        [--precisions full mixed] [--batch-size 8] [--lr 3e-3] [--plot runs/gino.png] [--json]
+        [--precisions full mixed] [--augment rotate] [--batch-size 8] [--lr 3e-3] [--plot runs/gino.png] [--json]
 
 ``--precisions`` with no value prints the baselines only.
 """
@@ -104,6 +105,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--precisions", nargs="*", default=["full", "mixed"],
                         help="train GINOs in these (none: the baselines only)")
+    parser.add_argument("--augment", default="", help="the GINOs' --augment (e.g. rotate; default: none)")
     parser.add_argument("--batch-size", type=int, help="GINO's batch size (default: mpno train's, sized to the data)")
     parser.add_argument("--lr", type=float, help="GINO's learning rate (default: mpno train's)")
     parser.add_argument("--no-baselines", action="store_true", help="GINOs only")
@@ -133,16 +135,18 @@ def main() -> None:
                 given = {k: v for k, v in (("batch_size", args.batch_size), ("lr", args.lr)) if v is not None}
                 config = RunConfig(model="gino", data_train=files["train"], data_test=[files["test"], files["ood"]],
                                    epochs=args.epochs, seed=seed, precision=precision, device="cpu",
-                                   tensorboard=False, out=str(Path(tmp) / f"{precision}-{seed}"), **given)
+                                   augment=[args.augment] if args.augment else [], tensorboard=False,
+                                   out=str(Path(tmp) / f"{precision}-{seed}"), **given)
                 profiling.reset_peak_rss()  # the run's own peak, not the process's so far
                 summary = train_run(config, progress=False)
                 first_run = first_run or Path(summary["run_dir"])
                 names = dict(zip(("test", "ood"), summary["test"]))
-                rows[f"GINO {precision}, seed {seed}"] = {
+                name = f"GINO {precision}" + (f", --augment {args.augment}" if args.augment else "") + f", seed {seed}"
+                rows[name] = {
                     **{short: summary["test"][long]["l2"] for short, long in names.items()},
                     "seconds": summary["seconds"], "peak_rss_MiB": summary["peak_memory_bytes"] / 2**20,
                     "batch_size": config.batch_size, "lr": config.lr}
-                print(f"GINO {precision}, seed {seed}: {rows[f'GINO {precision}, seed {seed}']}", flush=True)
+                print(f"{name}: {rows[name]}", flush=True)
         if args.plot and first_run is not None:
             model = mpno.load_model(first_run / "checkpoint.pt")
             model.set_precision("full")

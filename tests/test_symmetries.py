@@ -6,13 +6,15 @@ import json
 import math
 import re
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
 import mpno
 from mpno.data import darcy
-from mpno.data.symmetries import Augmentation, ChannelTypes, GridSymmetry, draw, representatives
+from mpno.data.symmetries import (Augmentation, ChannelTypes, GridSymmetry, PointAugmentation, draw,
+                                  draw_orthogonal, point_representatives, representatives)
 from mpno.run import checkpoint, cli
 from mpno.run.config import RunConfig
 from mpno.run.evaluation import evaluate_checkpoint, symmetry_errors
@@ -191,9 +193,166 @@ def test_bad_augmentation_is_refused_with_the_option_named(two_channel_files, ca
     assert not (two_channel_files / "run" / "checkpoint.pt").exists()
 
 
-def test_augmentation_is_refused_where_the_domain_has_none(capsys, tmp_path):
-    assert cli.main(["train", "--model", "gino", "--augment", "shift", "--out", str(tmp_path / "r")]) == 2
-    assert "a symmetry of the data (--augment, --symmetry-check) does not apply to point clouds" in capsys.readouterr().err
+def test_a_rotated_potential_flow_sample_is_the_closed_form_solution_for_the_turned_body_and_stream():
+    """Points, normals and stream turned (or mirrored) together about the cloud's centroid, Cp kept: the
+    points lie on the turned ellipsoid, the normals are its normals, and Cp is Lamb's solution for it."""
+    from mpno.data import potential_flow
+    from mpno.data.pointclouds import PointClouds
+
+    s = potential_flow.sample(seed=3, index=0, points=200, min_axis=0.5, max_axis=2.0)
+    points, normals, flow = (torch.tensor(s[k]) for k in ("points", "normals", "flow"))
+    cloud = PointClouds(points, torch.cat([normals, flow.expand(len(points), 3)], 1), (len(points),))
+    cp = torch.tensor(s["cp"])[:, None]
+    generator = torch.Generator().manual_seed(0)
+    dets = set()
+    for _ in range(6):
+        symmetry = draw_orthogonal(("rotate", "reflect"), 3, generator)
+        q = symmetry.matrix
+        dets.add(symmetry.det)
+        moved = symmetry.apply(cloud, ("vector", "vector"))
+        centre = points.mean(0)
+        body = q @ torch.tensor(s["rotation"])  # the turned body's axes (a mirrored frame where det q = -1)
+        x_body = (moved.points - (centre - q @ centre)) @ body
+        assert torch.allclose((x_body.square() / torch.tensor(s["semi_axes"]).square()).sum(1),
+                              torch.ones(len(points), dtype=torch.float64), atol=1e-12)
+        n_body = moved.features[:, :3] @ body
+        gradient = x_body / torch.tensor(s["semi_axes"]).square()
+        assert torch.allclose(n_body, gradient / gradient.norm(dim=1, keepdim=True), atol=1e-12)
+        stream = moved.features[0, 3:]
+        assert torch.allclose(moved.features[:, 3:], stream.expand(len(points), 3))
+        exact = potential_flow.pressure_coefficient(n_body.numpy(), s["semi_axes"], (body.T @ stream).numpy())
+        assert np.allclose(symmetry.apply(cp, ("scalar",))[:, 0].numpy(), exact, atol=1e-12)
+        assert moved.neighbors is None
+    assert dets == {1, -1}
+
+
+def test_orthogonal_draws_cover_their_groups():
+    generator = torch.Generator().manual_seed(0)
+    for kinds, dets in ((("rotate",), {1}), (("rotate", "reflect"), {1, -1}), (("reflect",), {1, -1})):
+        draws = [draw_orthogonal(kinds, 3, generator) for _ in range(400)]
+        for g in draws:
+            assert torch.allclose(g.matrix @ g.matrix.T, torch.eye(3, dtype=torch.float64), atol=1e-12)
+        assert {g.det for g in draws} == dets
+        if "rotate" in kinds:  # Haar measure: every entry averages to zero
+            assert torch.stack([g.matrix for g in draws]).mean(0).abs().max() < 0.1
+        else:  # the identity or a reflection through a plane
+            assert all(torch.allclose(g.matrix, g.matrix.T) for g in draws)
+
+
+def test_point_augmentation_moves_each_cloud_alike_with_its_values():
+    from mpno.data.pointclouds import PointClouds, PointValues
+
+    torch.manual_seed(0)
+    sizes = (5, 7)
+    features = torch.randn(12, 4)  # a vector, then a pseudoscalar
+    x = PointClouds(torch.randn(12, 3), features, sizes)
+    y = PointValues(features[:, :3].clone(), sizes)  # the same vector as output
+    augment = PointAugmentation(["rotate", "reflect"], ChannelTypes(("vector", "pseudoscalar"), ("vector",)))
+    moved_x, moved_y = augment(x, y, torch.Generator().manual_seed(4))
+    again_x, _ = augment(x, y, torch.Generator().manual_seed(4))
+    assert torch.equal(moved_x.points, again_x.points) and moved_x.sizes == sizes and moved_x.neighbors is None
+    assert torch.equal(moved_y.values, moved_x.features[:, :3])  # input and output turned by the same map
+    generator = torch.Generator().manual_seed(4)
+    for a, b, part in ((0, 5, slice(0, 5)), (5, 12, slice(5, 12))):
+        g = draw_orthogonal(["rotate", "reflect"], 3, generator)
+        points = x.points[part].double()
+        assert torch.allclose(moved_x.points[part].double(),
+                              points.mean(0) + (points - points.mean(0)) @ g.matrix.T, atol=1e-6)
+        assert torch.allclose(moved_x.features[part, 3], g.det * features[part, 3])
+        assert torch.allclose(moved_x.points[part].mean(0), x.points[part].mean(0), atol=1e-6)
+
+
+class _PointScalar(torch.nn.Module):
+    """A per-point model of a cloud's features: the first component (not invariant) or the norm of the first
+    three (invariant)."""
+
+    def __init__(self, invariant: bool):
+        super().__init__()
+        self.invariant = invariant
+
+    def forward(self, x):
+        vector = x.features[:, :3]
+        return vector.norm(dim=1, keepdim=True) if self.invariant else vector[:, :1]
+
+
+class _Clouds:
+    def __init__(self, x):
+        self.x = x
+
+    def iterate(self):
+        yield self.x, None, len(self.x)
+
+
+def test_the_point_symmetry_check_has_closed_forms():
+    from mpno.data.pointclouds import PointClouds
+
+    torch.manual_seed(0)
+    x = PointClouds(torch.randn(30, 3).double(), torch.randn(30, 3).double(), (10, 20))
+    types = ChannelTypes(("vector",), ("scalar",))
+    chosen = point_representatives(["rotate", "reflect"], 3)
+    assert len(chosen) == 6 and all(abs(g.det) == 1 for g in chosen.values())
+    assert all(e < 1e-14 for e in symmetry_errors(_PointScalar(True), _Clouds(x), chosen, types).values())
+    errors = symmetry_errors(_PointScalar(False), _Clouds(x), chosen, types)
+    assert errors["reflection of axis 0"] == pytest.approx(2.0)  # f_x → −f_x against f_x
+    assert errors["reflection of axis 1"] == 0.0
+    turn = chosen["turn by 72° in the plane of axes 0,1"].matrix
+    expected = [((x.features[a:b] @ turn.T)[:, 0] - x.features[a:b, 0]).norm() / x.features[a:b, 0].norm()
+                for a, b in ((0, 10), (10, 30))]
+    assert errors["turn by 72° in the plane of axes 0,1"] == pytest.approx(float(sum(expected) / 2))
+
+
+@pytest.fixture(scope="module")
+def clouds(tmp_path_factory):
+    from mpno.data import generate
+
+    root = tmp_path_factory.mktemp("clouds")
+    generate("potential-flow", root / "train.h5", n=12, points=64, seed=0, progress=False)
+    generate("potential-flow", root / "test.h5", n=4, points=64, seed=1, progress=False)
+    with h5py.File(root / "train.h5") as f:  # the same clouds without channel types
+        np.savez(root / "untyped.npz", **{key: f[key][()] for key in ("points", "normals", "flow", "cp")})
+    return root
+
+
+def _gino_config(clouds, out, **overrides) -> RunConfig:
+    values = dict(model="gino", data_train=str(clouds / "train.h5"), data_test=[str(clouds / "test.h5")],
+                  n_modes=[4], latent_grid=6, radius=0.5, hidden_channels=4, n_layers=1, epochs=3, batch_size=4,
+                  device="cpu", out=str(out), tensorboard=False)
+    values.update(overrides)
+    return RunConfig(**values)
+
+
+def test_a_gino_trains_and_resumes_exactly_on_rotated_clouds(clouds, tmp_path, monkeypatch):
+    lines = []
+    whole = train(_gino_config(clouds, tmp_path / "whole", augment=["rotate,reflect"]), log=lines.append)
+    assert any("channel types from train.h5: inputs vector,vector, outputs scalar" in line for line in lines)
+    interrupted(_gino_config(clouds, tmp_path / "parts", augment=["rotate,reflect"]), 1, monkeypatch)
+    resumed = train(RunConfig(device="cpu"), resume=str(tmp_path / "parts"), log=quiet)
+    a = checkpoint.load(tmp_path / "whole" / "checkpoint.pt")["model"]
+    b = checkpoint.load(tmp_path / "parts" / "checkpoint.pt")["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a) and resumed["test"] == whole["test"]
+    plain = train(_gino_config(clouds, tmp_path / "plain"), log=quiet)
+    assert plain["test"] != whole["test"]
+    report = evaluate_checkpoint(str(tmp_path / "whole" / "checkpoint.pt"), [str(clouds / "test.h5")],
+                                 device="cpu", symmetry_check=[])
+    errors = report["symmetry"]["test.h5"]
+    assert set(errors) == set(point_representatives(["rotate", "reflect"], 3))
+    assert all(0 < e < 10 for e in errors.values())
+
+
+@pytest.mark.parametrize("data, options, message", [
+    ("train.h5", ["--augment", "shift"], r"--augment shift: not an augmentation of point clouds; use rotate, reflect"),
+    ("untyped.npz", ["--augment", "rotate"], r"the arrays normals, flow, cp of .*untyped.npz do not say how they "
+                                              r"transform .* --channel-types"),
+    ("train.h5", ["--augment", "rotate", "--channel-types", "vector/scalar"], r"--channel-types 'vector/scalar': the "
+                                                                             r"input types fill 3 channels"),
+])
+def test_bad_point_augmentation_is_refused_with_the_option_named(clouds, tmp_path, capsys, data, options, message):
+    argv = ["train", "--model", "gino", "--data-train", str(clouds / data), "--epochs", "1", "--n-modes", "4",
+            "--latent-grid", "6", "--radius", "0.5", "--device", "cpu", "--out", str(tmp_path / "run"), *options]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("mpno") and re.search(message, err), err
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
 def test_on_the_sphere_rotations_about_the_polar_axis_are_the_symmetry():

@@ -10,6 +10,11 @@ Files (``.h5``/``.hdf5`` or ``.npz``) hold, for N samples of up to P points in d
   rest is padding), so clouds of different sizes share one file;
 * optional quadrature ``weights`` (N, P) (a key given as ``weights=``).
 
+An input or output array may say how it transforms under rotations and
+reflections (``mpno train --augment rotate``) in its attribute ``channel_type``:
+``scalar``, ``pseudoscalar``, ``vector`` or ``pseudovector``
+(:mod:`mpno.data.symmetries`).
+
 :mod:`mpno.data.potential_flow` writes such files (inputs ``normals`` and
 ``flow``, output ``cp``). :func:`car_cfd` reads the car-pressure layout used by
 ``neuraloperator``'s GINO example.
@@ -147,6 +152,15 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     raise misfit(path, POINT_CLOUDS) or DataError(f"{path}: point clouds are read from .h5/.hdf5 or .npz files")
 
 
+def _channel_types(path: Path) -> dict[str, str]:
+    """The ``channel_type`` attribute of each array of an HDF5 file that has one (none in an .npz file)."""
+    if file_kind(path) != "HDF5":
+        return {}
+    with h5py.File(path, "r") as f:
+        return {key: str(f[key].attrs["channel_type"]) for key in f
+                if isinstance(f[key], h5py.Dataset) and "channel_type" in f[key].attrs}
+
+
 def _array(path: Path, arrays: dict, key: str) -> np.ndarray:
     """``arrays[key]``, checked to be numbers with a sample axis."""
     if key not in arrays:
@@ -182,6 +196,9 @@ class PointCloudDataset(torch.utils.data.Dataset):
             channels (default: ``normals``, ``flow`` → ``cp`` when the file has them).
         weights: key of the quadrature weights (default: none, or ``weights`` if present).
         indices: which samples (default: all).
+
+    ``keys`` holds the input and the output keys (``None`` for :meth:`from_clouds`), ``channel_types`` the
+    ``channel_type`` the file gives its arrays.
     """
 
     def __init__(self, source: str | os.PathLike, inputs: Sequence[str] | None = None,
@@ -208,6 +225,7 @@ class PointCloudDataset(torch.utils.data.Dataset):
             raise DataError(f"{path}: quadrature weights '{weights}' must be an array ({count}, {width})")
         channels = [_channels(path, arrays, keys, count, width) for keys in (inputs, outputs)]
         self._store(path, points, *channels, sizes, None if weights is None else arrays[weights], indices)
+        self.keys, self.channel_types = (tuple(inputs), tuple(outputs)), _channel_types(path)
 
     @classmethod
     def from_clouds(cls, name: str | os.PathLike, clouds: Sequence[tuple]) -> "PointCloudDataset":
@@ -224,6 +242,7 @@ class PointCloudDataset(torch.utils.data.Dataset):
             return out
 
         dataset = cls.__new__(cls)
+        dataset.keys, dataset.channel_types = None, {}
         dataset._store(Path(name), padded(0), padded(1), padded(2), np.array([len(c[0]) for c in clouds]), padded(3))
         return dataset
 

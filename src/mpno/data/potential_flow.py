@@ -34,6 +34,8 @@ from .pointclouds import PointCloudDataset
 from .progress import Progress
 
 DEFAULTS = {"points": 1024, "min_axis": 0.3, "max_axis": 1.0}
+#: The arrays that turn with the body and the stream, and those that do not (``--augment rotate``).
+CHANNEL_TYPES = {"normals": "vector", "flow": "vector", "cp": "scalar"}
 
 
 def shape_constants(semi_axes: np.ndarray) -> np.ndarray:
@@ -106,6 +108,8 @@ def write(out: str | os.PathLike, n: int, seed: int = 0, overwrite: bool = False
                         "seed": seed})
         arrays = {key: f.create_dataset(key, (n, *shape), dtype="float32" if key in ("points", "normals", "cp")
                                         else "float64") for key, shape in shapes.items()}
+        for key, kind in CHANNEL_TYPES.items():  # how each array transforms under rotations (--augment)
+            arrays[key].attrs["channel_type"] = kind
         for i in range(n):
             for key, value in sample(seed, i, **params).items():
                 arrays[key][i] = value

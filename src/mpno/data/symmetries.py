@@ -1,4 +1,5 @@
-"""Symmetries of fields on a grid, and the training augmentation they give (``mpno train --augment``).
+"""Symmetries of fields on a grid and of point clouds, and the training augmentation they give (``mpno train
+--augment``).
 
 A grid symmetry maps grid axis ``order[k]`` to axis ``k``, reverses the axes
 ``k`` with ``signs[k] = -1`` and rolls axis ``k`` by ``shifts[k]`` points
@@ -18,10 +19,17 @@ grid; a pseudo-scalar (the vorticity of a 2D flow) also changes sign where
 grid axes, in axis order) become ``R v``; a pseudo-vector's (3D vorticity),
 ``det R · R v``. An augmentation is an exact symmetry only of a problem that
 has it: a forcing or a boundary that is not symmetric breaks it.
+
+A point-cloud symmetry (:class:`PointSymmetry`) is any orthogonal map ``Q`` of
+space, a rotation or (``det Q = -1``) a reflection, applied to each cloud about
+its centroid: ``p' = c + Q (p − c)``; channels transform by their type with ``Q``
+for ``R``. Potential flow past a body is unchanged by it when the body, its
+normals and the stream turn together.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass
@@ -35,6 +43,8 @@ TYPES = {"scalar": ("s", False, False), "pseudoscalar": ("p", False, True),
          "vector": ("v", True, False), "pseudovector": ("a", True, True)}
 #: Augmentations of fields on a grid, as ``--augment`` names them.
 KINDS = ("shift", "flip", "rotate")
+#: Augmentations of point clouds, as ``--augment`` names them.
+POINT_KINDS = ("rotate", "reflect")
 
 
 def parse_types(text: str) -> tuple[str, ...]:
@@ -125,6 +135,80 @@ class GridSymmetry:
         return torch.cat(pieces, axis)
 
 
+@dataclass(frozen=True, eq=False)
+class PointSymmetry:
+    """An orthogonal map ``matrix`` (d, d) of space, applied to each cloud about its centroid (module
+    docstring)."""
+
+    matrix: torch.Tensor
+
+    @property
+    def det(self) -> int:
+        """``det Q``: -1 for a reflection, 1 for a rotation."""
+        return 1 if float(torch.linalg.det(self.matrix)) > 0 else -1
+
+    def apply(self, values, types: Sequence[str]):
+        """Per-point values (P, C) whose channels have ``types``, transformed; or a batch of clouds
+        (:class:`mpno.data.pointclouds.PointClouds`) with its points turned about each cloud's centroid and its
+        features transformed, its cached neighbourhoods dropped (the operator searches the moved points')."""
+        if isinstance(values, torch.Tensor):
+            return self._channels(values, types)
+        matrix = self.matrix.to(values.points.dtype).to(values.points.device)
+        sizes = torch.tensor(values.sizes, device=values.points.device)
+        centres = torch.stack([cloud.mean(0) for cloud in values.points.split(list(values.sizes))])
+        centres = centres.repeat_interleave(sizes, 0)
+        return dataclasses.replace(values, points=centres + (values.points - centres) @ matrix.T,
+                                   features=self._channels(values.features, types), neighbors=None)
+
+    def _channels(self, values: torch.Tensor, types: Sequence[str]) -> torch.Tensor:
+        matrix = self.matrix.to(values.dtype).to(values.device)
+        pieces, start = [], 0
+        for name in types:
+            _, vector, pseudo = TYPES[name]
+            width = len(matrix) if vector else 1
+            piece = values[:, start:start + width]
+            if vector:
+                piece = piece @ matrix.T
+            pieces.append(-piece if pseudo and self.det < 0 else piece)
+            start += width
+        return torch.cat(pieces, 1)
+
+
+def draw_orthogonal(kinds: Sequence[str], dims: int, generator: torch.Generator) -> PointSymmetry:
+    """A map drawn uniformly from the group ``kinds`` generate in ``dims`` dimensions: ``rotate`` any
+    rotation (Haar measure on SO(d)), with ``reflect`` as well any orthogonal map (on O(d)); ``reflect`` alone
+    the identity or the reflection through a plane of uniformly random normal, each with probability 1/2."""
+    if "rotate" in kinds:
+        q, r = torch.linalg.qr(torch.randn(dims, dims, generator=generator, dtype=torch.float64))
+        q = q * torch.sign(torch.diagonal(r))  # the QR of a Gaussian matrix, signs fixed: Haar on O(d)
+        if "reflect" not in kinds and torch.linalg.det(q) < 0:
+            q[:, 0] = -q[:, 0]
+        return PointSymmetry(q)
+    normal = torch.randn(dims, generator=generator, dtype=torch.float64)
+    reflected = int(torch.randint(2, (1,), generator=generator))
+    return PointSymmetry(torch.eye(dims, dtype=torch.float64)
+                         - 2 * reflected * torch.outer(normal, normal) / normal.square().sum())
+
+
+def point_representatives(kinds: Sequence[str], dims: int) -> dict[str, PointSymmetry]:
+    """One map per generator of the group ``kinds`` generate, by name (``mpno evaluate --symmetry-check``): a
+    turn by 72° in each plane of two axes (not a quarter turn, which would map a latent grid onto itself) and
+    a reflection of each axis."""
+    chosen, angle = {}, 2 * math.pi / 5
+    if "rotate" in kinds:
+        for i, j in itertools.combinations(range(dims), 2):
+            turn = torch.eye(dims, dtype=torch.float64)
+            turn[i, i] = turn[j, j] = math.cos(angle)
+            turn[i, j], turn[j, i] = -math.sin(angle), math.sin(angle)
+            chosen[f"turn by 72° in the plane of axes {i},{j}"] = PointSymmetry(turn)
+    if "reflect" in kinds:
+        for k in range(dims):
+            mirror = torch.eye(dims, dtype=torch.float64)
+            mirror[k, k] = -1
+            chosen[f"reflection of axis {k}"] = PointSymmetry(mirror)
+    return chosen
+
+
 def check_augment(kinds: Sequence[str], grid: Sequence[int], periodic: bool, types: ChannelTypes,
                   types_given: bool) -> None:
     """Refuse augmentations that cannot be symmetries of the data: an unknown name, a shift of non-periodic
@@ -197,11 +281,12 @@ def representatives(kinds: Sequence[str], grid: Sequence[int], about_first_point
 
 
 class Augmentation:
-    """``--augment``: each training sample transformed by a symmetry drawn for it (:func:`draw`)."""
+    """``--augment``: each training sample transformed by a symmetry drawn for it (:func:`draw`). ``note``: a
+    line for the run's log about the channel types (``None``: nothing to say)."""
 
     def __init__(self, kinds: Sequence[str], types: ChannelTypes, about_first_point: bool = False,
-                 shift_axes: Sequence[int] | None = None):
-        self.kinds, self.types = tuple(kinds), types
+                 shift_axes: Sequence[int] | None = None, note: str | None = None):
+        self.kinds, self.types, self.note = tuple(kinds), types, note
         self.about_first_point, self.shift_axes = about_first_point, shift_axes
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> tuple:
@@ -213,3 +298,27 @@ class Augmentation:
             xs.append(symmetry.apply(sample_x, self.types.inputs))
             ys.append(symmetry.apply(sample_y, self.types.outputs))
         return torch.stack(xs), torch.stack(ys)
+
+
+class PointAugmentation:
+    """``--augment`` of point clouds: each training cloud and its values transformed by a map drawn for it
+    (:func:`draw_orthogonal`), its neighbourhoods searched again by the operator. ``note``: as
+    :class:`Augmentation`'s."""
+
+    def __init__(self, kinds: Sequence[str], types: ChannelTypes, note: str | None = None):
+        self.kinds, self.types, self.note = tuple(kinds), types, note
+
+    def __call__(self, x, y, generator: torch.Generator) -> tuple:
+        """The batch ``(x, y)`` (:class:`mpno.data.pointclouds.PointClouds`, ``PointValues``), each cloud and
+        its values transformed alike."""
+        dims, sizes = x.points.shape[1], list(x.sizes)
+        clouds, values = [], []
+        for points, features, targets in zip(x.points.split(sizes), x.features.split(sizes), y.values.split(sizes)):
+            symmetry = draw_orthogonal(self.kinds, dims, generator)
+            cloud = dataclasses.replace(x, points=points, features=features, sizes=(len(points),), weights=None,
+                                        neighbors=None)
+            clouds.append(symmetry.apply(cloud, self.types.inputs))
+            values.append(symmetry.apply(targets, self.types.outputs))
+        moved = dataclasses.replace(x, points=torch.cat([c.points for c in clouds]),
+                                    features=torch.cat([c.features for c in clouds]), neighbors=None)
+        return moved, dataclasses.replace(y, values=torch.cat(values))

@@ -10,7 +10,6 @@ import torch
 from torch import nn
 
 from ..data import DataError
-from ..data.symmetries import representatives
 from ..nn.normalized import NormalizedOperator
 from ..nn.registry import model_kind
 from ..precision import inference_policy
@@ -57,10 +56,17 @@ def symmetry_errors(model: nn.Module, batches, symmetries: dict, types) -> dict[
         for name, symmetry in symmetries.items():
             expected = symmetry.apply(prediction, types.outputs)
             moved = wide(model(symmetry.apply(x, types.inputs)))
-            ratio = (moved - expected).flatten(1).norm(dim=1) / expected.flatten(1).norm(dim=1)
+            ratio = _sample_norms(moved - expected, x) / _sample_norms(expected, x)
             sums[name] += ratio.sum().item()
         count += len(x)
     return {name: value / count for name, value in sums.items()}
+
+
+def _sample_norms(values: torch.Tensor, x) -> torch.Tensor:
+    """The Euclidean norm of each sample of a batch's outputs: of each field, or of each cloud's values."""
+    if hasattr(x, "sizes"):  # point clouds: (points, channels), the clouds one after another
+        return torch.stack([part.norm() for part in values.split(list(x.sizes))])
+    return values.flatten(1).norm(dim=1)
 
 
 def checkpoint_model(path: str, device: torch.device, precision: str | None, batch_size: int | None = None,
@@ -124,15 +130,14 @@ def evaluate_checkpoint(path: str, data: list[str], device: str = "auto", batch_
         batches[name] = batches_of(test, config, device_, model, name)
         grids[name] = domain.grid(test)
         if kinds is not None:
-            checks[name] = domain.symmetries(config, test, kinds)
+            found, types = domain.symmetries(config, test, kinds)
+            checks[name] = domain.symmetry_representatives(config, found, test), types
     _, eval_losses = losses_for(config, model)
     report = {"test": evaluate(model, batches, eval_losses), "grids": grids, "precision": str(model.precision),
               "outside_training": outside, "provenance": provenance(device_, str(model.precision), path, data)}
     if kinds is not None:
         report["symmetry"] = {
-            name: symmetry_errors(model, batches[name], representatives(
-                found, grids[name], **domain.symmetry_options(config, grids[name])), types)
-            for name, (found, types) in checks.items()}
+            name: symmetry_errors(model, batches[name], chosen, types) for name, (chosen, types) in checks.items()}
     return report
 
 

@@ -34,9 +34,8 @@ def trainer_for(run: ResolvedRun, model: NormalizedOperator, run_dir: Path | Non
     optimizer, scheduler = optimizer_for(config, model)
     train_loss, eval_losses = losses_for(config, model)
     augment = domains.of(config.model).augmentation(config, run.train)
-    if augment is not None and config.channel_types is None:
-        log("--augment: every channel transforms as a scalar (declare vectors and pseudo-scalars with "
-            "--channel-types)")
+    if augment is not None and augment.note:
+        log(augment.note)
     return Trainer(model, optimizer, batches_of(run.train, config, device, model, "train"), config.epochs,
                    train_loss, schedule=run.schedule, scheduler=scheduler,
                    test_batches={name: batches_of(ds, config, device, model, name) for name, ds in run.tests.items()},

@@ -140,6 +140,11 @@ class Domain(abc.ABC):
         ``symmetries``)."""
         self.require("symmetries")
 
+    def symmetry_representatives(self, config, kinds: Sequence[str], dataset) -> dict:
+        """The symmetries ``mpno evaluate --symmetry-check`` measures on ``dataset``, ``{name: symmetry}``
+        (capability ``symmetries``)."""
+        self.require("symmetries")
+
     def describe_predictions(self, file, dataset) -> None:
         """Add to a predictions file what it needs beyond the per-sample arrays."""
 

@@ -12,7 +12,7 @@ import torch
 from ...bounds import audit
 from ...checks import modes_per_dim
 from ...data import DataError, OperatorDataset
-from ...data.symmetries import Augmentation, ChannelTypes, check_augment
+from ...data.symmetries import Augmentation, ChannelTypes, check_augment, representatives
 from ...data.trajectories import TrajectoryWindows, holds_trajectories
 from ...data.files import GRID, SPHERE, available_keys, identify
 from ...nn import losses
@@ -40,12 +40,14 @@ OPTIONS = {
     "periodic": option(True, "bool", "the fields are periodic (how H1 differentiates; whether --augment may shift "
                        "them)", group="optimisation"),
     "augment": option([], "str_list", "train on samples transformed by symmetries the problem has, drawn afresh "
-                      "for each sample and epoch: shift (periodic fields), flip, rotate (quarter turns of a square "
-                      "grid), e.g. shift,flip,rotate; see --channel-types", group="optimisation"),
+                      "for each sample and epoch: on a grid shift (periodic fields), flip, rotate (quarter turns of a "
+                      "square grid), e.g. shift,flip,rotate; on point clouds rotate, reflect (about each cloud's "
+                      "centroid); see --channel-types", group="optimisation"),
     "channel_types": option(None, "str", "how each field transforms under --augment: INPUTS/OUTPUTS (or one list "
                             "for both), each a comma list of scalar (s), pseudoscalar (p: 2D vorticity), vector (v: "
-                            "one channel per grid axis, in axis order), pseudovector (a); default: all scalars",
-                            optional=True, group="optimisation"),
+                            "one channel per axis, in axis order), pseudovector (a); default: on a grid all scalars, "
+                            "on point clouds the arrays' channel_type attributes", optional=True,
+                            group="optimisation"),
     "trajectories": option(False, "bool", "forecasting: read the data files' arrays (--x-key, default u) as "
                            "trajectories (N, T, C, *grid); files mpno generates with --steps say so themselves",
                            group="forecasting"),
@@ -160,8 +162,11 @@ class GridDomain(Domain):
         """``--augment``'s transformation of training batches (checked against the data), or ``None``."""
         if not config.augment:
             return None
+        note = None
+        if config.channel_types is None:
+            note = "--augment: every channel transforms as a scalar (declare vectors and pseudo-scalars with --channel-types)"
         return Augmentation(*self.symmetries(config, train, config.augment),
-                            **self.symmetry_options(config, self.grid(train)))
+                            **self.symmetry_options(config, self.grid(train)), note=note)
 
     @staticmethod
     def _symmetry_kinds(dataset, kinds: Sequence[str]) -> list[str]:
@@ -170,6 +175,12 @@ class GridDomain(Domain):
             raise ValueError("symmetries do not apply to trajectories yet (a window's snapshots and static inputs "
                              "would share one symmetry); drop --augment and --symmetry-check")
         return [kind for value in kinds for kind in value.split(",") if kind]
+
+    def symmetry_representatives(self, config, kinds: Sequence[str], dataset) -> dict:
+        """The symmetries ``mpno evaluate --symmetry-check`` measures on ``dataset``'s grid
+        (:func:`mpno.data.symmetries.representatives`)."""
+        grid = self.grid(dataset)
+        return representatives(kinds, grid, **self.symmetry_options(config, grid))
 
     def symmetry_options(self, config, grid: Sequence[int]) -> dict:
         """How symmetries act on this domain's grids (:func:`mpno.data.symmetries.draw`): periodic fields

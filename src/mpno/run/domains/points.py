@@ -14,12 +14,14 @@ from ...checks import modes_per_dim
 from ...data import DataError
 from ...data.files import POINT_CLOUDS, available_keys
 from ...data.pointclouds import POTENTIAL_FLOW_KEYS, PointCloudBatches, PointCloudDataset, PointValues
+from ...data.symmetries import POINT_KINDS, TYPES, ChannelTypes, PointAugmentation, point_representatives
 from ...nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ...nn.point_losses import PointL2Loss
 from .. import distributed
 from ..options import option
 from ..plots import plot_point_samples
 from .base import Domain
+from .grid import OPTIONS as GRID_OPTIONS
 
 OPTIONS = {
     "inputs": option([], "str_list", "point clouds: the input arrays (default: normals flow)", group="data"),
@@ -33,6 +35,8 @@ OPTIONS = {
                      "linear)", choices=("linear", "nonlinear"), optional=True, group="model"),
     "chunk_size": option(65536, "int", "point clouds: edges per message-passing chunk (bounds its memory)", low=1,
                          group="model"),
+    "augment": GRID_OPTIONS["augment"],
+    "channel_types": GRID_OPTIONS["channel_types"],
 }
 
 #: ``mpno bench`` on point clouds: potential flow past ellipsoids, this many surface points per cloud ...
@@ -46,7 +50,7 @@ class PointsDomain(Domain):
 
     name = "points"
     data = "point clouds"
-    capabilities = frozenset({"plots"})
+    capabilities = frozenset({"plots", "symmetries"})
     lacks = {"auto_precision": "audits Fourier coefficients of grid data on the cube, and a point cloud has none",
              "audit": "it audits the Fourier or spherical harmonic coefficients of fields on a grid or the sphere, "
                       "and a point cloud has none",
@@ -54,8 +58,7 @@ class PointsDomain(Domain):
              "export": "its operators search the neighbourhoods of their input points at run time, which a traced "
                        "program cannot hold; export --format safetensors and run it through mpno.load_model",
              "onnx": "its operators search the neighbourhoods of their input points at run time, which ONNX "
-                     "cannot hold; export --format safetensors and run it through mpno.load_model",
-             "symmetries": "rotations and reflections of point clouds are not implemented yet"}
+                     "cannot hold; export --format safetensors and run it through mpno.load_model"}
     declared_options = OPTIONS
     operator_arguments = ("latent_grid", "radius", "kernel", "chunk_size", "domain_padding")
     own_loss = "the relative L2 error over each cloud's points"
@@ -70,11 +73,60 @@ class PointsDomain(Domain):
         return []
 
     def check_data(self, train, tests: dict, config) -> None:
-        """Refuse test sets whose channels per point differ from the training set's."""
+        """Refuse test sets whose channels per point differ from the training set's, and ``--augment`` where it
+        cannot be a symmetry of the training clouds."""
         for name, test in tests.items():
             if test.channels != train.channels:
                 raise DataError(f"{name}: {test.channels} (input, output) channels per point, but the training "
                                 f"data have {train.channels}")
+        if config.augment:
+            self.augmentation(config, train)
+
+    def augmentation(self, config, train) -> PointAugmentation | None:
+        """``--augment``'s transformation of training batches (checked against the data), or ``None``."""
+        if not config.augment:
+            return None
+        kinds, types = self.symmetries(config, train, config.augment)
+        note = None
+        if config.channel_types is None:
+            note = (f"--augment: channel types from {train.path.name}: inputs {','.join(types.inputs)}, outputs "
+                    f"{','.join(types.outputs)}")
+        return PointAugmentation(kinds, types, note)
+
+    def symmetries(self, config, dataset, kinds) -> tuple[list[str], ChannelTypes]:
+        """The maps ``kinds`` names (``rotate,reflect`` or ``rotate reflect``) and the channels' types: from
+        ``--channel-types``, else from the ``channel_type`` attributes of the file's arrays; refused where an
+        array does not say."""
+        kinds = [kind for value in kinds for kind in value.split(",") if kind]
+        unknown = [kind for kind in kinds if kind not in POINT_KINDS]
+        if unknown:
+            raise ValueError(f"--augment {','.join(unknown)}: not an augmentation of point clouds; use "
+                             f"{', '.join(POINT_KINDS)} (about each cloud's centroid; translations and scalings "
+                             "are not offered: they move clouds off the box the operator's position map was fitted "
+                             "on)")
+        dims = dataset.points.shape[-1]
+        in_channels, out_channels = dataset.channels
+        if config.channel_types is not None:
+            return kinds, ChannelTypes.parse(config.channel_types, dims, in_channels, out_channels)
+        keys = dataset.keys or ((), ())
+        missing = [key for key in (*keys[0], *keys[1]) if key not in dataset.channel_types]
+        if missing or dataset.keys is None:
+            raise ValueError(f"--augment {','.join(kinds)}: the arrays {', '.join(missing) or 'of these clouds'} of "
+                             f"{dataset.path} do not say how they transform (an attribute channel_type); declare "
+                             f"every input and output channel: --channel-types INPUTS/OUTPUTS, e.g. "
+                             f"vector,vector/scalar (a vector fills {dims} channels)")
+        declared = [[dataset.channel_types[key].lower() for key in side] for side in keys]
+        bad = [kind for side in declared for kind in side if kind not in TYPES]
+        if bad:
+            raise DataError(f"{dataset.path}: channel_type {bad[0]!r} is not a channel type; use "
+                            f"{', '.join(TYPES)}")
+        return kinds, ChannelTypes.parse("/".join(",".join(side) for side in declared), dims, in_channels,
+                                         out_channels)
+
+    def symmetry_representatives(self, config, kinds, dataset) -> dict:
+        """The maps ``mpno evaluate --symmetry-check`` measures on ``dataset``'s clouds
+        (:func:`mpno.data.symmetries.point_representatives`)."""
+        return point_representatives(kinds, dataset.points.shape[-1])
 
     def check_for_model(self, path: str, dataset, model: NormalizedOperator) -> None:
         if dataset.channels != (model.operator.in_channels, model.operator.out_channels):
