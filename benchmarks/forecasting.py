@@ -20,8 +20,8 @@ low precision (``mpno bounds --rollout``).
 
 The error per lead time (``l2``) is the same measure for every run: on the grid the relative L2 error, on the
 sphere the relative L²(S²) error (quadrature-weighted) of the fields standardised per channel with the
-training snapshots' mean and standard deviation (a model's own ``l2`` standardises with its output
-normaliser, which ``--residual`` fits on increments).
+training snapshots' mean and standard deviation (a model's own ``l2`` standardises with the statistics it
+fitted, which differ a little between models).
 
 ``--peer`` (``swe`` only) adds torch-harmonics' recipe from its ``examples/shallow_water_equations/train.py``
 (torch-harmonics is not a dependency of mpno: ``pip install --no-deps --target DIR torch-harmonics`` and run
@@ -81,12 +81,13 @@ def data(problem: str, root: Path, train_n: int, test_n: int, steps: int, interv
     return paths[0], paths[1]
 
 
-def metric(problem: str, train_path: Path, n_train: int | None):
-    """The error measure of every run: a loss ``(prediction, truth) -> mean relative error`` of one lead time."""
+def metric(problem: str, standard: UnitGaussianNormalizer | None):
+    """The error measure of every run: a loss ``(prediction, truth) -> mean relative error`` of one lead time
+    (on the sphere, of the fields standardised by ``standard``)."""
     if problem == "ns":
         return lambda prediction, truth: forecast.relative_errors_each(prediction.unsqueeze(1),
                                                                        truth.unsqueeze(1)).mean()
-    return SphericalL2Loss("equiangular", normalizer=standardiser(train_path, n_train))
+    return SphericalL2Loss("equiangular", normalizer=standard)
 
 
 def standardiser(train_path: Path, n_train: int | None) -> UnitGaussianNormalizer:
@@ -105,14 +106,13 @@ def rollout_errors(checkpoint: Path, test_path: Path, rollout: int, loss) -> lis
     return [float(loss(predicted[:, k], truths[:, k])) for k in range(rollout)]
 
 
-def run_peer(train_path: Path, test_path: Path, n_train: int | None, epochs: int, seed: int, rollout: int,
-             loss) -> tuple[list[float], float]:
-    """torch-harmonics' shallow-water recipe (see the module's docstring): its errors per lead time and the
-    seconds it trained."""
+def run_peer(train_path: Path, test_path: Path, n_train: int | None, standard: UnitGaussianNormalizer, epochs: int,
+             seed: int, rollout: int, loss) -> tuple[list[float], float]:
+    """torch-harmonics' shallow-water recipe (see the module's docstring) on fields standardised by ``standard``:
+    its errors per lead time and the seconds it trained."""
     from torch_harmonics.examples.losses import SquaredL2LossS2
     from torch_harmonics.examples.models import SphericalFourierNeuralOperator
 
-    standard = standardiser(train_path, n_train)
     source = Trajectories(train_path)
     count = min(n_train or source.count, source.count)
     states = torch.stack([standard.encode(source.frames(n, 0, source.steps)) for n in range(count)])
@@ -193,7 +193,8 @@ def main() -> None:
     if args.peer and args.problem != "swe":
         parser.error("--peer: torch-harmonics' recipe is a shallow-water recipe; use it with --problem swe")
     extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
-    loss = metric(args.problem, train_path, extra.get("n_train"))
+    standard = standardiser(train_path, extra.get("n_train")) if args.problem == "swe" else None
+    loss = metric(args.problem, standard)
     rollout = args.rollout or args.steps - args.history
     baseline = persistence(test_path, args.history, rollout, loss)
     for key, label in (("l2", "l2"), ("relative_l2", "Euclidean relative L2")):
@@ -226,7 +227,8 @@ def main() -> None:
                       + ", ".join(f"{errors[k - 1]:.4f}" for k in (1, rollout // 2, rollout)), flush=True)
     if args.peer:
         for seed in args.seeds:
-            errors, seconds = run_peer(train_path, test_path, extra.get("n_train"), args.epochs, seed, rollout, loss)
+            errors, seconds = run_peer(train_path, test_path, extra.get("n_train"), standard, args.epochs, seed,
+                                       rollout, loss)
             results[f"torch-harmonics, seed {seed}"] = {"recipe": "torch-harmonics", "precision": "full",
                                                        "seed": seed, "seconds": seconds, "l2": errors}
             print(f"torch-harmonics, seed {seed}: {seconds:.0f} s, rollout l2 at 1, {rollout // 2}, {rollout}: "

@@ -262,11 +262,11 @@ def _add_evaluate(commands) -> None:
     _shared(p, "evaluate", "batch_size", "default: the run's")
     _shared(p, "evaluate", "threads")
     _shared(p, "evaluate", "strict")
-    symmetries = p.add_argument_group("symmetries (fields on a grid)")
+    symmetries = p.add_argument_group("symmetries")
     symmetries.add_argument("--symmetry-check", nargs="*", metavar="KIND",
                             help="also report how far the model is from commuting with each symmetry: shift, flip, "
-                                 "rotate (default: those the run trained with, --augment), as ‖M(g x) − g M(x)‖ / "
-                                 "‖g M(x)‖ over the test samples")
+                                 "rotate on a grid, rotate, reflect on point clouds (default: those the run trained "
+                                 "with, --augment), as ‖M(g x) − g M(x)‖ / ‖g M(x)‖ over the test samples")
     symmetries.add_argument("--channel-types", help="with --symmetry-check: how each field transforms (default: "
                                                     "the run's; see mpno train --help)")
     forecasting = p.add_argument_group("forecasting (trajectories)")
