@@ -1,6 +1,7 @@
 """Symmetries of grid fields and --augment: exact transformation laws on hand-built fields, seeded draws, exact
 resume, and bad input refused."""
 
+import dataclasses
 import itertools
 import json
 import math
@@ -12,10 +13,11 @@ import pytest
 import torch
 
 import mpno
-from mpno.data import darcy
+from mpno.data import OperatorDataset, darcy
+from mpno.data.files import declared_channel_types
 from mpno.data.symmetries import (Augmentation, ChannelTypes, GridSymmetry, PointAugmentation, draw,
                                   draw_orthogonal, point_representatives, representatives)
-from mpno.run import checkpoint, cli
+from mpno.run import checkpoint, cli, domains
 from mpno.run.config import RunConfig
 from mpno.run.evaluation import evaluate_checkpoint, symmetry_errors
 from mpno.run.experiment import train
@@ -191,6 +193,44 @@ def test_bad_augmentation_is_refused_with_the_option_named(two_channel_files, ca
     err = capsys.readouterr().err.strip().splitlines()[-1]  # (a line before it may advise on threads)
     assert err.startswith("mpno") and re.search(message, err), err
     assert not (two_channel_files / "run" / "checkpoint.pt").exists()
+
+
+def test_generated_files_say_how_their_fields_transform_and_augmentation_reads_it(tmp_path):
+    ns, coarse = mpno.data.generate("navier-stokes", tmp_path / "ns.h5", n=2, resolution=16, time=0.05,
+                                    snapshots=2, coarsen=[8], progress=False)
+    (burgers,) = mpno.data.generate("burgers", tmp_path / "burgers.h5", n=2, resolution=32, time=0.05,
+                                    progress=False)
+    (darcy_file,) = mpno.data.generate("darcy", tmp_path / "darcy.h5", n=2, resolution=16, progress=False)
+    vorticity = {"x": "pseudoscalar", "y": "pseudoscalar,pseudoscalar"}  # one per snapshot
+    assert declared_channel_types(ns) == declared_channel_types(coarse) == vorticity
+    assert declared_channel_types(burgers) == {"x": "vector", "y": "vector"}  # x → −x takes u to −u
+    assert declared_channel_types(darcy_file) == {"x": "scalar", "y": "scalar"}
+    domain = domains.of("fno")
+    config = RunConfig(data_train=str(ns), augment=["flip"])
+    augmentation = domain.augmentation(config, OperatorDataset(ns))
+    assert augmentation.types == ChannelTypes(("pseudoscalar",), ("pseudoscalar", "pseudoscalar"))
+    assert "channel types from ns.h5" in augmentation.note
+    x, y = OperatorDataset(ns)[0]
+    flip = GridSymmetry((0, 1), (-1, 1), (0, 0), about_first_point=True)
+    assert torch.equal(flip.apply(x, augmentation.types.inputs), -flip.apply(x, ("scalar",)))  # the sign flips
+    declared = domain.augmentation(dataclasses.replace(config, channel_types="s/s,s"), OperatorDataset(ns))
+    assert declared.types == ChannelTypes(("scalar",), ("scalar", "scalar")) and declared.note is None
+
+
+def test_channel_type_attributes_that_do_not_fit_the_channels_are_refused_naming_the_file(tmp_path, capsys):
+    for name, output_type in (("velocity.h5", "vector"), ("fits.h5", "scalar")):
+        with h5py.File(tmp_path / name, "w") as f:
+            f.create_dataset("x", data=np.ones((4, 2, 8, 8))).attrs["channel_type"] = "vector"
+            f.create_dataset("y", data=np.zeros((4, 1, 8, 8))).attrs["channel_type"] = output_type
+    config = RunConfig(data_train=str(tmp_path / "fits.h5"), augment=["rotate"])
+    _, types = domains.of("fno").symmetries(config, OperatorDataset(tmp_path / "fits.h5"), config.augment)
+    assert types == ChannelTypes(("vector",), ("scalar",))  # declared: two channels on a 2D grid may turn
+    argv = ["train", "--data-train", str(tmp_path / "velocity.h5"), "--epochs", "1", "--n-modes", "4",
+            "--device", "cpu", "--out", str(tmp_path / "run"), "--augment", "rotate"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "velocity.h5: the channel_type attributes of its arrays (vector/vector)" in err
+    assert "--channel-types" in err, err
 
 
 def test_a_rotated_potential_flow_sample_is_the_closed_form_solution_for_the_turned_body_and_stream():

@@ -89,4 +89,5 @@ def trajectories(resolution: int, seed: int, indices, steps: int, interval: floa
 GENERATOR = Generator(
     "burgers", DEFAULTS, spatial_dims=1, batch_size=64, solve=generate_batch, trajectories=trajectories,
     flags={"viscosity": (float, "the viscosity ν"), "time": (float, "the final time T"),
-           "dt": (float, "the time step (default: from the resolution)")})
+           "dt": (float, "the time step (default: from the resolution)")},
+    channel_types=("vector", "vector"))  # the velocity: x → −x takes u to −u

@@ -66,4 +66,5 @@ def generate_batch(resolution: int, seed: int, indices, alpha: float, tau: float
 
 
 #: What ``mpno generate darcy`` knows of this module.
-GENERATOR = Generator("darcy", DEFAULTS, spatial_dims=2, batch_size=16, solve=generate_batch)
+GENERATOR = Generator("darcy", DEFAULTS, spatial_dims=2, batch_size=16, solve=generate_batch,
+                      channel_types=("scalar", "scalar"))

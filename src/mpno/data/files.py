@@ -151,6 +151,21 @@ def declared_equation(path: str | os.PathLike) -> str | None:
     return None if value is None else _text(value)
 
 
+def declared_channel_types(path: str | os.PathLike) -> dict[str, str]:
+    """The ``channel_type`` attribute of each array of an HDF5 data file that has one: how the array's fields
+    transform under rotations and reflections, one type per field, comma-separated (``"vector,scalar"``,
+    :data:`mpno.data.symmetries.TYPES`); ``{}`` for other files."""
+    path = Path(path)
+    try:
+        if _kind_by_content(path) != "HDF5":
+            return {}
+        with h5py.File(path, "r") as f:
+            return {key: _text(f[key].attrs["channel_type"]) for key in f
+                    if isinstance(f[key], h5py.Dataset) and "channel_type" in f[key].attrs}
+    except (OSError, zipfile.BadZipFile):
+        return {}
+
+
 def declared_channels(path: str | os.PathLike) -> list[str] | None:
     """The names of the channels an HDF5 data file declares (its ``channels`` attribute, as
     :mod:`mpno.data.shallow_water` writes it), or ``None``."""
@@ -431,13 +446,16 @@ class SampleWriter:
         attributes: the file's attributes (dicts are stored as JSON).
         coordinates: the grid's coordinates along each spatial dimension (``grid_0``, ...).
         extra: other arrays written whole (a trajectory's times ``t``).
+        array_attributes: ``{name: {attribute: value}}`` of the arrays of ``shapes`` (``channel_type``).
 
     Each array's SHA-256 (of its float32 values in C order) is recorded as the attribute ``sha256_<name>``
     (:func:`verify_arrays` checks it).
     """
 
-    def __init__(self, path: Path, count: int, shapes: dict, attributes: dict, coordinates, extra: dict | None = None):
+    def __init__(self, path: Path, count: int, shapes: dict, attributes: dict, coordinates, extra: dict | None = None,
+                 array_attributes: dict | None = None):
         self.path, self.count = Path(path), count
+        self.array_attributes = array_attributes or {}
         self.shapes = {name: tuple(shape) for name, shape in shapes.items()}
         self.attributes, self.coordinates, self.extra = attributes, coordinates, extra or {}
         self.written, self.hashers = 0, {}
@@ -459,6 +477,8 @@ class SampleWriter:
             self.arrays = {name: self.file.create_dataset(name, (self.count, *shape), dtype="float32",
                                                           chunks=(1, *shape))
                            for name, shape in self.shapes.items()}
+            for name, values in self.array_attributes.items():
+                self.arrays[name].attrs.update(values)
             self._stack = self._stack.pop_all()  # opened: kept open until __exit__
         return self
 

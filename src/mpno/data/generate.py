@@ -15,6 +15,7 @@ from ..writing import check_output, require_space
 from .files import SampleWriter
 from .generator import Generator
 from .progress import Progress
+from .symmetries import TYPES
 
 #: The generators by name: each module declares its own (:class:`mpno.data.generator.Generator`).
 GENERATORS: dict[str, Generator] = {module.GENERATOR.name: module.GENERATOR for module in
@@ -49,6 +50,18 @@ def _check_size(generator: Generator, targets: dict[int, Path], n: int, resoluti
                    "lower --resolution or --batch-size")
     for r, path in targets.items():
         require_space(path, n * generator.values_per_sample(r, params) * 4)
+
+
+def _channel_types(generator: Generator, shapes: dict) -> dict:
+    """``{"x": {"channel_type": ...}, "y": ...}``: each pair array's fields' types, one per field (a vector fills
+    one channel per spatial dimension); ``{}`` for trajectories and generators that declare none."""
+    if generator.channel_types is None or "x" not in shapes:
+        return {}
+    attributes = {}
+    for name, kind in zip(("x", "y"), generator.channel_types):
+        per_field = generator.spatial_dims if TYPES[kind][1] else 1
+        attributes[name] = {"channel_type": ",".join([kind] * (shapes[name][0] // per_field))}
+    return attributes
 
 
 def generate(equation: str, out: str | Path, n: int, resolution: int | None = None, seed: int = 0,
@@ -145,7 +158,7 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
             attributes = {"equation": equation, "params": params, "seed": seed, "resolution": r,
                           "generated_resolution": resolution, **described, **layout}
             shapes = {name: values[stride].shape[1:] for name, values in first.items()}
-            writer = SampleWriter(path, n, shapes, attributes, coords, extra)
+            writer = SampleWriter(path, n, shapes, attributes, coords, extra, _channel_types(generator, shapes))
             writers[r] = (stack.enter_context(writer), stride)
         for arrays in itertools.chain([first], stream):  # one batch in memory at a time
             for writer, stride in writers.values():

@@ -28,6 +28,10 @@ class Generator:
         grid_description: ``grid_description(resolution, **params) -> (coordinates, attributes)``
             of a grid other than ``j / n`` along every dimension (the sphere's; such grids do
             not nest, so coarsened copies are refused).
+        channel_types: how one input field and one output field transform under rotations and reflections
+            (``("pseudoscalar", "pseudoscalar")`` for vorticity; :data:`mpno.data.symmetries.TYPES`), written
+            into pair files as each array's ``channel_type`` attribute (``mpno train --augment`` reads it);
+            ``None`` where that does not apply (the sphere).
         values: ``values(resolution, params)``: numbers per sample, input and output (the size
             estimates before solving); default ``2 · resolution ** spatial_dims``.
     """
@@ -42,6 +46,7 @@ class Generator:
     write: Callable | None = None
     grid_description: Callable | None = None
     values: Callable[[int, dict], int] | None = None
+    channel_types: tuple[str, str] | None = None
 
     def __post_init__(self):
         if (self.solve is None) == (self.write is None):

@@ -98,4 +98,5 @@ GENERATOR = Generator(
     flags={"viscosity": (float, "the viscosity ν"), "time": (float, "the final time T"),
            "snapshots": (int, "outputs at this many times in (0, T]"),
            "dt": (float, "the time step (default: from the resolution)")},
-    values=lambda resolution, params: (1 + params["snapshots"]) * resolution**2)
+    values=lambda resolution, params: (1 + params["snapshots"]) * resolution**2,
+    channel_types=("pseudoscalar", "pseudoscalar"))  # 2D vorticity: its sign flips under a reflection

@@ -34,7 +34,8 @@ import numpy as np
 import torch
 
 from ..ops.neighbors import Neighborhood
-from .files import POINT_CLOUDS, UNREADABLE, DataError, check_array, file_kind, misfit, unreadable
+from .files import (POINT_CLOUDS, UNREADABLE, DataError, check_array, declared_channel_types, file_kind, misfit,
+                    unreadable)
 
 #: Inputs and outputs of :mod:`mpno.data.potential_flow` files, the defaults when a file has them.
 POTENTIAL_FLOW_KEYS = (("normals", "flow"), ("cp",))
@@ -152,15 +153,6 @@ def _read_arrays(path: Path) -> dict[str, np.ndarray]:
     raise misfit(path, POINT_CLOUDS) or DataError(f"{path}: point clouds are read from .h5/.hdf5 or .npz files")
 
 
-def _channel_types(path: Path) -> dict[str, str]:
-    """The ``channel_type`` attribute of each array of an HDF5 file that has one (none in an .npz file)."""
-    if file_kind(path) != "HDF5":
-        return {}
-    with h5py.File(path, "r") as f:
-        return {key: str(f[key].attrs["channel_type"]) for key in f
-                if isinstance(f[key], h5py.Dataset) and "channel_type" in f[key].attrs}
-
-
 def _array(path: Path, arrays: dict, key: str) -> np.ndarray:
     """``arrays[key]``, checked to be numbers with a sample axis."""
     if key not in arrays:
@@ -225,7 +217,7 @@ class PointCloudDataset(torch.utils.data.Dataset):
             raise DataError(f"{path}: quadrature weights '{weights}' must be an array ({count}, {width})")
         channels = [_channels(path, arrays, keys, count, width) for keys in (inputs, outputs)]
         self._store(path, points, *channels, sizes, None if weights is None else arrays[weights], indices)
-        self.keys, self.channel_types = (tuple(inputs), tuple(outputs)), _channel_types(path)
+        self.keys, self.channel_types = (tuple(inputs), tuple(outputs)), declared_channel_types(path)
 
     @classmethod
     def from_clouds(cls, name: str | os.PathLike, clouds: Sequence[tuple]) -> "PointCloudDataset":

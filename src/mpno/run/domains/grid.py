@@ -14,7 +14,7 @@ from ...checks import modes_per_dim
 from ...data import DataError, OperatorDataset
 from ...data.symmetries import Augmentation, ChannelTypes, check_augment, representatives
 from ...data.trajectories import TrajectoryWindows, holds_trajectories
-from ...data.files import GRID, SPHERE, available_keys, identify
+from ...data.files import GRID, SPHERE, available_keys, declared_channel_types, identify
 from ...nn import losses
 from ...nn.normalized import NormalizedOperator, UnitGaussianNormalizer
 from ...nn.registry import model_kind
@@ -45,8 +45,9 @@ OPTIONS = {
                       "centroid); see --channel-types", group="optimisation"),
     "channel_types": option(None, "str", "how each field transforms under --augment: INPUTS/OUTPUTS (or one list "
                             "for both), each a comma list of scalar (s), pseudoscalar (p: 2D vorticity), vector (v: "
-                            "one channel per axis, in axis order), pseudovector (a); default: on a grid all scalars, "
-                            "on point clouds the arrays' channel_type attributes", optional=True,
+                            "one channel per axis, in axis order), pseudovector (a); default: the data file's "
+                            "channel_type attributes (mpno generate writes them), else on a grid all scalars",
+                            optional=True,
                             group="optimisation"),
     "trajectories": option(False, "bool", "forecasting: read the data files' arrays (--x-key, default u) as "
                            "trajectories (N, T, C, *grid); files mpno generates with --steps say so themselves",
@@ -162,11 +163,14 @@ class GridDomain(Domain):
         """``--augment``'s transformation of training batches (checked against the data), or ``None``."""
         if not config.augment:
             return None
+        kinds, types = self.symmetries(config, train, config.augment)
         note = None
         if config.channel_types is None:
-            note = "--augment: every channel transforms as a scalar (declare vectors and pseudo-scalars with --channel-types)"
-        return Augmentation(*self.symmetries(config, train, config.augment),
-                            **self.symmetry_options(config, self.grid(train)), note=note)
+            note = (f"--augment: channel types from {train.path.name}: inputs {','.join(types.inputs)}, outputs "
+                    f"{','.join(types.outputs)}" if self._file_channel_types(train) else
+                    "--augment: every channel transforms as a scalar (declare vectors and pseudo-scalars with "
+                    "--channel-types)")
+        return Augmentation(kinds, types, **self.symmetry_options(config, self.grid(train)), note=note)
 
     @staticmethod
     def _symmetry_kinds(dataset, kinds: Sequence[str]) -> list[str]:
@@ -194,9 +198,25 @@ class GridDomain(Domain):
         (:class:`mpno.data.symmetries.GridSymmetry`)."""
         kinds = self._symmetry_kinds(dataset, kinds)
         (in_channels, *grid), (out_channels, *_) = dataset.shapes
-        types = ChannelTypes.parse(config.channel_types, len(grid), in_channels, out_channels)
-        check_augment(kinds, grid, config.periodic, types, config.channel_types is not None)
+        declared = config.channel_types or self._file_channel_types(dataset)
+        try:
+            types = ChannelTypes.parse(declared, len(grid), in_channels, out_channels)
+        except ValueError:
+            if config.channel_types is not None:
+                raise
+            raise DataError(f"{dataset.path}: the channel_type attributes of its arrays ({declared}) do not fit "
+                            f"its {in_channels} input and {out_channels} output channels; declare the types: "
+                            "--channel-types INPUTS/OUTPUTS") from None
+        check_augment(kinds, grid, config.periodic, types, declared is not None)
         return kinds, types
+
+    @staticmethod
+    def _file_channel_types(dataset) -> str | None:
+        """``INPUTS/OUTPUTS`` from the ``channel_type`` attributes of the file's input and output arrays (mpno's
+        generators write them), or ``None`` where either array has none."""
+        declared = declared_channel_types(dataset.path)
+        keys = (dataset.pairs.x_key, dataset.pairs.y_key)
+        return "/".join(declared[key] for key in keys) if all(key in declared for key in keys) else None
 
     def _check_grid(self, path, grid, modes, fix: str, config) -> None:
         for i, (n, m) in enumerate(zip(grid, modes)):
