@@ -285,3 +285,9 @@ def test_generate_builds_its_flags_from_the_generators(tmp_path, capsys):
     assert cli.main(["generate", "burgers", "--resolution", "16", "--n", "1", "--viscosity", "0.5", "--time", "0.01",
                      "--out", str(tmp_path / "b.h5")]) == 0
     assert json.loads(h5py.File(tmp_path / "b.h5").attrs["params"])["viscosity"] == 0.5
+    assert cli.main(["generate", "navier-stokes", "--resolution", "8", "--n", "1", "--time", "0.01",
+                     "--set", "forced=false", "--out", str(tmp_path / "ns.h5")]) == 0
+    assert json.loads(h5py.File(tmp_path / "ns.h5").attrs["params"])["forced"] is False  # not the text "false"
+    assert cli.main(["generate", "navier-stokes", "--resolution", "8", "--n", "1", "--set", "forced=no",
+                     "--out", str(tmp_path / "ns2.h5")]) == 2
+    assert "forced='no': expected true or false" in capsys.readouterr().err

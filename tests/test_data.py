@@ -83,6 +83,8 @@ def test_existing_files_are_not_overwritten_unless_asked(tmp_path):
         ({"equation": "heat"}, "equation='heat'.*darcy"),
         ({"coarsen": [12]}, "coarsen=12 must divide"),
         ({"kappa": 1.0}, r"unknown darcy parameters \['kappa'\]"),
+        ({"tau": "3"}, "darcy parameter tau='3': expected a number"),
+        ({"equation": "navier-stokes", "forced": "false"}, "forced='false': expected true or false"),
         ({"out": "d.npz"}, "give a .h5 path"),
     ],
 )

@@ -64,6 +64,21 @@ def _channel_types(generator: Generator, shapes: dict) -> dict:
     return attributes
 
 
+def _check_types(equation: str, defaults: dict, params: dict) -> None:
+    """Refuse a parameter whose value is not of its default's kind (``forced="false"`` would be true)."""
+    for key, value in params.items():
+        default = defaults[key]
+        if isinstance(default, bool):
+            fits = isinstance(value, bool)
+        elif isinstance(default, (int, float)):
+            fits = isinstance(value, (int, float)) and not isinstance(value, bool)
+        else:
+            fits = True
+        if not fits:
+            raise ValueError(f"{equation} parameter {key}={value!r}: expected "
+                             f"{'true or false' if isinstance(default, bool) else 'a number'} (default {default!r})")
+
+
 def generate(equation: str, out: str | Path, n: int, resolution: int | None = None, seed: int = 0,
              coarsen: Sequence[int] = (), batch_size: int | None = None, progress: bool | None = None,
              overwrite: bool = False, steps: int | None = None, interval: float | None = None,
@@ -96,6 +111,7 @@ def generate(equation: str, out: str | Path, n: int, resolution: int | None = No
     unknown = set(params) - set(generator.defaults)
     if unknown:
         raise ValueError(f"unknown {equation} parameters {sorted(unknown)}; allowed: {sorted(generator.defaults)}")
+    _check_types(equation, generator.defaults, params)
     if generator.write is not None:  # not grid pairs: the generator writes its own layout
         if coarsen or resolution is not None:
             raise ValueError(f"{equation} data are point clouds; resolution and coarsen apply to grid data only")

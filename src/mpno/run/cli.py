@@ -31,9 +31,12 @@ def _print_json(value) -> None:
 
 
 def _parse_setting(text: str) -> tuple[str, object]:
+    """``KEY=VALUE``: the value a Python literal (``true``/``false`` in any case a bool), else the text."""
     key, sep, value = text.partition("=")
     if not sep:
         raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    if value.lower() in ("true", "false"):
+        return key, value.lower() == "true"
     try:
         return key, ast.literal_eval(value)
     except (ValueError, SyntaxError):
