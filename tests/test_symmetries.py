@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import mpno
-from mpno.data import OperatorDataset, darcy
+from mpno.data import OperatorDataset, darcy, grf, navier_stokes
 from mpno.data.files import declared_channel_types
 from mpno.data.symmetries import (Augmentation, ChannelTypes, GridSymmetry, PointAugmentation, draw,
                                   draw_orthogonal, point_representatives, representatives)
@@ -111,6 +111,22 @@ def test_flips_and_quarter_turns_of_darcy_data_are_darcy_data(symmetry):
     assert torch.allclose(on_files.apply(u[None, :n, :n], ["scalar"])[0], solved[:n, :n], rtol=0, atol=1e-12)
     interior = (slice(1, n), slice(1, n))
     assert torch.equal(on_files.apply(torch.tensor(a)[None, :n, :n], ["scalar"])[0][interior], moved_a[interior])
+
+
+@pytest.mark.parametrize("symmetry", list(every_symmetry(2)), ids=str)
+def test_shifts_flips_and_quarter_turns_of_decaying_flow_on_the_torus_are_decaying_flow(symmetry):
+    """Unforced Navier–Stokes on the torus: solving for the moved initial vorticity (a pseudoscalar: its sign
+    flips under a reflection) gives the moved solution; with the standard forcing it does not."""
+    moved = GridSymmetry(symmetry.order, symmetry.signs, (3, 4), about_first_point=True)
+    w0 = torch.stack([grf.periodic(16, 2, 2.5, 7.0, 7.0**1.5, grf.sample_generator(0, i)) for i in range(2)])
+    w = navier_stokes.solve(w0, 1e-3, 0.5, 0.01)[:, 0]
+    solved = navier_stokes.solve(moved.apply(w0[:, None], ["pseudoscalar"])[:, 0], 1e-3, 0.5, 0.01)[:, 0]
+    expected = moved.apply(w[:, None], ["pseudoscalar"])[:, 0]
+    assert torch.allclose(solved, expected, rtol=0, atol=1e-12 * w.abs().max())
+    force = navier_stokes.forcing(16)
+    forced = navier_stokes.solve(moved.apply(w0[:, None], ["pseudoscalar"])[:, 0], 1e-3, 0.5, 0.01, force=force)
+    unmoved = moved.apply(navier_stokes.solve(w0, 1e-3, 0.5, 0.01, force=force), ["pseudoscalar"])[:, 0]
+    assert (forced[:, 0] - unmoved).abs().max() > 1e-3 * w.abs().max()
 
 
 def test_a_reflection_about_the_first_point_is_x_to_minus_x_on_a_periodic_grid():
